@@ -1,0 +1,34 @@
+//! Command-line surface of `graunt`: the subcommands and their arguments.
+
+mod resize;
+mod whisper;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// graunt: a Graphite-compatible metrics store (carbon, whisper, graphite-web
+/// and statsd in one binary).
+#[derive(Debug, Parser)]
+#[command(name = "graunt", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: carbon receivers, cache and whisper storage, carbonlink, HTTP.
+    Serve(crate::serve::ServeArgs),
+    /// Whisper file tools, argument- and output-compatible with the whisper-*.py scripts.
+    #[command(subcommand)]
+    Whisper(whisper::WhisperCommand),
+}
+
+/// Runs the chosen command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => crate::serve::run(args),
+        Command::Whisper(cmd) => whisper::run(cmd),
+    }
+}

@@ -1,0 +1,163 @@
+//! `graunt serve` settings: a TOML file (`--config`) overlaid by flags, with
+//! defaults that make a complete single node on Graphite's usual ports.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use graunt_storage::schema::{Aggregations, Schemas};
+use graunt_storage::store::StoreConfig;
+use graunt_storage::wal::SyncPolicy;
+use serde::Deserialize;
+
+/// Every setting, as read from the TOML file; all optional. Addresses may be
+/// `""` to turn a listener off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory [`var`].
+    pub data_dir: Option<PathBuf>,
+    /// Plaintext, TCP and UDP [`0.0.0.0:2003`].
+    pub line_addr: Option<String>,
+    /// Pickle, TCP [`0.0.0.0:2004`].
+    pub pickle_addr: Option<String>,
+    /// Carbonlink cache queries, TCP [`0.0.0.0:7002`].
+    pub carbonlink_addr: Option<String>,
+    /// HTTP: `/metrics` and, later, the web API [`0.0.0.0:8080`].
+    pub http_addr: Option<String>,
+    /// carbon `storage-schemas.conf` [embedded default].
+    pub schemas: Option<PathBuf>,
+    /// carbon `storage-aggregation.conf` [embedded default].
+    pub aggregation: Option<PathBuf>,
+    /// Instance name in `carbon.agents.<host>-<instance>` [`a`].
+    pub instance: Option<String>,
+    /// Points the cache holds before TCP readers are slowed [10,000,000].
+    pub max_cache_size: Option<usize>,
+    /// Whisper updates per second, 0 = unlimited [0].
+    pub max_updates_per_second: Option<f64>,
+    /// Whisper files created per minute, 0 = unlimited [0].
+    pub max_creates_per_minute: Option<f64>,
+    /// `always`, `periodic` (every second) or `never` [periodic].
+    pub wal_sync: Option<String>,
+    /// Create whisper files sparse [false].
+    pub sparse_create: Option<bool>,
+    /// Seconds a timestamp may be ahead of the clock [3600].
+    pub max_future: Option<i64>,
+    /// Longest plaintext line, bytes [16384].
+    pub max_line_length: Option<usize>,
+    /// Largest pickle frame, bytes [1 MiB].
+    pub max_pickle_frame: Option<usize>,
+    /// Open TCP connections per listener [50,000].
+    pub max_connections: Option<usize>,
+    /// Seconds a silent connection is kept [600].
+    pub idle_timeout: Option<u64>,
+    /// Seconds between self-metric writes [60].
+    pub self_metrics_interval: Option<u64>,
+}
+
+/// The settings a node runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Storage settings.
+    pub store: StoreConfig,
+    /// Listener addresses; `None` when turned off.
+    pub line_addr: Option<String>,
+    /// See [`FileConfig::pickle_addr`].
+    pub pickle_addr: Option<String>,
+    /// See [`FileConfig::carbonlink_addr`].
+    pub carbonlink_addr: Option<String>,
+    /// See [`FileConfig::http_addr`].
+    pub http_addr: Option<String>,
+    /// Parsed storage rules.
+    pub schemas: Schemas,
+    /// Parsed aggregation rules.
+    pub aggregations: Aggregations,
+    /// Self-metric instance name.
+    pub instance: String,
+    /// See [`FileConfig::max_future`].
+    pub max_future: i64,
+    /// See [`FileConfig::max_line_length`].
+    pub max_line_length: usize,
+    /// See [`FileConfig::max_pickle_frame`].
+    pub max_pickle_frame: usize,
+    /// See [`FileConfig::max_connections`].
+    pub max_connections: usize,
+    /// See [`FileConfig::idle_timeout`].
+    pub idle_timeout: std::time::Duration,
+    /// See [`FileConfig::self_metrics_interval`].
+    pub self_metrics_interval: std::time::Duration,
+}
+
+fn addr(value: Option<String>, default: &str) -> Option<String> {
+    let a = value.unwrap_or_else(|| default.to_string());
+    (!a.is_empty()).then_some(a)
+}
+
+fn read_rules(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+impl ServeConfig {
+    /// Validates raw settings into the runtime form.
+    pub fn from_file(f: FileConfig) -> anyhow::Result<Self> {
+        let schemas = match &f.schemas {
+            Some(p) => {
+                Schemas::parse(&read_rules(p)?).with_context(|| format!("in {}", p.display()))?
+            }
+            None => Schemas::embedded(),
+        };
+        let aggregations = match &f.aggregation {
+            Some(p) => Aggregations::parse(&read_rules(p)?)
+                .with_context(|| format!("in {}", p.display()))?,
+            None => Aggregations::embedded(),
+        };
+        for warning in schemas.warnings.iter().chain(&aggregations.warnings) {
+            tracing::warn!("{warning}");
+        }
+        let wal_sync = match f.wal_sync.as_deref().unwrap_or("periodic") {
+            "always" => SyncPolicy::Always,
+            "periodic" => SyncPolicy::Periodic,
+            "never" => SyncPolicy::Never,
+            other => bail!("wal_sync = {other:?}: use \"always\", \"periodic\" or \"never\""),
+        };
+        let defaults = StoreConfig::default();
+        let store = StoreConfig {
+            data_dir: f.data_dir.unwrap_or(defaults.data_dir),
+            max_cache_size: f.max_cache_size.unwrap_or(defaults.max_cache_size),
+            wal_sync,
+            max_updates_per_second: f.max_updates_per_second.unwrap_or(0.0),
+            max_creates_per_minute: f.max_creates_per_minute.unwrap_or(0.0),
+            sparse_create: f.sparse_create.unwrap_or(false),
+            ..defaults
+        };
+        Ok(ServeConfig {
+            store,
+            line_addr: addr(f.line_addr, "0.0.0.0:2003"),
+            pickle_addr: addr(f.pickle_addr, "0.0.0.0:2004"),
+            carbonlink_addr: addr(f.carbonlink_addr, "0.0.0.0:7002"),
+            http_addr: addr(f.http_addr, "0.0.0.0:8080"),
+            schemas,
+            aggregations,
+            instance: f.instance.unwrap_or_else(|| "a".into()),
+            max_future: f.max_future.unwrap_or(3600),
+            max_line_length: f.max_line_length.unwrap_or(16384).max(64),
+            max_pickle_frame: f
+                .max_pickle_frame
+                .unwrap_or(graunt_relay::codec::pickle::DEFAULT_MAX_FRAME),
+            max_connections: f.max_connections.unwrap_or(50_000).max(1),
+            idle_timeout: std::time::Duration::from_secs(f.idle_timeout.unwrap_or(600).max(1)),
+            self_metrics_interval: std::time::Duration::from_secs(
+                f.self_metrics_interval.unwrap_or(60).max(1),
+            ),
+        })
+    }
+}
+
+/// Reads `--config` (if given) as TOML.
+pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+}

@@ -1,0 +1,53 @@
+//! The node's HTTP port: `/metrics` (Prometheus) and graphite-web's API
+//! ([`crate::web`]); the UI mounts here when it arrives.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use graunt_storage::store::Store;
+use tokio::net::TcpListener;
+
+use super::shutdown::Shutdown;
+use super::telemetry::Telemetry;
+
+#[derive(Clone)]
+struct App {
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+}
+
+async fn metrics(State(app): State<App>) -> String {
+    app.telemetry.render(&app.store)
+}
+
+async fn version() -> &'static str {
+    concat!("graunt ", env!("CARGO_PKG_VERSION"), "\n")
+}
+
+/// Serves HTTP until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    mut shutdown: Shutdown,
+) {
+    let api = crate::web::Api {
+        store: store.clone(),
+        limits: crate::web::Limits {
+            max_series: 100_000,
+        },
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(version))
+        .with_state(App { store, telemetry })
+        .merge(crate::web::routes(api));
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.recv().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}

@@ -1,0 +1,55 @@
+//! graphite-web's HTTP API on the node's HTTP port: `/render` (json, csv,
+//! raw), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`, `/version`. Requests are evaluated by graunt-query over
+//! the node's store (whisper files overlaid with the cache).
+
+mod find;
+mod params;
+mod render;
+mod source;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use graunt_storage::store::Store;
+
+pub use source::StoreSource;
+
+/// Limits on what one request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Series one request may fetch.
+    pub max_series: usize,
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct Api {
+    /// The node's storage.
+    pub store: Arc<Store>,
+    /// Request bounds.
+    pub limits: Limits,
+}
+
+/// The API routes, to merge into the node's router.
+pub fn routes(api: Api) -> Router {
+    Router::new()
+        .route("/render", get(render::render).post(render::render_post))
+        .route("/render/", get(render::render).post(render::render_post))
+        .route("/metrics/find", get(find::find).post(find::find_post))
+        .route("/metrics/find/", get(find::find).post(find::find_post))
+        .route("/metrics/expand", get(find::expand).post(find::expand_post))
+        .route(
+            "/metrics/expand/",
+            get(find::expand).post(find::expand_post),
+        )
+        .route("/metrics/index.json", get(find::index))
+        .route("/version", get(version))
+        .route("/version/", get(version))
+        .with_state(api)
+}
+
+/// graphite-web's version, which Grafana reads to pick its feature set.
+async fn version() -> &'static str {
+    "1.1.10"
+}

@@ -1,0 +1,252 @@
+//! `/render`: targets evaluated over the requested range, answered in
+//! graphite-web's JSON shape (`[{"target", "tags", "datapoints"}]`), with
+//! `maxDataPoints`, `noNullPoints` and `jsonp` as graphite-web applies them.
+//! Bad targets, times and parameters are a 400 naming the problem.
+
+use axum::extract::{Form, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use graunt_query::eval::{evaluate_target, Context};
+use graunt_query::pyfmt::float_repr;
+use graunt_query::series::Series;
+use graunt_query::time;
+use jiff::Timestamp;
+
+use super::params::{param, Params};
+use super::{Api, StoreSource};
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, message.into()).into_response()
+}
+
+/// GET `/render?target=…`.
+pub async fn render(State(api): State<Api>, Query(params): Query<Params>) -> Response {
+    respond(api, params).await
+}
+
+/// POST `/render` with a form body (Grafana's way), query string merged in.
+pub async fn render_post(
+    State(api): State<Api>,
+    Query(mut params): Query<Params>,
+    Form(body): Form<Params>,
+) -> Response {
+    params.extend(body);
+    respond(api, params).await
+}
+
+async fn respond(api: Api, params: Params) -> Response {
+    let store = api.store.clone();
+    match tokio::task::spawn_blocking(move || answer(&api, &store, &params)).await {
+        Ok(response) => response,
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("render failed: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// The time range of a request, as graphite-web reads `from`, `until`, `now`, `tz`.
+fn range(params: &Params) -> Result<(i64, i64, i64), String> {
+    let tz = match param(params, "tz") {
+        Some(name) => time::time_zone(name).map_err(|e| e.to_string())?,
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let clock = Timestamp::now();
+    let now = match param(params, "now") {
+        Some(s) => time::parse(s, &tz, clock).map_err(|e| format!("now: {e}"))?,
+        None => clock,
+    };
+    let until = time::parse(param(params, "until").unwrap_or("now"), &tz, now)
+        .map_err(|e| format!("until: {e}"))?;
+    let from = time::parse(param(params, "from").unwrap_or("-1d"), &tz, now)
+        .map_err(|e| format!("from: {e}"))?;
+    let (from, until) = (from.as_second(), until.as_second());
+    if from >= until {
+        return Err(format!("from ({from}) must be before until ({until})"));
+    }
+    Ok((from, until, now.as_second()))
+}
+
+fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> Response {
+    // graphite-web: `rawData` means raw, an explicit `format` wins.
+    let format = match (param(params, "format"), param(params, "rawData")) {
+        (Some(f), _) => f,
+        (None, Some(_)) => "raw",
+        (None, None) => "png",
+    };
+    if !matches!(format, "json" | "csv" | "raw") {
+        return bad_request(format!(
+            "format={format} is not supported yet; use format=json, csv or raw"
+        ));
+    }
+    let (from, until, now) = match range(params) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let tz = match param(params, "tz").map(time::time_zone) {
+        Some(Ok(tz)) => tz,
+        Some(Err(e)) => return bad_request(e.to_string()),
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let max_points = match param(params, "maxDataPoints").map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(n)) if n >= 1.0 => Some(n as usize),
+        Some(_) => return bad_request("maxDataPoints must be a positive number"),
+    };
+    let x_files_factor = match param(params, "xFilesFactor").map(str::parse::<f64>) {
+        None => 0.0,
+        Some(Ok(x)) if x.is_finite() => x,
+        Some(_) => return bad_request("xFilesFactor must be a number"),
+    };
+    let source = StoreSource(store);
+    let ctx = Context {
+        source: &source,
+        from,
+        until,
+        now,
+        max_series: api.limits.max_series,
+        x_files_factor,
+    };
+    let mut series = Vec::new();
+    for (_, target) in params
+        .iter()
+        .filter(|(k, _)| k == "target" || k == "target[]")
+    {
+        if target.trim().is_empty() {
+            continue;
+        }
+        match evaluate_target(&ctx, target) {
+            Ok(s) => series.extend(s),
+            Err(e) => return bad_request(format!("Invalid target {target:?}: {e}")),
+        }
+    }
+    match format {
+        "csv" => return ([(header::CONTENT_TYPE, "text/csv")], csv(&series, &tz)).into_response(),
+        "raw" => return ([(header::CONTENT_TYPE, "text/plain")], raw(&series)).into_response(),
+        _ => {}
+    }
+    let body = json(
+        &mut series,
+        max_points,
+        param(params, "noNullPoints").is_some(),
+    );
+    match param(params, "jsonp") {
+        Some(callback) => (
+            [(header::CONTENT_TYPE, "text/javascript")],
+            format!("{callback}({body})"),
+        )
+            .into_response(),
+        None => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    }
+}
+
+/// Python's `repr` of a value as graphite-web's raw format prints it.
+fn py_value(v: Option<f64>) -> String {
+    v.map_or_else(|| "None".to_string(), float_repr)
+}
+
+/// graphite-web's `renderViewRaw`: `name,start,end,step|v1,v2,…` per series.
+fn raw(series: &[Series]) -> String {
+    let mut out = String::new();
+    for s in series {
+        let values: Vec<String> = s.points().into_iter().map(py_value).collect();
+        out.push_str(&format!(
+            "{},{},{},{}|{}\n",
+            s.name,
+            s.start,
+            s.end,
+            s.step,
+            values.join(",")
+        ));
+    }
+    out
+}
+
+/// A CSV field as Python's `csv` module (excel dialect) writes it.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// graphite-web's `renderViewCsv`: one `name,YYYY-mm-dd HH:MM:SS,value` row
+/// per value, times in the request's zone (stepping by the raw step, as it does).
+fn csv(series: &[Series], tz: &jiff::tz::TimeZone) -> String {
+    let mut out = String::new();
+    for s in series {
+        for (i, v) in s.points().into_iter().enumerate() {
+            let ts = s.start + i as i64 * s.step;
+            let when = Timestamp::from_second(ts)
+                .map(|t| {
+                    t.to_zoned(tz.clone())
+                        .strftime("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let value = v.map(float_repr).unwrap_or_default();
+            out.push_str(&format!("{},{},{}\r\n", csv_field(&s.name), when, value));
+        }
+    }
+    out
+}
+
+/// graphite-web's `renderViewJson`.
+fn json(series: &mut [Series], max_points: Option<usize>, no_nulls: bool) -> String {
+    if series.iter().all(|s| s.values.is_empty()) {
+        return "[]".into();
+    }
+    let start = series.iter().map(|s| s.start).min().unwrap_or(0);
+    let end = series.iter().map(|s| s.end).max().unwrap_or(0);
+    let time_range = (end - start) as f64;
+    let mut out = Vec::new();
+    for s in series.iter_mut() {
+        if let Some(max) = max_points {
+            if max == 1 {
+                s.values_per_point = s.values.len().max(1);
+            } else {
+                let points = time_range / s.step as f64;
+                if (max as f64) < points {
+                    let per_point = (points / max as f64).ceil() as i64;
+                    let seconds = per_point * s.step;
+                    // graphite-web nudges the start so buckets stay put between refreshes.
+                    let nudge = seconds + s.start.rem_euclid(s.step) - s.start.rem_euclid(seconds);
+                    s.start += nudge;
+                    let lose = (nudge / s.step) as usize;
+                    if lose > 1 {
+                        s.values.drain(..(lose - 1).min(s.values.len()));
+                    }
+                    s.values_per_point = per_point as usize;
+                }
+            }
+        }
+        let points: Vec<String> = s
+            .datapoints()
+            .into_iter()
+            .filter(|(v, _)| !no_nulls || v.is_some_and(|v| !v.is_nan()))
+            .map(|(v, t)| {
+                let v = match v {
+                    None => "null".to_string(),
+                    Some(v) if v.is_nan() => "null".to_string(),
+                    Some(v) if v.is_infinite() => {
+                        if v > 0.0 { "1e9999" } else { "-1e9999" }.to_string()
+                    }
+                    Some(v) => float_repr(v),
+                };
+                format!("[{v}, {t}]")
+            })
+            .collect();
+        if no_nulls && points.is_empty() {
+            continue;
+        }
+        let tags = serde_json::to_string(&s.tags).unwrap_or_else(|_| "{}".into());
+        let target = serde_json::to_string(&s.name).unwrap_or_default();
+        out.push(format!(
+            "{{\"target\": {target}, \"tags\": {tags}, \"datapoints\": [{}]}}",
+            points.join(", ")
+        ));
+    }
+    format!("[{}]", out.join(", "))
+}

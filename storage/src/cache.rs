@@ -1,0 +1,305 @@
+//! The write-back cache: points received but not yet in whisper, per metric.
+//!
+//! Sharded by name hash so receivers on several threads rarely contend.
+//! The writer checks a metric's points out (they stay readable as "in
+//! flight" until written), writes them, then completes or requeues them, so
+//! a point is visible to reads from the moment it is accepted until whisper
+//! holds it. Each entry remembers the oldest write-ahead-log segment its
+//! points came from, which tells the log which segments may be deleted.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// One received point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datapoint {
+    /// Metric name (already validated).
+    pub name: String,
+    /// Epoch seconds.
+    pub timestamp: i64,
+    /// Value.
+    pub value: f64,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// Points waiting for the writer, in arrival order.
+    points: Vec<(i64, f64)>,
+    /// WAL segment of the oldest waiting point.
+    segment: u64,
+    /// Points checked out by the writer and their segment.
+    in_flight: Option<(Vec<(i64, f64)>, u64)>,
+}
+
+/// Points checked out for writing: sorted by time, one per timestamp (the
+/// last received wins, as in carbon's cache).
+#[derive(Debug)]
+pub struct Checkout {
+    /// Metric name.
+    pub name: String,
+    /// Sorted, deduplicated points.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Sizes reported by [`Cache::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Points held, waiting or in flight.
+    pub points: usize,
+    /// Metrics with points held.
+    pub metrics: usize,
+}
+
+/// The sharded cache. See the module docs.
+pub struct Cache {
+    shards: Box<[Mutex<HashMap<String, Entry>>]>,
+    hasher: RandomState,
+    size: AtomicUsize,
+    max_size: usize,
+}
+
+/// Sorts by time and keeps the last point given for each timestamp.
+fn sort_dedup(points: &mut Vec<(i64, f64)>) {
+    points.reverse();
+    // Stable: after the reverse, the last received comes first within a timestamp.
+    points.sort_by_key(|p| p.0);
+    points.dedup_by_key(|p| p.0);
+}
+
+impl Cache {
+    /// A cache holding at most about `max_size` points (0: unbounded).
+    pub fn new(max_size: usize, shards: usize) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| Mutex::new(HashMap::new()))
+            .collect();
+        Cache {
+            shards,
+            hasher: RandomState::new(),
+            size: AtomicUsize::new(0),
+            max_size,
+        }
+    }
+
+    fn shard(&self, name: &str) -> &Mutex<HashMap<String, Entry>> {
+        let i = self.hasher.hash_one(name) as usize % self.shards.len();
+        &self.shards[i]
+    }
+
+    fn lock<'a>(
+        m: &'a Mutex<HashMap<String, Entry>>,
+    ) -> std::sync::MutexGuard<'a, HashMap<String, Entry>> {
+        // A panic while holding a shard leaves plain data behind; keep going.
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Points held, waiting or in flight.
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Whether another batch may be added without passing `max_size`.
+    pub fn has_room(&self) -> bool {
+        self.max_size == 0 || self.size() < self.max_size
+    }
+
+    /// Adds points that the write-ahead log stored in `segment`.
+    pub fn add(&self, points: &[Datapoint], segment: u64) {
+        for p in points {
+            let mut shard = Self::lock(self.shard(&p.name));
+            let entry = match shard.get_mut(p.name.as_str()) {
+                Some(e) => e,
+                None => shard.entry(p.name.clone()).or_default(),
+            };
+            if entry.points.is_empty() {
+                entry.segment = segment;
+            }
+            entry.points.push((p.timestamp, p.value));
+        }
+        self.size.fetch_add(points.len(), Ordering::Relaxed);
+    }
+
+    /// The points held for `name` (in flight first, then waiting), sorted
+    /// by time with the last received winning per timestamp.
+    pub fn get(&self, name: &str) -> Vec<(i64, f64)> {
+        let shard = Self::lock(self.shard(name));
+        let Some(entry) = shard.get(name) else {
+            return Vec::new();
+        };
+        let mut points: Vec<(i64, f64)> = entry
+            .in_flight
+            .iter()
+            .flat_map(|(p, _)| p.iter().copied())
+            .collect();
+        points.extend_from_slice(&entry.points);
+        drop(shard);
+        sort_dedup(&mut points);
+        points
+    }
+
+    /// Names of metrics with waiting points, the largest backlog first
+    /// (carbon's `max` strategy).
+    pub fn order_by_size(&self) -> Vec<String> {
+        let mut sizes: Vec<(usize, String)> = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = Self::lock(shard);
+            sizes.extend(
+                shard
+                    .iter()
+                    .filter(|(_, e)| !e.points.is_empty())
+                    .map(|(n, e)| (e.points.len(), n.clone())),
+            );
+        }
+        sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+        sizes.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Moves `name`'s waiting points in flight for the writer. `None` when
+    /// nothing waits or a previous checkout is still in flight.
+    pub fn checkout(&self, name: &str) -> Option<Checkout> {
+        let mut shard = Self::lock(self.shard(name));
+        let entry = shard.get_mut(name)?;
+        if entry.points.is_empty() || entry.in_flight.is_some() {
+            return None;
+        }
+        let points = std::mem::take(&mut entry.points);
+        let mut sorted = points.clone();
+        entry.in_flight = Some((points, entry.segment));
+        drop(shard);
+        sort_dedup(&mut sorted);
+        Some(Checkout {
+            name: name.to_string(),
+            points: sorted,
+        })
+    }
+
+    /// The writer finished with `name`'s in-flight points: they leave the cache.
+    pub fn complete(&self, name: &str) {
+        let mut shard = Self::lock(self.shard(name));
+        let Some(entry) = shard.get_mut(name) else {
+            return;
+        };
+        if let Some((points, _)) = entry.in_flight.take() {
+            self.size.fetch_sub(points.len(), Ordering::Relaxed);
+        }
+        if entry.points.is_empty() {
+            shard.remove(name);
+        }
+    }
+
+    /// The writer could not write `name` yet (creation rate limit): its
+    /// in-flight points go back ahead of any that arrived since.
+    pub fn requeue(&self, name: &str) {
+        let mut shard = Self::lock(self.shard(name));
+        let Some(entry) = shard.get_mut(name) else {
+            return;
+        };
+        if let Some((mut points, segment)) = entry.in_flight.take() {
+            points.append(&mut entry.points);
+            entry.points = points;
+            entry.segment = segment;
+        }
+    }
+
+    /// The oldest WAL segment any held point came from, if any point is held.
+    pub fn oldest_segment(&self) -> Option<u64> {
+        let mut oldest: Option<u64> = None;
+        for shard in self.shards.iter() {
+            for entry in Self::lock(shard).values() {
+                let waiting = (!entry.points.is_empty()).then_some(entry.segment);
+                let flying = entry.in_flight.as_ref().map(|(_, s)| *s);
+                for s in waiting.into_iter().chain(flying) {
+                    oldest = Some(oldest.map_or(s, |o| o.min(s)));
+                }
+            }
+        }
+        oldest
+    }
+
+    /// Names of every metric with points held.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for shard in self.shards.iter() {
+            names.extend(Self::lock(shard).keys().cloned());
+        }
+        names
+    }
+
+    /// Points and metrics held.
+    pub fn stats(&self) -> CacheStats {
+        let metrics = self.shards.iter().map(|s| Self::lock(s).len()).sum();
+        CacheStats {
+            points: self.size(),
+            metrics,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dp(name: &str, ts: i64, value: f64) -> Datapoint {
+        Datapoint {
+            name: name.into(),
+            timestamp: ts,
+            value,
+        }
+    }
+
+    #[test]
+    fn checkout_keeps_points_readable_until_complete() {
+        let cache = Cache::new(0, 4);
+        cache.add(
+            &[
+                dp("a", 20, 2.0),
+                dp("a", 10, 1.0),
+                dp("a", 20, 3.0),
+                dp("b", 5, 9.0),
+            ],
+            1,
+        );
+        assert_eq!(cache.size(), 4);
+        assert_eq!(
+            cache.order_by_size(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        let c = cache.checkout("a").unwrap();
+        assert_eq!(c.points, vec![(10, 1.0), (20, 3.0)]);
+        assert!(cache.checkout("a").is_none());
+        cache.add(&[dp("a", 30, 4.0)], 2);
+        assert_eq!(cache.get("a"), vec![(10, 1.0), (20, 3.0), (30, 4.0)]);
+        assert_eq!(cache.oldest_segment(), Some(1));
+        cache.complete("a");
+        assert_eq!(cache.get("a"), vec![(30, 4.0)]);
+        assert_eq!(cache.size(), 2);
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                points: 2,
+                metrics: 2
+            }
+        );
+    }
+
+    #[test]
+    fn requeue_puts_points_back_first() {
+        let cache = Cache::new(3, 1);
+        cache.add(&[dp("a", 10, 1.0), dp("a", 20, 2.0)], 7);
+        assert!(cache.has_room());
+        cache.checkout("a").unwrap();
+        cache.add(&[dp("a", 20, 5.0)], 8);
+        assert!(!cache.has_room());
+        cache.requeue("a");
+        assert_eq!(
+            cache.checkout("a").unwrap().points,
+            vec![(10, 1.0), (20, 5.0)]
+        );
+        assert_eq!(cache.oldest_segment(), Some(7));
+        cache.complete("a");
+        assert_eq!(cache.size(), 0);
+        assert_eq!(cache.oldest_segment(), None);
+        assert_eq!(cache.stats().metrics, 0);
+    }
+}

@@ -1,0 +1,278 @@
+//! A node's storage: whisper files under `<data>/whisper`, the write-ahead
+//! log under `<data>/wal`, and the cache between them. Receivers call
+//! [`Store::accept`]; the writer ([`crate::writer`]) drains the cache into
+//! whisper; reads ([`Store::fetch`]) see whisper overlaid with the cache.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use crate::cache::{Cache, Datapoint};
+use crate::metric::metric_path;
+use crate::schema::{Aggregations, Schemas};
+use crate::wal::{SyncPolicy, Wal};
+use crate::whisper::{self, AggregationMethod, CreateOptions, Series, WhisperError, WhisperFile};
+
+/// Storage settings; defaults in brackets.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Root of the node's data: `whisper/` and `wal/` live here [`./var`].
+    pub data_dir: PathBuf,
+    /// Points the cache holds before receivers are slowed down [10,000,000].
+    pub max_cache_size: usize,
+    /// WAL segment size before rolling, bytes [64 MiB].
+    pub wal_segment_bytes: u64,
+    /// When the WAL is forced to disk [periodic, every second].
+    pub wal_sync: SyncPolicy,
+    /// Whisper update operations per second, 0 for no limit [0].
+    pub max_updates_per_second: f64,
+    /// Whisper files created per minute, 0 for no limit [0]; metrics over
+    /// the limit wait in the cache, they are not dropped.
+    pub max_creates_per_minute: f64,
+    /// Create whisper files sparse (holes instead of zeros) [false].
+    pub sparse_create: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("var"),
+            max_cache_size: 10_000_000,
+            wal_segment_bytes: 64 << 20,
+            wal_sync: SyncPolicy::Periodic,
+            max_updates_per_second: 0.0,
+            max_creates_per_minute: 0.0,
+            sparse_create: false,
+        }
+    }
+}
+
+/// Reads as all zeros: an empty file of some layout, without its bytes.
+struct Zeros(u64);
+
+impl whisper::Blocks for Zeros {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset + buf.len() as u64 > self.0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_at(&mut self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0)
+    }
+}
+
+/// Lays cached points over fetched values as graphite-web's
+/// `merge_with_cache` does: in an archive coarser than the finest, the cached
+/// points of one slot are first combined with the file's aggregation method.
+fn overlay(s: &mut Series, cached: &[(i64, f64)], method: AggregationMethod, finest: i64) {
+    let mut slots: Vec<(i64, Vec<f64>)> = Vec::new();
+    for &(ts, value) in cached {
+        let slot = ts - ts.rem_euclid(s.step);
+        match slots.iter_mut().find(|(t, _)| *t == slot) {
+            Some((_, values)) if s.step > finest => values.push(value),
+            Some((_, values)) => *values = vec![value],
+            None => slots.push((slot, vec![value])),
+        }
+    }
+    for (slot, values) in slots {
+        if slot < s.start || slot >= s.end {
+            continue;
+        }
+        let neighbors: Vec<Option<f64>> = values.iter().map(|v| Some(*v)).collect();
+        let value = if values.len() == 1 {
+            Some(values[0])
+        } else {
+            whisper::aggregate(method, &values, &neighbors)
+        };
+        if let Some(v) = s.values.get_mut(((slot - s.start) / s.step) as usize) {
+            *v = value;
+        }
+    }
+}
+
+/// Counters of the writer since start (monotonic), read by the node's self-metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Points written to whisper.
+    pub committed_points: AtomicU64,
+    /// `update_many` calls.
+    pub update_operations: AtomicU64,
+    /// Microseconds spent in `update_many`.
+    pub update_micros: AtomicU64,
+    /// Files created.
+    pub creates: AtomicU64,
+    /// Writes that failed (points dropped).
+    pub errors: AtomicU64,
+}
+
+/// What opening a store found in its write-ahead log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Replay {
+    /// Points put back into the cache.
+    pub points: usize,
+    /// Segments that ended in a torn record (the tail of a crash).
+    pub torn_segments: usize,
+}
+
+/// See the module docs.
+pub struct Store {
+    whisper_dir: PathBuf,
+    /// The write-back cache.
+    pub cache: Cache,
+    /// The write-ahead log.
+    pub wal: Wal,
+    schemas: RwLock<Arc<Schemas>>,
+    aggregations: RwLock<Arc<Aggregations>>,
+    /// Writer counters.
+    pub stats: WriterStats,
+    /// The settings it was opened with.
+    pub config: StoreConfig,
+}
+
+impl Store {
+    /// Opens (creating folders as needed) and replays the write-ahead log
+    /// into the cache.
+    pub fn open(
+        config: StoreConfig,
+        schemas: Schemas,
+        aggregations: Aggregations,
+    ) -> io::Result<(Arc<Store>, Replay)> {
+        let whisper_dir = config.data_dir.join("whisper");
+        std::fs::create_dir_all(&whisper_dir)?;
+        let cache = Cache::new(config.max_cache_size, 64);
+        let mut replay = Replay::default();
+        let (wal, torn) = Wal::open(
+            &config.data_dir.join("wal"),
+            config.wal_segment_bytes,
+            config.wal_sync,
+            |segment, batch| {
+                replay.points += batch.len();
+                cache.add(&batch, segment);
+            },
+        )?;
+        replay.torn_segments = torn;
+        let store = Store {
+            whisper_dir,
+            cache,
+            wal,
+            schemas: RwLock::new(Arc::new(schemas)),
+            aggregations: RwLock::new(Arc::new(aggregations)),
+            stats: WriterStats::default(),
+            config,
+        };
+        Ok((Arc::new(store), replay))
+    }
+
+    /// Where whisper files live.
+    pub fn whisper_dir(&self) -> &Path {
+        &self.whisper_dir
+    }
+
+    /// The whisper file of `name`.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        metric_path(&self.whisper_dir, name)
+    }
+
+    /// Accepts validated points: appended to the log, then into the cache.
+    pub fn accept(&self, points: &[Datapoint]) -> io::Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.wal
+            .append(points, |segment| self.cache.add(points, segment))
+    }
+
+    /// Replaces the storage rules for files created from now on.
+    pub fn set_rules(&self, schemas: Schemas, aggregations: Aggregations) {
+        *self.schemas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schemas);
+        *self.aggregations.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(aggregations);
+    }
+
+    /// The archives, xFilesFactor and method a new file for `name` gets.
+    pub fn rules_for(&self, name: &str) -> (Vec<whisper::Retention>, CreateOptions) {
+        let schemas = self
+            .schemas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let aggregations = self
+            .aggregations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (x_files_factor, aggregation) = aggregations.matching(name);
+        let opts = CreateOptions {
+            x_files_factor,
+            aggregation,
+            sparse: self.config.sparse_create,
+        };
+        (schemas.matching(name).retentions.clone(), opts)
+    }
+
+    /// The aggregation method of `name`: its file's, or the rules' for a
+    /// metric whose file does not exist yet.
+    pub fn aggregation_of(&self, name: &str) -> Result<AggregationMethod, WhisperError> {
+        match WhisperFile::open(self.path_of(name)) {
+            Ok(f) => Ok(f.header().aggregation),
+            Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(self.rules_for(name).1.aggregation)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whisper's fetch of `name` with the cache laid over it: a cached point
+    /// replaces the slot it falls in. A metric with cached points but no file
+    /// yet reads as an empty file of its schema. `Ok(None)` when there is
+    /// neither file nor cached point, or whisper has no data for the range.
+    pub fn fetch(
+        &self,
+        name: &str,
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<Series>, WhisperError> {
+        // The cache first: a point the writer moves to the file meanwhile is
+        // then in one or the other when the file is read.
+        let cached = self.cache.get(name);
+        let (series, header) = match WhisperFile::open(self.path_of(name)) {
+            Ok(file) => (
+                file.fetch(from, Some(until), now, None)?,
+                file.header().clone(),
+            ),
+            Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                if cached.is_empty() {
+                    return Ok(None);
+                }
+                let (archives, opts) = self.rules_for(name);
+                let header = whisper::layout(&archives, &opts)?;
+                let blank = Zeros(header.archives.last().map_or(0, |a| a.end()));
+                let series = whisper::fetch(
+                    &blank,
+                    &header,
+                    Path::new(name),
+                    from,
+                    Some(until),
+                    now,
+                    None,
+                )?;
+                (series, header)
+            }
+            Err(e) => return Err(e),
+        };
+        let finest = header
+            .archives
+            .first()
+            .map_or(1, |a| i64::from(a.seconds_per_point));
+        Ok(series.map(|mut s| {
+            overlay(&mut s, &cached, header.aggregation, finest);
+            s
+        }))
+    }
+}

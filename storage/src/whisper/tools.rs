@@ -1,0 +1,154 @@
+//! Whole-file operations behind the `whisper-*` scripts: merge one file into
+//! another, fill another's gaps (carbonate's whisper-fill), change aggregation.
+
+use std::path::Path;
+
+use super::fetch::fetch_archive;
+use super::file::check_x_files_factor;
+use super::{AggregationMethod, Header, Result, WhisperError, WhisperFile};
+
+/// `whisper.merge`: copies every known point of `from` between `time_from`
+/// (default 0) and `time_to` (default `now`) into `to`, archive by archive
+/// from the shortest retention up. Both files must have the same archives.
+pub fn merge(
+    from: &Path,
+    to: &Path,
+    time_from: Option<i64>,
+    time_to: Option<i64>,
+    now: i64,
+) -> Result<()> {
+    let source = WhisperFile::open(from)?;
+    let mut dest = WhisperFile::open_rw(to)?;
+    if source.header().archives != dest.header().archives {
+        return Err(WhisperError::ArchivesDiffer {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+        });
+    }
+    let until = time_to.unwrap_or(now);
+    let since = time_from.unwrap_or(0);
+    if until < since {
+        return Err(WhisperError::InvalidTimeInterval { from: since, until });
+    }
+    let mut archives = source.header().archives.clone();
+    archives.sort_by_key(|a| a.retention());
+
+    for archive in &archives {
+        let oldest = now - archive.retention();
+        if until < oldest {
+            continue;
+        }
+        let series = fetch_archive(source.file(), from, archive, since.max(oldest), until)?;
+        let points: Vec<(i64, f64)> = (series.start..series.end)
+            .step_by(series.step as usize)
+            .zip(series.values)
+            .filter_map(|(t, v)| Some((t, v?)))
+            .collect();
+        if !points.is_empty() {
+            dest.archive_update_many(archive, &points)?;
+        }
+    }
+    Ok(())
+}
+
+/// Python truthiness of a fetched value: None and 0.0 are false.
+fn truthy(v: Option<f64>) -> bool {
+    v.is_some_and(|x| x != 0.0)
+}
+
+/// Copies the points of `src` between `start` and `stop` into `dst`, from the
+/// most precise archive that still holds them (whisper-fill's `fill`).
+fn fill_range(
+    src: &WhisperFile,
+    dst: &mut WhisperFile,
+    start: i64,
+    mut stop: i64,
+    now: i64,
+) -> Result<()> {
+    let header: &Header = src.header();
+    let src_time = now - i64::from(header.max_retention);
+    if start < src_time && stop < src_time {
+        return Ok(());
+    }
+    let mut archives = header.archives.clone();
+    archives.sort_by_key(|a| a.retention());
+    for archive in &archives {
+        let rtime = now - archive.retention();
+        if stop <= rtime {
+            continue;
+        }
+        let from = rtime.max(start);
+        if let Some(series) = src.fetch(from, Some(stop), now, None)? {
+            let mut points: Vec<(i64, f64)> = (series.start..series.end)
+                .step_by(series.step as usize)
+                .zip(series.values)
+                .filter_map(|(t, v)| Some((t, v?)))
+                .collect();
+            points.reverse();
+            dst.update_many(&points, now)?;
+        }
+        stop = from;
+        if start == stop {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// carbonate's `whisper-fill`: fills the gaps of `dst` (runs of missing or
+/// zero slots, as the script judges them) with data from `src`, walking
+/// `dst`'s archives from the shortest retention back in time.
+pub fn fill(src: &Path, dst: &Path, now: i64) -> Result<()> {
+    let source = WhisperFile::open(src)?;
+    let mut dest = WhisperFile::open_rw(dst)?;
+    let mut archives = dest.header().archives.clone();
+    archives.sort_by_key(|a| a.retention());
+    let mut start_from = now;
+    for archive in &archives {
+        let from = now - archive.retention();
+        if from >= start_from {
+            continue;
+        }
+        let Some(series) = dest.fetch(from, Some(start_from), now, None)? else {
+            start_from = from;
+            continue;
+        };
+        let (mut start, end, step) = (series.start, series.end, series.step);
+        // `gapstart` is tested for truthiness in the script: 0 counts as none.
+        let mut gap_start: Option<i64> = None;
+        let spp = i64::from(archive.seconds_per_point);
+        for v in series.values {
+            let open_gap = gap_start.filter(|g| *g != 0);
+            if !truthy(v) && open_gap.is_none() {
+                gap_start = Some(start);
+            } else if let (true, Some(g)) = (truthy(v), open_gap) {
+                if start - g > spp {
+                    fill_range(&source, &mut dest, g - step, start, now)?;
+                }
+                gap_start = None;
+            } else if let (Some(g), true) = (open_gap, start == end - step) {
+                fill_range(&source, &mut dest, g - step, start, now)?;
+            }
+            start += step;
+        }
+        start_from = from;
+    }
+    Ok(())
+}
+
+/// `whisper.setAggregationMethod`: rewrites the aggregation method and, when
+/// given, the xFilesFactor. Returns the previous method and xFilesFactor.
+pub fn set_aggregation(
+    path: &Path,
+    method: AggregationMethod,
+    x_files_factor: Option<f64>,
+) -> Result<(AggregationMethod, f32)> {
+    let mut file = WhisperFile::open_rw(path)?;
+    let old = (file.header().aggregation, file.header().x_files_factor);
+    let xff = match x_files_factor {
+        Some(x) => check_x_files_factor(x)?,
+        None => old.1,
+    };
+    file.write_metadata(method, xff)?;
+    Ok(old)
+}

@@ -1,0 +1,241 @@
+//! The writer: drains the cache into whisper files, largest backlog first,
+//! one `update_many` per metric, creating files from the storage rules, within
+//! `max_updates_per_second` and `max_creates_per_minute`. It runs on its own
+//! thread (file I/O blocks) until told to stop, then writes everything left.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cache::Checkout;
+use crate::store::Store;
+use crate::whisper::{self, WhisperError, WhisperFile};
+
+/// A token bucket refilled at `rate` per `per`; `rate <= 0` means unlimited.
+struct Bucket {
+    rate: f64,
+    per: Duration,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// Starts empty, so a limit of one update per 100 s allows none in the
+    /// first 100 s; holds at most one period's worth (and at least one token).
+    fn new(rate: f64, per: Duration) -> Self {
+        Bucket {
+            rate,
+            per,
+            tokens: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned =
+            now.duration_since(self.last).as_secs_f64() / self.per.as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate.max(1.0));
+        self.last = now;
+    }
+
+    /// Takes a token if one is available.
+    fn try_take(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill();
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a token could be taken now (without taking it).
+    fn available(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill();
+        self.tokens >= 1.0
+    }
+
+    /// How long until a token is available.
+    fn wait(&mut self) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.refill();
+        let missing = (1.0 - self.tokens).max(0.0);
+        self.per.mul_f64(missing / self.rate)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+enum Outcome {
+    Written,
+    CreateLimited,
+}
+
+fn write(
+    store: &Store,
+    checkout: &Checkout,
+    creates: &mut Bucket,
+    draining: bool,
+) -> Result<Outcome, WhisperError> {
+    let path = store.path_of(&checkout.name);
+    let mut file = match WhisperFile::open_rw(&path) {
+        Ok(f) => f,
+        Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            if !draining && !creates.try_take() {
+                return Ok(Outcome::CreateLimited);
+            }
+            let (archives, opts) = store.rules_for(&checkout.name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| WhisperError::io(parent, e))?;
+            }
+            match whisper::create_atomic(&path, &archives, &opts) {
+                Ok(_) => {
+                    store.stats.creates.fetch_add(1, Ordering::Relaxed);
+                }
+                // Someone else (a restore, a second writer) created it meanwhile.
+                Err(WhisperError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            WhisperFile::open_rw(&path)?
+        }
+        Err(e) => return Err(e),
+    };
+    let started = Instant::now();
+    file.update_many(&checkout.points, unix_now())?;
+    let s = &store.stats;
+    s.update_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    s.update_operations.fetch_add(1, Ordering::Relaxed);
+    s.committed_points
+        .fetch_add(checkout.points.len() as u64, Ordering::Relaxed);
+    Ok(Outcome::Written)
+}
+
+/// Runs the writer until `stop` is set and the cache is empty (or holds only
+/// metrics whose files cannot be written now; their points stay in the log).
+/// Returns the number of points dropped because their files are unusable.
+pub fn run(store: Arc<Store>, stop: Arc<AtomicBool>) -> u64 {
+    let cfg = &store.config;
+    let mut updates = Bucket::new(cfg.max_updates_per_second, Duration::from_secs(1));
+    let mut creates = Bucket::new(cfg.max_creates_per_minute, Duration::from_secs(60));
+    let mut last_release = Instant::now();
+    let mut failed = 0u64;
+    let mut last_error_log: Option<Instant> = None;
+    // Metrics whose writes failed with I/O errors during the final drain.
+    let mut given_up = std::collections::HashSet::new();
+    loop {
+        let draining = stop.load(Ordering::Relaxed);
+        let order = store.cache.order_by_size();
+        if order.iter().all(|n| given_up.contains(n)) {
+            if draining {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut progressed = false;
+        for name in order {
+            if given_up.contains(&name) {
+                continue;
+            }
+            // A metric waiting for a create token must not spend an update
+            // token, or new metrics would starve the existing ones.
+            if !draining && !creates.available() && !store.path_of(&name).exists() {
+                continue;
+            }
+            // Wait for the update budget in short naps, so a stop is seen at once.
+            while !stop.load(Ordering::Relaxed) && !updates.try_take() {
+                std::thread::sleep(updates.wait().min(Duration::from_millis(20)));
+            }
+            let Some(checkout) = store.cache.checkout(&name) else {
+                continue;
+            };
+            match write(
+                &store,
+                &checkout,
+                &mut creates,
+                draining || stop.load(Ordering::Relaxed),
+            ) {
+                Ok(Outcome::Written) => {
+                    store.cache.complete(&name);
+                    progressed = true;
+                }
+                Ok(Outcome::CreateLimited) => store.cache.requeue(&name),
+                // The disk, not the data: keep the points (and so their log
+                // segment) and try again later; at shutdown leave them to the
+                // log, which replays them on the next start.
+                Err(e @ WhisperError::Io { .. }) => {
+                    store.cache.requeue(&name);
+                    store.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if draining {
+                        given_up.insert(name.clone());
+                    }
+                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::error!(metric = %name, error = %e, "whisper write failed; points kept for a retry");
+                        last_error_log = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // The file itself is unusable (corrupt, foreign): these points cannot land.
+                Err(e) => {
+                    store.cache.complete(&name);
+                    store.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    failed += checkout.points.len() as u64;
+                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::error!(metric = %name, error = %e, points = checkout.points.len(), "whisper write failed; points dropped");
+                        last_error_log = Some(Instant::now());
+                    }
+                }
+            }
+            if last_release.elapsed() > Duration::from_secs(2) {
+                release(&store);
+                last_release = Instant::now();
+            }
+        }
+        if !progressed && !draining {
+            // Everything waiting is create-limited: let the bucket refill.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    release(&store);
+    failed
+}
+
+/// Deletes the log segments whose points are all in whisper, after forcing
+/// the whisper writes to disk: a segment is the only copy until then.
+fn release(store: &Store) {
+    // Read before scanning the cache; see `Wal::release`.
+    let current = store.wal.current_id();
+    let keep_from = store.cache.oldest_segment().unwrap_or(current).min(current);
+    let result = sync_filesystem(store.whisper_dir())
+        .and_then(|_| store.wal.sync())
+        .and_then(|_| store.wal.release(keep_from));
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot release write-ahead log segments; keeping them");
+    }
+}
+
+/// `syncfs` on the filesystem holding `dir`: every whisper file written since
+/// the last call reaches the disk before the log that covers it is deleted.
+fn sync_filesystem(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir)?;
+    // SAFETY: syncfs takes any open descriptor and has no memory effects.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The store as the node uses it: accepted points are readable at once
+//! (cache over whisper), the writer moves them to files, the log is replayed
+//! after a crash and released once its points are written.
+
+use graunt_harness::unix_now as now;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use graunt_storage::schema::{Aggregations, Schemas};
+use graunt_storage::store::{Store, StoreConfig};
+use graunt_storage::whisper::WhisperFile;
+use graunt_storage::{writer, Datapoint};
+
+fn dp(name: &str, timestamp: i64, value: f64) -> Datapoint {
+    Datapoint {
+        name: name.into(),
+        timestamp,
+        value,
+    }
+}
+
+fn open(dir: &std::path::Path) -> Arc<Store> {
+    let config = StoreConfig {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    let schemas = Schemas::parse("[all]\npattern = .*\nretentions = 10s:1h,1m:1d\n").unwrap();
+    let aggregations =
+        Aggregations::parse("[max]\npattern = \\.max$\naggregationMethod = max\n").unwrap();
+    Store::open(config, schemas, aggregations).unwrap().0
+}
+
+/// Runs the writer until the cache is empty.
+fn drain(store: &Arc<Store>) {
+    writer::run(store.clone(), Arc::new(AtomicBool::new(true)));
+}
+
+#[test]
+fn reads_overlay_the_cache_on_whisper() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let t = now() - now() % 10 - 100;
+    store
+        .accept(&[dp("a.b", t, 1.0), dp("a.b", t + 10, 2.0)])
+        .unwrap();
+    // No file yet: an empty file of the schema, with the cache laid over it.
+    let s = store.fetch("a.b", t - 10, t + 20, now()).unwrap().unwrap();
+    assert_eq!(s.step, 10);
+    // Whisper's first slot is the one after `from`.
+    assert_eq!(
+        (s.start, &s.values[..3]),
+        (t, &[Some(1.0), Some(2.0), None][..])
+    );
+    assert!(store
+        .fetch("nothing.here", t - 10, t, now())
+        .unwrap()
+        .is_none());
+
+    drain(&store);
+    assert_eq!(store.cache.size(), 0);
+    let file = WhisperFile::open(dir.path().join("whisper/a/b.wsp")).unwrap();
+    assert_eq!(file.header().archives.len(), 2);
+    // Now a newer point in the cache, overlaid on what the file holds; a
+    // cached point replaces the file's value for its slot.
+    store
+        .accept(&[dp("a.b", t + 20, 3.0), dp("a.b", t, 9.0)])
+        .unwrap();
+    let s = store.fetch("a.b", t - 10, t + 30, now()).unwrap().unwrap();
+    assert_eq!(
+        (s.start, &s.values[..3]),
+        (t, &[Some(9.0), Some(2.0), Some(3.0)][..])
+    );
+}
+
+#[test]
+fn new_files_follow_the_rules_and_metadata_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let t = now() - 30;
+    store
+        .accept(&[dp("x.max", t, 1.0), dp("x.avg", t, 1.0)])
+        .unwrap();
+    assert_eq!(store.aggregation_of("x.max").unwrap().name(), "max");
+    drain(&store);
+    let f = WhisperFile::open(dir.path().join("whisper/x/max.wsp")).unwrap();
+    assert_eq!(f.header().aggregation.name(), "max");
+    assert_eq!(store.aggregation_of("x.avg").unwrap().name(), "average");
+}
+
+#[test]
+fn the_log_is_replayed_after_a_crash_and_released_after_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now() - now() % 10 - 100;
+    {
+        let store = open(dir.path());
+        store.accept(&[dp("r.a", t, 1.0)]).unwrap();
+        store.accept(&[dp("r.b", t, 2.0)]).unwrap();
+        // Dropped without writing: as if the process died.
+    }
+    let config = StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let (store, replay) =
+        Store::open(config, Schemas::embedded(), Aggregations::embedded()).unwrap();
+    assert_eq!(replay.points, 2);
+    assert_eq!(store.cache.size(), 2);
+    assert_eq!(store.wal.segments(), 2);
+    drain(&store);
+    assert_eq!(
+        store.wal.segments(),
+        1,
+        "the replayed segment is released once written"
+    );
+    let s = store.fetch("r.b", t - 1, t, now()).unwrap().unwrap();
+    assert_eq!(s.values, vec![Some(2.0)]);
+}
+
+#[test]
+fn creations_over_the_limit_wait_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        max_creates_per_minute: 60.0,
+        ..Default::default()
+    };
+    let (store, _) = Store::open(config, Schemas::embedded(), Aggregations::embedded()).unwrap();
+    let t = now() - 30;
+    let points: Vec<Datapoint> = (0..20)
+        .map(|i| dp(&format!("c.m{i}"), t, i as f64))
+        .collect();
+    store.accept(&points).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || writer::run(store, stop))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let created = store
+        .stats
+        .creates
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=4).contains(&created),
+        "{created} files created in 2.5 s at 1 per second"
+    );
+    assert_eq!(
+        store.cache.size() as u64,
+        20 - created,
+        "the others wait in the cache"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(handle.join().unwrap(), 0);
+    assert_eq!(
+        store
+            .stats
+            .creates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        20,
+        "stopping writes the rest"
+    );
+}
+
+#[test]
+fn cached_points_are_aggregated_into_coarse_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let schemas = Schemas::parse("[all]\npattern = .*\nretentions = 10s:2m,1m:1h\n").unwrap();
+    let aggregations =
+        Aggregations::parse("[sum]\npattern = sum$\naggregationMethod = sum\n").unwrap();
+    let (store, _) = Store::open(config, schemas, aggregations).unwrap();
+    let now = now();
+    let minute = now - now % 60 - 600;
+    let points: Vec<Datapoint> = [1.0, 2.0, 6.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| dp("x.sum", minute + i as i64 * 10, *v))
+        .collect();
+    store.accept(&points).unwrap();
+    store
+        .accept(&[
+            dp("x.avg", minute, 1.0),
+            dp("x.avg", minute + 10, 2.0),
+            dp("x.avg", minute + 20, 6.0),
+        ])
+        .unwrap();
+    // An hour back only the 1-minute archive reaches: one slot for the three points.
+    let s = store.fetch("x.sum", now - 3000, now, now).unwrap().unwrap();
+    assert_eq!(s.step, 60);
+    let slot = ((minute - s.start) / 60) as usize;
+    assert_eq!(
+        s.values[slot],
+        Some(9.0),
+        "sum of the cached points in the minute"
+    );
+    let s = store.fetch("x.avg", now - 3000, now, now).unwrap().unwrap();
+    assert_eq!(
+        s.values[slot],
+        Some(3.0),
+        "average of the cached points in the minute"
+    );
+}

@@ -1,0 +1,63 @@
+"""Runs requests against a stock graphite-web 1.1.10 in-process (Django's
+test client, no server), reading the whisper files under --whisper-dir and,
+with --carbonlink, a carbon cache (or graunt) for points not yet written.
+
+  graphite_web.py --whisper-dir DIR [--carbonlink HOST:PORT:INSTANCE] PATH...
+
+Prints a JSON list with {"status": code, "body": text} for each PATH
+(e.g. "/render/?target=a.b&format=json&from=-1h&now=1700000000").
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--whisper-dir", required=True)
+    parser.add_argument("--carbonlink", action="append", default=[])
+    parser.add_argument("paths", nargs="+")
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="graphite-web-")
+    with open(os.path.join(work, "graunt_local_settings.py"), "w") as f:
+        f.write("SECRET_KEY = 'graunt-tests'\n")
+        f.write("STORAGE_DIR = %r\n" % work)
+        f.write("LOG_DIR = %r\n" % work)
+        f.write("INDEX_FILE = %r\n" % os.path.join(work, "index"))
+        f.write("WHISPER_DIR = %r\n" % args.whisper_dir)
+        f.write("STANDARD_DIRS = [%r]\n" % args.whisper_dir)
+        f.write("CARBONLINK_HOSTS = %r\n" % args.carbonlink)
+        f.write("CARBONLINK_TIMEOUT = 5.0\n")
+        f.write("DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': %r}}\n"
+                % os.path.join(work, "graphite.db"))
+        f.write("TAGDB = ''\n")
+    sys.path.insert(0, work)
+    os.environ["GRAPHITE_SETTINGS_MODULE"] = "graunt_local_settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "graphite.settings"
+
+    import inspect
+    if not hasattr(inspect, "getargspec"):  # graphite-web 1.1 predates Python 3.11
+        inspect.getargspec = inspect.getfullargspec
+    import django
+    django.setup()
+    from django.core.management import call_command
+    from django.test import Client
+
+    # graphite-web keeps user profiles in its database, even for /render.
+    call_command("migrate", verbosity=0, run_syncdb=True)
+
+    # A graphite-web exception becomes its HTTP 500, as a server would answer.
+    client = Client(raise_request_exception=False)
+    out = []
+    for path in args.paths:
+        response = client.get(path)
+        body = b"".join(response) if response.streaming else response.content
+        out.append({"status": response.status_code, "body": body.decode("utf-8", "replace")})
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

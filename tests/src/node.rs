@@ -1,0 +1,176 @@
+//! A real `graunt` process for end-to-end tests: started on port 0 for every
+//! listener, its bound addresses read back from its log, stopped with SIGTERM
+//! or SIGKILL.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `graunt serve`.
+pub struct Node {
+    child: Child,
+    addrs: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    let rest = &line[start..];
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    Some(
+        rest.split(|c: char| c == '"' || c.is_whitespace())
+            .next()
+            .unwrap_or(rest),
+    )
+}
+
+impl Node {
+    /// Starts `graunt serve` on `data_dir` with every listener on a free
+    /// loopback port, plus `extra` arguments, and waits until it is ready.
+    pub fn serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Node {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--line-addr", "127.0.0.1:0", "--pickle-addr", "127.0.0.1:0"])
+            .args([
+                "--carbonlink-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut node = Node {
+            child,
+            addrs: HashMap::new(),
+            log,
+            data_dir: data_dir.to_path_buf(),
+        };
+        wait_for(Duration::from_secs(20), "the node to be ready", || {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("graunt serve exited with {status}:\n{}", node.log());
+            }
+            let lines = node.log.lock().unwrap().clone();
+            for line in &lines {
+                if line.contains("listening") {
+                    if let (Some(p), Some(a)) = (field(line, "protocol="), field(line, "addr=")) {
+                        node.addrs
+                            .insert(p.to_string(), a.parse().expect("an address"));
+                    }
+                }
+            }
+            lines.iter().any(|l| l.contains(" ready")).then_some(())
+        });
+        node
+    }
+
+    /// The bound address of a listener: `line`, `udp`, `pickle`, `carbonlink`, `http`.
+    pub fn addr(&self, protocol: &str) -> SocketAddr {
+        self.addrs[protocol]
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// GETs a path on its HTTP port, returning the status and the body.
+    pub fn http_request(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr("http")).expect("connect to HTTP");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// GETs a path on its HTTP port, returning the body.
+    pub fn http_get(&self, path: &str) -> String {
+        self.http_request(path).1
+    }
+
+    /// A sample of `/metrics` (name with labels, as printed), 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.http_get("/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// SIGTERM, then waits (up to `timeout`) for it to exit.
+    pub fn stop(mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = wait_for(timeout, "graunt to exit after SIGTERM", || {
+            self.child.try_wait().ok().flatten()
+        });
+        assert!(status.success(), "exit status {status}:\n{}", self.log());
+        status
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
