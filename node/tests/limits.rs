@@ -74,7 +74,19 @@ fn a_full_cache_slows_tcp_clients_and_drops_udp_with_a_count() {
         "max_cache_size = 2000\nmax_updates_per_second = 0.001\n",
     )
     .unwrap();
-    let node = Node::serve(BIN.as_ref(), &data, &["--config", config.to_str().unwrap()]);
+    // Small files: the drain at shutdown creates one per accepted metric.
+    let schemas = dir.path().join("storage-schemas.conf");
+    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 10s:10m\n").unwrap();
+    let node = Node::serve(
+        BIN.as_ref(),
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--schemas",
+            schemas.to_str().unwrap(),
+        ],
+    );
     let t = now() - now() % 10 - 60;
 
     let addr = node.addr("line");

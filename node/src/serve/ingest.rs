@@ -59,9 +59,12 @@ pub async fn read_some(
 ) -> Option<usize> {
     use tokio::io::AsyncReadExt;
     buf.reserve(want);
+    // Biased: once shutdown has begun a busy client must not win the race,
+    // or a flood would keep being accepted and the final drain would grow.
     let read = tokio::select! {
-        r = stream.read_buf(buf) => r,
+        biased;
         _ = shutdown.recv() => return None,
+        r = stream.read_buf(buf) => r,
         _ = tokio::time::sleep(idle) => return None,
     };
     match read {
@@ -117,7 +120,8 @@ impl Ingest {
 
     /// Stores a batch. With `wait` (TCP), waits while the cache is full, so a
     /// fast client is slowed rather than dropped; without (UDP), drops the
-    /// batch and counts it. Returns false if shutdown came while waiting.
+    /// batch and counts it. Returns false once shutdown has begun: the batch
+    /// in hand is still accepted, but the connection should read no more.
     pub async fn accept(
         &self,
         points: Vec<Datapoint>,
@@ -144,16 +148,13 @@ impl Ingest {
         // A file write (and, with wal_sync = always, an fsync): let the runtime
         // move other tasks off this worker meanwhile.
         match tokio::task::block_in_place(|| self.store.accept(&points)) {
-            Ok(()) => {
-                self.telemetry.received.inc_by(points.len() as u64);
-                true
-            }
+            Ok(()) => self.telemetry.received.inc_by(points.len() as u64),
             Err(e) => {
                 self.telemetry
                     .refuse_many("any", "wal", points.len() as u64);
                 tracing::error!(error = %e, points = points.len(), "cannot append to the write-ahead log; points refused");
-                true
             }
         }
+        !shutdown.is_down()
     }
 }

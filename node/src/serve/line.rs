@@ -83,11 +83,12 @@ pub async fn serve_udp(socket: UdpSocket, ingest: Arc<Ingest>, mut shutdown: Shu
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, from) = tokio::select! {
+            biased;
+            _ = shutdown.recv() => return,
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(_) => continue,
             },
-            _ = shutdown.recv() => return,
         };
         let peer = from.to_string();
         let bounds = ingest.bounds();

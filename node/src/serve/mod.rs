@@ -127,6 +127,8 @@ async fn accept_loop(
             _ = shutdown.recv() => return,
         };
         let stream = tokio::select! {
+            biased;
+            _ = shutdown.recv() => return,
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -136,7 +138,6 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.recv() => return,
         };
         let _ = stream.set_nodelay(true);
         let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
