@@ -21,7 +21,11 @@ pub trait Source {
     ) -> Result<Option<Series>, EvalError>;
 }
 
-/// One request's evaluation context.
+/// One request's evaluation context. Functions that look outside the
+/// request's range (`timeShift`, `movingAverage`, …) evaluate their argument
+/// again in a copy with other times ([`Context::with_range`]); the request's
+/// shared state (stacks, bounds) goes along.
+#[derive(Clone)]
 pub struct Context<'a> {
     /// The data.
     pub source: &'a dyn Source,
@@ -31,11 +35,89 @@ pub struct Context<'a> {
     pub until: i64,
     /// The request's "now".
     pub now: i64,
+    /// The request's time zone (`tz`), for functions that align to days.
+    pub tz: jiff::tz::TimeZone,
     /// Most series one request may fetch (a bound against huge globs).
     pub max_series: usize,
+    /// Most datapoints one request may fetch.
+    pub max_points: usize,
+    /// Deepest call nesting a target may have.
+    pub max_depth: usize,
     /// The request's `xFilesFactor` (graphite-web's default 0): the share of
     /// known values consolidation and aggregation need.
     pub x_files_factor: f64,
+    /// The request's `template[name]=value` parameters.
+    pub templates: Vec<(String, String)>,
+    state: std::rc::Rc<State>,
+}
+
+/// What one request's evaluations share.
+#[derive(Default)]
+struct State {
+    /// `stacked`'s running totals by stack name.
+    stacks: std::cell::RefCell<std::collections::HashMap<String, Vec<f64>>>,
+    /// `setXFilesFactor` changes the request's factor for what follows.
+    x_files_factor: std::cell::Cell<Option<f64>>,
+    /// Series and points fetched so far.
+    fetched: std::cell::Cell<(usize, usize)>,
+}
+
+impl<'a> Context<'a> {
+    /// A context over `[from, until]` with default bounds, UTC and xFilesFactor 0.
+    pub fn new(source: &'a dyn Source, from: i64, until: i64, now: i64) -> Self {
+        Context {
+            source,
+            from,
+            until,
+            now,
+            tz: jiff::tz::TimeZone::UTC,
+            max_series: 100_000,
+            max_points: 100_000_000,
+            max_depth: parser::MAX_DEPTH,
+            x_files_factor: 0.0,
+            templates: Vec::new(),
+            state: Default::default(),
+        }
+    }
+
+    /// The same request over other times.
+    pub fn with_range(&self, from: i64, until: i64) -> Self {
+        let mut c = self.clone();
+        c.from = from;
+        c.until = until;
+        c
+    }
+
+    /// The request's xFilesFactor, as `setXFilesFactor` may have changed it.
+    pub fn xff(&self) -> f64 {
+        self.state
+            .x_files_factor
+            .get()
+            .unwrap_or(self.x_files_factor)
+    }
+
+    pub(crate) fn set_xff(&self, x: f64) {
+        self.state.x_files_factor.set(Some(x));
+    }
+
+    pub(crate) fn stacks(
+        &self,
+    ) -> std::cell::RefMut<'_, std::collections::HashMap<String, Vec<f64>>> {
+        self.state.stacks.borrow_mut()
+    }
+
+    fn count_fetch(&self, points: usize) -> Result<(), EvalError> {
+        let (series, total) = self.state.fetched.get();
+        let (series, total) = (series + 1, total + points);
+        self.state.fetched.set((series, total));
+        if series > self.max_series {
+            return Err(EvalError::TooManySeries(self.max_series));
+        }
+        if total > self.max_points {
+            return Err(EvalError::TooManyPoints(self.max_points));
+        }
+        Ok(())
+    }
 }
 
 /// An evaluated argument or result.
@@ -43,6 +125,8 @@ pub struct Context<'a> {
 pub enum Value {
     /// A list of series.
     Series(Vec<Series>),
+    /// A list of series lists (what `mapSeries` returns for `reduceSeries`).
+    SeriesLists(Vec<Vec<Series>>),
     /// An integer literal.
     Int(i64),
     /// A float literal.
@@ -76,6 +160,9 @@ pub enum EvalError {
     /// More series than `max_series`.
     #[error("the request matches more than {0} series; narrow the target")]
     TooManySeries(usize),
+    /// More datapoints than `max_points`.
+    #[error("the request needs more than {0} datapoints; narrow the target or the time range")]
+    TooManyPoints(usize),
     /// The store failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -83,13 +170,28 @@ pub enum EvalError {
 
 /// Parses and evaluates one target into series.
 pub fn evaluate_target(ctx: &Context<'_>, target: &str) -> Result<Vec<Series>, EvalError> {
-    let expr = parser::parse(target)?;
+    let expr = parser::parse_with_depth(target, ctx.max_depth)?;
     match evaluate(ctx, &expr)? {
         Value::Series(s) => Ok(s),
         other => Err(EvalError::Argument {
             function: "target".into(),
-            message: format!("{target:?} evaluates to {other:?}, not to series"),
+            message: format!("{target:?} evaluates to {}, not to series", other.kind()),
         }),
+    }
+}
+
+impl Value {
+    /// What kind of value this is, for error messages.
+    pub fn kind(&self) -> String {
+        match self {
+            Value::Series(_) => "a series list".into(),
+            Value::SeriesLists(_) => "a list of series lists".into(),
+            Value::Int(i) => format!("the integer {i}"),
+            Value::Float(f) => format!("the number {f}"),
+            Value::Str(s) => format!("the string {s:?}"),
+            Value::Bool(b) => format!("the boolean {b}"),
+            Value::None => "None".into(),
+        }
     }
 }
 
@@ -97,6 +199,10 @@ pub fn evaluate_target(ctx: &Context<'_>, target: &str) -> Result<Vec<Series>, E
 pub fn evaluate(ctx: &Context<'_>, expr: &Expr) -> Result<Value, EvalError> {
     Ok(match expr {
         Expr::Path(pattern) => Value::Series(fetch_path(ctx, pattern)?),
+        Expr::Call(call) if call.name == "template" => {
+            let (inner, replacements) = template(ctx, call)?;
+            evaluate(ctx, &substitute(&inner, &replacements))?
+        }
         Expr::Call(call) => {
             let args = call
                 .args
@@ -108,7 +214,7 @@ pub fn evaluate(ctx: &Context<'_>, expr: &Expr) -> Result<Value, EvalError> {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), evaluate(ctx, v)?)))
                 .collect::<Result<Vec<_>, EvalError>>()?;
-            functions::call(ctx, call, args, kwargs)?
+            functions::call(ctx, Some(call), &call.name, args, kwargs)?
         }
         Expr::Int(i) => Value::Int(*i),
         Expr::Float(f) => Value::Float(*f),
@@ -116,6 +222,106 @@ pub fn evaluate(ctx: &Context<'_>, expr: &Expr) -> Result<Value, EvalError> {
         Expr::Bool(b) => Value::Bool(*b),
         Expr::None => Value::None,
     })
+}
+
+/// A literal as a template replacement.
+#[derive(Debug, Clone)]
+enum Replacement {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Replacement {
+    fn text(&self) -> String {
+        match self {
+            Replacement::Int(i) => i.to_string(),
+            Replacement::Float(f) => crate::pyfmt::float_repr(*f),
+            Replacement::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// `template(expr, 1, x="b")`: the inner expression and its replacements
+/// (keyword ones, then `$1`, `$2`, …, then the request's `template[...]`).
+fn template(
+    ctx: &Context<'_>,
+    call: &parser::Call,
+) -> Result<(Expr, Vec<(String, Replacement)>), EvalError> {
+    let bad = |m: &str| EvalError::Argument {
+        function: "template".into(),
+        message: m.into(),
+    };
+    let inner = match call.args.first() {
+        Some(e @ (Expr::Call(_) | Expr::Path(_))) => e.clone(),
+        _ => return Err(bad("the first argument must be a series expression")),
+    };
+    let literal = |e: &Expr| match e {
+        Expr::Int(i) => Ok(Replacement::Int(*i)),
+        Expr::Float(f) => Ok(Replacement::Float(*f)),
+        Expr::Str(s) => Ok(Replacement::Str(s.clone())),
+        _ => Err(bad(
+            "invalid template() syntax, only string/numeric arguments are allowed",
+        )),
+    };
+    let mut out: Vec<(String, Replacement)> = Vec::new();
+    let mut set = |k: String, v: Replacement| match out.iter_mut().find(|(n, _)| *n == k) {
+        Some(slot) => slot.1 = v,
+        None => out.push((k, v)),
+    };
+    for (k, v) in &call.kwargs {
+        set(k.clone(), literal(v)?);
+    }
+    for (i, v) in call.args.iter().enumerate().skip(1) {
+        set(i.to_string(), literal(v)?);
+    }
+    for (k, v) in &ctx.templates {
+        set(k.clone(), Replacement::Str(v.clone()));
+    }
+    Ok((inner, out))
+}
+
+/// Applies template replacements to the path expressions of `expr`: a path
+/// that is exactly `$name` becomes the value itself, others get `$name`
+/// replaced in their text.
+fn substitute(expr: &Expr, replacements: &[(String, Replacement)]) -> Expr {
+    match expr {
+        Expr::Path(p) => {
+            let mut text = p.clone();
+            for (name, value) in replacements {
+                let var = format!("${name}");
+                if text == var {
+                    return match value {
+                        Replacement::Int(i) => Expr::Int(*i),
+                        Replacement::Float(f) => Expr::Float(*f),
+                        Replacement::Str(s) => {
+                            let numeric = !s.is_empty()
+                                && s.trim_start_matches('-')
+                                    .chars()
+                                    .all(|c| c.is_ascii_digit() || c == '.');
+                            match s.parse::<f64>() {
+                                Ok(f) if numeric => Expr::Float(f),
+                                _ => Expr::Str(s.clone()),
+                            }
+                        }
+                    };
+                }
+                text = text.replace(&var, &value.text());
+            }
+            Expr::Path(text)
+        }
+        Expr::Call(c) => {
+            let mut c = c.clone();
+            c.args = c.args.iter().map(|a| substitute(a, replacements)).collect();
+            c.kwargs = c
+                .kwargs
+                .iter()
+                .map(|(k, v)| (k.clone(), substitute(v, replacements)))
+                .collect();
+            Expr::Call(c)
+        }
+        other => other.clone(),
+    }
 }
 
 fn fetch_path(ctx: &Context<'_>, pattern: &str) -> Result<Vec<Series>, EvalError> {
@@ -126,8 +332,9 @@ fn fetch_path(ctx: &Context<'_>, pattern: &str) -> Result<Vec<Series>, EvalError
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
         if let Some(mut s) = ctx.source.fetch(&path, ctx.from, ctx.until, ctx.now)? {
+            ctx.count_fetch(s.values.len())?;
             s.path_expression = pattern.to_string();
-            s.x_files_factor = ctx.x_files_factor;
+            s.x_files_factor = ctx.xff();
             out.push(s);
         }
     }

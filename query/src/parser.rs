@@ -65,12 +65,13 @@ struct Parser<'a> {
     src: &'a str,
     pos: usize,
     depth: usize,
+    max_depth: usize,
 }
 
 /// Characters allowed in a path expression, besides letters and digits
 /// (graphite's `validMetricChars` plus globs and `{}`).
 fn path_char(c: char) -> bool {
-    c.is_alphanumeric() || "._-*?[]!{}^$:#%&~/|@<>=\\+;".contains(c)
+    !c.is_whitespace() && !c.is_control() && !"(),'\"|".contains(c)
 }
 
 impl<'a> Parser<'a> {
@@ -101,7 +102,34 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// An expression and any calls piped onto it: `a.b|scale(2)|alias("x")`
+    /// is `alias(scale(a.b,2),"x")`.
     fn expression(&mut self) -> Result<Expr, ParseError> {
+        let mut expr = self.primary()?;
+        loop {
+            let save = self.pos;
+            self.skip_ws();
+            if self.peek() != Some('|') {
+                self.pos = save;
+                return Ok(expr);
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let at = self.pos;
+            match self.path_or_call()? {
+                Expr::Call(mut call) => {
+                    call.args.insert(0, expr);
+                    expr = Expr::Call(call);
+                }
+                _ => {
+                    self.pos = at;
+                    return self.error("expected a function call after `|`");
+                }
+            }
+        }
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
         self.skip_ws();
         match self.peek() {
             None => self.error("expected an expression, found the end"),
@@ -201,10 +229,12 @@ impl<'a> Parser<'a> {
         }
         self.skip_ws();
         if self.peek() != Some('(') {
-            return Ok(match word {
-                "true" | "True" => Expr::Bool(true),
-                "false" | "False" => Expr::Bool(false),
-                "None" => Expr::None,
+            // graphite's keywords are caseless.
+            return Ok(match word.to_ascii_lowercase().as_str() {
+                "true" => Expr::Bool(true),
+                "false" => Expr::Bool(false),
+                "none" => Expr::None,
+                "inf" => Expr::Float(f64::INFINITY),
                 _ => Expr::Path(word.to_string()),
             });
         }
@@ -213,8 +243,9 @@ impl<'a> Parser<'a> {
             return self.error(format!("{word:?} is not a function name"));
         }
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return self.error(format!("expression nested deeper than {MAX_DEPTH} calls"));
+        if self.depth > self.max_depth {
+            let max = self.max_depth;
+            return self.error(format!("expression nested deeper than {max} calls"));
         }
         self.pos += 1;
         let mut call = Call {
@@ -276,10 +307,16 @@ impl<'a> Parser<'a> {
 
 /// Parses one target expression.
 pub fn parse(target: &str) -> Result<Expr, ParseError> {
+    parse_with_depth(target, MAX_DEPTH)
+}
+
+/// Parses one target expression, refusing calls nested deeper than `max_depth`.
+pub fn parse_with_depth(target: &str, max_depth: usize) -> Result<Expr, ParseError> {
     let mut p = Parser {
         src: target,
         pos: 0,
         depth: 0,
+        max_depth,
     };
     let expr = p.expression()?;
     p.skip_ws();

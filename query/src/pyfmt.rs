@@ -79,7 +79,12 @@ pub fn format_g(v: f64, precision: usize) -> String {
 
 /// Python's `'%f' % v`.
 pub fn format_f(v: f64) -> String {
-    non_finite(v).unwrap_or_else(|| format!("{v:.6}"))
+    format_fixed(v, 6)
+}
+
+/// Python's `'%.Nf' % v`.
+pub fn format_fixed(v: f64, precision: usize) -> String {
+    non_finite(v).unwrap_or_else(|| format!("{v:.precision$}"))
 }
 
 #[cfg(test)]

@@ -80,6 +80,11 @@ pub struct Series {
     pub consolidation: Consolidation,
     /// Fraction of known values needed for a consolidated value.
     pub x_files_factor: f64,
+    /// Drawing options set by `stacked`, `dashed`, `lineWidth`, … for the
+    /// renderer; not part of JSON output, as in graphite-web.
+    pub options: BTreeMap<String, serde_json::Value>,
+    /// Colour set by `color`/`threshold`, for the renderer.
+    pub color: Option<String>,
 }
 
 impl Series {
@@ -105,7 +110,54 @@ impl Series {
             values_per_point: 1,
             consolidation: Consolidation::Average,
             x_files_factor: 0.0,
+            options: BTreeMap::new(),
+            color: None,
         }
+    }
+
+    /// graphite-web's `series.copy(name=…, values=…)`: same times, tags,
+    /// consolidation function and xFilesFactor; a fresh path expression
+    /// (the new name), no pending consolidation, no drawing options.
+    pub fn copy_with(&self, name: impl Into<String>, values: Vec<Option<f64>>) -> Series {
+        let name = name.into();
+        Series {
+            path_expression: name.clone(),
+            name,
+            start: self.start,
+            end: self.end,
+            step: self.step,
+            values,
+            tags: self.tags.clone(),
+            values_per_point: 1,
+            consolidation: self.consolidation,
+            x_files_factor: self.x_files_factor,
+            options: BTreeMap::new(),
+            color: None,
+        }
+    }
+
+    /// Renames in place the way most transforms do: name and path
+    /// expression both become `name`.
+    pub fn wrap(&mut self, name: String) {
+        self.path_expression = name.clone();
+        self.name = name;
+    }
+
+    /// Sets a tag; graphite-web stores every tag value as `str(value)`.
+    pub fn tag(&mut self, key: &str, value: impl Into<String>) {
+        self.tags
+            .insert(key.to_string(), serde_json::Value::String(value.into()));
+    }
+
+    /// Replaces the values with `f` over the (consolidated) values.
+    pub fn map_values(&mut self, f: impl FnMut(Option<f64>) -> Option<f64>) {
+        self.values = self.points().into_iter().map(f).collect();
+        self.values_per_point = 1;
+    }
+
+    /// How many values reading yields (graphite's `len(list(series))`).
+    pub fn len_points(&self) -> usize {
+        self.values.len().div_ceil(self.values_per_point.max(1))
     }
 
     /// The values as read (consolidated when `values_per_point > 1`).

@@ -33,7 +33,6 @@ def main():
         f.write("CARBONLINK_TIMEOUT = 5.0\n")
         f.write("DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': %r}}\n"
                 % os.path.join(work, "graphite.db"))
-        f.write("TAGDB = ''\n")
     sys.path.insert(0, work)
     os.environ["GRAPHITE_SETTINGS_MODULE"] = "graunt_local_settings"
     os.environ["DJANGO_SETTINGS_MODULE"] = "graphite.settings"
@@ -41,6 +40,23 @@ def main():
     import inspect
     if not hasattr(inspect, "getargspec"):  # graphite-web 1.1 predates Python 3.11
         inspect.getargspec = inspect.getfullargspec
+    if not hasattr(inspect, "formatargspec"):
+        # The Python 2 spelling /functions uses: "(a, b=1, *rest, **kw)".
+        def formatargspec(args, varargs=None, varkw=None, defaults=None, *_):
+            defaults = defaults or ()
+            first_default = len(args) - len(defaults)
+            parts = []
+            for i, arg in enumerate(args):
+                if i >= first_default:
+                    parts.append("%s=%r" % (arg, defaults[i - first_default]))
+                else:
+                    parts.append(arg)
+            if varargs:
+                parts.append("*" + varargs)
+            if varkw:
+                parts.append("**" + varkw)
+            return "(" + ", ".join(parts) + ")"
+        inspect.formatargspec = formatargspec
     import django
     django.setup()
     from django.core.management import call_command

@@ -159,3 +159,17 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("create temp dir")
 }
+
+/// Percent-encodes a query-string value (everything but unreserved bytes).
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -52,6 +52,12 @@ pub struct FileConfig {
     pub idle_timeout: Option<u64>,
     /// Seconds between self-metric writes [60].
     pub self_metrics_interval: Option<u64>,
+    /// Series one `/render` request may fetch [100,000].
+    pub max_render_series: Option<usize>,
+    /// Datapoints one `/render` request may fetch [50,000,000].
+    pub max_render_points: Option<usize>,
+    /// Calls a target may nest [64].
+    pub max_expression_depth: Option<usize>,
 }
 
 /// The settings a node runs with.
@@ -85,6 +91,8 @@ pub struct ServeConfig {
     pub idle_timeout: std::time::Duration,
     /// See [`FileConfig::self_metrics_interval`].
     pub self_metrics_interval: std::time::Duration,
+    /// Bounds on `/render` requests.
+    pub render_limits: crate::web::Limits,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -148,6 +156,11 @@ impl ServeConfig {
             self_metrics_interval: std::time::Duration::from_secs(
                 f.self_metrics_interval.unwrap_or(60).max(1),
             ),
+            render_limits: crate::web::Limits {
+                max_series: f.max_render_series.unwrap_or(100_000).max(1),
+                max_points: f.max_render_points.unwrap_or(50_000_000).max(1),
+                max_depth: f.max_expression_depth.unwrap_or(64).clamp(1, 512),
+            },
         })
     }
 }

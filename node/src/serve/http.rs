@@ -31,13 +31,12 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
+    limits: crate::web::Limits,
     mut shutdown: Shutdown,
 ) {
     let api = crate::web::Api {
         store: store.clone(),
-        limits: crate::web::Limits {
-            max_series: 100_000,
-        },
+        limits,
     };
     let app = Router::new()
         .route("/metrics", get(metrics))

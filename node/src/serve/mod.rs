@@ -236,6 +236,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             listener,
             store.clone(),
             telemetry.clone(),
+            cfg.render_limits,
             shutdown.clone(),
         ));
     }

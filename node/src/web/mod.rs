@@ -20,6 +20,20 @@ pub use source::StoreSource;
 pub struct Limits {
     /// Series one request may fetch.
     pub max_series: usize,
+    /// Datapoints one request may fetch.
+    pub max_points: usize,
+    /// Calls a target may nest.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_series: 100_000,
+            max_points: 50_000_000,
+            max_depth: 64,
+        }
+    }
 }
 
 /// Shared state of the API handlers.

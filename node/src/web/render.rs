@@ -6,7 +6,7 @@
 use axum::extract::{Form, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use graunt_query::eval::{evaluate_target, Context};
+use graunt_query::eval::{evaluate_target, Context, EvalError};
 use graunt_query::pyfmt::float_repr;
 use graunt_query::series::Series;
 use graunt_query::time;
@@ -100,14 +100,19 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
         Some(_) => return bad_request("xFilesFactor must be a number"),
     };
     let source = StoreSource(store);
-    let ctx = Context {
-        source: &source,
-        from,
-        until,
-        now,
-        max_series: api.limits.max_series,
-        x_files_factor,
-    };
+    let mut ctx = Context::new(&source, from, until, now);
+    ctx.tz = tz.clone();
+    ctx.max_series = api.limits.max_series;
+    ctx.max_points = api.limits.max_points;
+    ctx.max_depth = api.limits.max_depth;
+    ctx.x_files_factor = x_files_factor;
+    ctx.templates = params
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("template[")?.strip_suffix(']')?;
+            Some((name.to_string(), v.clone()))
+        })
+        .collect();
     let mut series = Vec::new();
     for (_, target) in params
         .iter()
@@ -118,6 +123,9 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
         }
         match evaluate_target(&ctx, target) {
             Ok(s) => series.extend(s),
+            Err(e @ (EvalError::TooManySeries(_) | EvalError::TooManyPoints(_))) => {
+                return (StatusCode::PAYLOAD_TOO_LARGE, format!("{target:?}: {e}")).into_response()
+            }
             Err(e) => return bad_request(format!("Invalid target {target:?}: {e}")),
         }
     }
