@@ -411,6 +411,27 @@ fn bad_requests_are_400_with_the_problem_named() {
             "must be a number",
         ),
         (
+            "/render?target=scale(a.b)&format=json",
+            "missing required argument factor",
+        ),
+        (
+            "/render?target=absolute(a.b,1)&format=json",
+            "too many arguments",
+        ),
+        (
+            "/render?target=sortByName(a.b,nope=1)&format=json",
+            "unexpected keyword argument nope",
+        ),
+        (
+            "/render?target=highest(a.b,2,'bogus')&format=json",
+            "Unsupported aggregation function: bogus",
+        ),
+        (
+            "/render?target=summarize(a.b,'1fortnight')&format=json",
+            "Invalid offset unit",
+        ),
+        ("/render?target=sumSeries(a.b))&format=json", "position 14"),
+        (
             "/render?target=a.b&format=json&from=blursday",
             "Unknown day reference",
         ),
@@ -432,5 +453,213 @@ fn bad_requests_are_400_with_the_problem_named() {
         );
     }
     assert_eq!(node.http_request("/version").1, "1.1.10");
+    node.stop(Duration::from_secs(20));
+}
+
+/// graphite-web's full answers (status, body, content type, pickle bytes).
+fn graphite_web_full(whisper_dir: &Path, paths: &[String]) -> Vec<Value> {
+    let out = Command::new(oracle_python())
+        .arg(workspace_root().join("tests/oracle/graphite_web.py"))
+        .args(["--whisper-dir", whisper_dir.to_str().unwrap()])
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Unpickles with Python and prints the object as JSON.
+fn unpickle(bytes: &[u8]) -> Value {
+    let mut child = Command::new(oracle_python())
+        .args([
+            "-c",
+            "import json, pickle, sys; print(json.dumps(pickle.loads(sys.stdin.buffer.read())))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Python could not unpickle graunt's answer"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn functions_and_other_formats_match_graphite_web() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    fixture(&data.join("whisper"));
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let exact = [
+        "/functions?type=pie".to_string(),
+        "/functions/scale".into(),
+        "/functions/movingAverage?pretty=1".into(),
+        "/functions?group=Alias&pretty=1".into(),
+        "/functions?grouped=true&group=Transform".into(),
+        "/functions/nosuch".into(),
+        format!("/render?target=servers.web1.cpu.user&format=json&pretty=1&from=-2min&now={NOW}"),
+        format!("/render?target=sumSeries(servers.*.cpu.user)&format=json&pretty=1&from=-2min&maxDataPoints=5&now={NOW}"),
+        format!("/render?target=servers.web*.cpu.user&format=dygraph&from=-5min&now={NOW}"),
+        format!("/render?target=servers.web*.cpu.user&format=rickshaw&from=-5min&now={NOW}"),
+        format!("/render?target=servers.web1.cpu.user&format=rickshaw&pretty=1&from=-2min&now={NOW}"),
+        format!("/render?target=servers.web1.cpu.user&format=json&jsonp=cb&from=-2min&now={NOW}"),
+    ];
+    let pickles = [
+        format!("/render?target=servers.*.cpu.user&format=pickle&from=-5min&now={NOW}"),
+        format!("/render?target=consolidateBy(sumSeries(servers.*.cpu.*),'max')&pickle=1&from=-5min&now={NOW}"),
+    ];
+    let mut all: Vec<String> = exact.to_vec();
+    all.extend(pickles.iter().cloned());
+    all.push("/functions".into());
+    let want = graphite_web_full(&data.join("whisper"), &all);
+    for (path, w) in exact.iter().zip(&want) {
+        let (status, _, body) = node.http_raw("GET", path, None, &[]);
+        assert_eq!(u64::from(status), w["status"].as_u64().unwrap(), "{path}");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            w["body"].as_str().unwrap(),
+            "{path}"
+        );
+    }
+    for (path, w) in pickles.iter().zip(&want[exact.len()..]) {
+        let (status, headers, body) = node.http_raw("GET", path, None, &[]);
+        assert_eq!(status, 200, "{path}");
+        assert!(headers.contains(&("content-type".into(), "application/pickle".into())));
+        let theirs = unpickle(&base64_decode(w["body_base64"].as_str().unwrap()));
+        assert_eq!(unpickle(&body), theirs, "{path}");
+    }
+    // The whole catalog: graphite-web's, less seriesByTag (not implemented),
+    // with a note on events.
+    let mut theirs: serde_json::Map<String, Value> = serde_json::from_str(
+        &want.last().unwrap()["body"]
+            .as_str()
+            .unwrap()
+            .replace("1e9999", "1e308"),
+    )
+    .unwrap();
+    let ours: serde_json::Map<String, Value> =
+        serde_json::from_str(&node.http_get("/functions").replace("1e9999", "1e308")).unwrap();
+    theirs.remove("seriesByTag");
+    let note = ours["events"]["description"].as_str().unwrap().to_string();
+    assert!(note.starts_with(theirs["events"]["description"].as_str().unwrap()));
+    assert!(note.contains("graunt keeps no events"));
+    theirs["events"]["description"] = Value::from(note);
+    assert_eq!(ours, theirs);
+    node.stop(Duration::from_secs(20));
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::new();
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= u32::from(value(c)) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// Grafana's Graphite data source, as it calls graphite-web 1.1: `/version`,
+/// `/functions`, `POST /metrics/find` and `POST /render` with a form holding
+/// several targets, relative or epoch times and `maxDataPoints`.
+#[test]
+fn grafanas_calls_get_graphite_webs_answers() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    fixture(&data.join("whisper"));
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    assert_eq!(node.http_get("/version"), "1.1.10");
+    let functions: Value =
+        serde_json::from_str(&node.http_get("/functions").replace("1e9999", "1e308")).unwrap();
+    assert!(functions["aliasByNode"]["params"].is_array());
+
+    let forms = [
+        format!("target=servers.*.cpu.user&target=alias(sumSeries(servers.*.cpu.user),'total')&from=-6h&until=now&format=json&maxDataPoints=100&now={NOW}"),
+        format!("target=aliasByNode(servers.*.cpu.system,1)&from={}&until={}&format=json&maxDataPoints=37&now={NOW}", NOW - 3600, NOW),
+        format!("target=summarize(servers.web1.requests.count,'10min','sum',false)&from=-3h&until=now&format=json&maxDataPoints=1000&now={NOW}"),
+    ];
+    let get_paths: Vec<String> = forms
+        .iter()
+        .map(|f| format!("/render?{}", f.replace('\'', "%27").replace(' ', "%20")))
+        .collect();
+    let want = graphite_web(&data.join("whisper"), &get_paths);
+    for (form, (status, body)) in forms.iter().zip(&want) {
+        assert_eq!(*status, 200, "{form}: {body}");
+        let encoded = form.replace('\'', "%27").replace(' ', "%20");
+        let (got_status, got) = node.http_post_form("/render", &encoded);
+        assert_eq!(got_status, 200, "{form}: {got}");
+        same_render(form, body, &got, false);
+    }
+
+    for query in ["servers.*", "servers.web1.*", "servers.*.cpu.*", "mixed.*"] {
+        let form = format!("query={}&from=-6h&until=now", url_encode(query));
+        let want = graphite_web(&data.join("whisper"), &[format!("/metrics/find?{form}")]);
+        let (status, got) = node.http_post_form("/metrics/find", &form);
+        assert_eq!(status, 200);
+        let (mut w, mut g): (Value, Value) = (
+            serde_json::from_str(&want[0].1).unwrap(),
+            serde_json::from_str(&got).unwrap(),
+        );
+        for v in [&mut w, &mut g] {
+            for item in v.as_array_mut().unwrap() {
+                item.as_object_mut().unwrap().remove("context");
+            }
+        }
+        assert_eq!(g, w, "{query}");
+    }
+    node.stop(Duration::from_secs(20));
+}
+
+#[test]
+fn requests_past_a_bound_are_refused_with_413() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    fixture(&data.join("whisper"));
+    let config = dir.path().join("graunt.toml");
+    std::fs::write(
+        &config,
+        "max_render_series = 3\nmax_render_points = 2000\nmax_expression_depth = 4\n",
+    )
+    .unwrap();
+    let node = Node::serve(BIN.as_ref(), &data, &["--config", config.to_str().unwrap()]);
+    let q = format!("format=json&now={NOW}");
+    let (status, body) =
+        node.http_request(&format!("/render?target=servers.*.cpu.*&from=-10min&{q}"));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("more than 3 series"), "{body}");
+    let (status, body) = node.http_request(&format!("/render?target=servers.web1.cpu.user&target=mixed.minutely&target=counters.total&from=-1d&{q}"));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("more than 2000 datapoints"), "{body}");
+    let (status, body) = node.http_request(&format!(
+        "/render?target=a(b(c(d(e(f.g)))))&from=-10min&{q}"
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nested deeper than 4"), "{body}");
+    let (status, _) = node.http_request(&format!(
+        "/render?target=servers.web1.cpu.user&from=-10min&{q}"
+    ));
+    assert_eq!(status, 200);
     node.stop(Duration::from_secs(20));
 }

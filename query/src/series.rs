@@ -71,9 +71,9 @@ pub struct Series {
     pub step: i64,
     /// Raw values (before consolidation).
     pub values: Vec<Option<f64>>,
-    /// Tags; always holds `name`. Values are JSON as graphite-web emits
-    /// them (`scale` adds a number).
-    pub tags: BTreeMap<String, serde_json::Value>,
+    /// Tags in the order graphite-web set them (its JSON keeps that
+    /// order); always holds `name`; values are strings, as `str(value)`.
+    pub tags: serde_json::Map<String, serde_json::Value>,
     /// Raw values per output value.
     pub values_per_point: usize,
     /// How consolidation combines values.
@@ -97,7 +97,7 @@ impl Series {
         values: Vec<Option<f64>>,
     ) -> Self {
         let name = name.into();
-        let mut tags = BTreeMap::new();
+        let mut tags = serde_json::Map::new();
         tags.insert("name".to_string(), serde_json::Value::String(name.clone()));
         Series {
             path_expression: name.clone(),

@@ -8,6 +8,7 @@ Prints a JSON list with {"status": code, "body": text} for each PATH
 (e.g. "/render/?target=a.b&format=json&from=-1h&now=1700000000").
 """
 import argparse
+import base64
 import json
 import os
 import sys
@@ -71,7 +72,11 @@ def main():
     for path in args.paths:
         response = client.get(path)
         body = b"".join(response) if response.streaming else response.content
-        out.append({"status": response.status_code, "body": body.decode("utf-8", "replace")})
+        answer = {"status": response.status_code, "body": body.decode("utf-8", "replace"),
+                  "content_type": response.get("Content-Type", "")}
+        if "pickle" in answer["content_type"]:
+            answer["body_base64"] = base64.b64encode(body).decode()
+        out.append(answer)
     json.dump(out, sys.stdout)
 
 

@@ -117,20 +117,63 @@ impl Node {
 
     /// GETs a path on its HTTP port, returning the status and the body.
     pub fn http_request(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.http_raw("GET", path, None, &[]);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// POSTs a form (`application/x-www-form-urlencoded`) to a path, as
+    /// Grafana does, returning the status and the body.
+    pub fn http_post_form(&self, path: &str, form: &str) -> (u16, String) {
+        let (status, _, body) = self.http_raw(
+            "POST",
+            path,
+            Some(form.as_bytes()),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+        );
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Sends one HTTP/1.0 request; returns the status, the headers (lower-cased
+    /// names) and the body bytes.
+    pub fn http_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
         let mut s = TcpStream::connect(self.addr("http")).expect("connect to HTTP");
-        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send request");
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("read response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: test\r\n");
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            request.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        request.push_str("\r\n");
+        s.write_all(request.as_bytes()).expect("send request");
+        if let Some(b) = body {
+            s.write_all(b).expect("send body");
+        }
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).expect("read response");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(response.len());
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let body = response.get(split + 4..).unwrap_or_default().to_vec();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (status, headers, body)
     }
 
     /// GETs a path on its HTTP port, returning the body.

@@ -1,9 +1,12 @@
 //! graphite-web's HTTP API on the node's HTTP port: `/render` (json, csv,
-//! raw), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`, `/version`. Requests are evaluated by graunt-query over
+//! raw, pickle), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`,
+//! `/functions`, `/version`. Requests are evaluated by graunt-query over
 //! the node's store (whisper files overlaid with the cache).
 
 mod find;
+mod functions;
 mod params;
+mod pyjson;
 mod render;
 mod source;
 
@@ -58,6 +61,9 @@ pub fn routes(api: Api) -> Router {
             get(find::expand).post(find::expand_post),
         )
         .route("/metrics/index.json", get(find::index))
+        .route("/functions", get(functions::list))
+        .route("/functions/", get(functions::list))
+        .route("/functions/{name}", get(functions::details))
         .route("/version", get(version))
         .route("/version/", get(version))
         .with_state(api)

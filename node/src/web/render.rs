@@ -1,7 +1,9 @@
 //! `/render`: targets evaluated over the requested range, answered in
-//! graphite-web's JSON shape (`[{"target", "tags", "datapoints"}]`), with
-//! `maxDataPoints`, `noNullPoints` and `jsonp` as graphite-web applies them.
-//! Bad targets, times and parameters are a 400 naming the problem.
+//! graphite-web's formats: JSON (`[{"target", "tags", "datapoints"}]`, with
+//! `maxDataPoints`, `noNullPoints`, `pretty` and `jsonp` as graphite-web
+//! applies them), csv, raw, pickle (what graphite-web cluster peers read),
+//! dygraph and rickshaw. Bad targets, times and parameters are a 400 naming
+//! the problem; a request past a bound is a 413.
 
 use axum::extract::{Form, Query, State};
 use axum::http::{header, StatusCode};
@@ -75,9 +77,20 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
         (None, Some(_)) => "raw",
         (None, None) => "png",
     };
-    if !matches!(format, "json" | "csv" | "raw") {
+    // `pickle` as a bare parameter asks for pickle, unless `format` says otherwise.
+    let format = match (
+        param(params, "format"),
+        params.iter().any(|(k, _)| k == "pickle"),
+    ) {
+        (None, true) => "pickle",
+        _ => format,
+    };
+    if !matches!(
+        format,
+        "json" | "csv" | "raw" | "pickle" | "dygraph" | "rickshaw"
+    ) {
         return bad_request(format!(
-            "format={format} is not supported yet; use format=json, csv or raw"
+            "format={format} is not supported yet; use format=json, csv, raw, pickle, dygraph or rickshaw"
         ));
     }
     let (from, until, now) = match range(params) {
@@ -129,16 +142,26 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
             Err(e) => return bad_request(format!("Invalid target {target:?}: {e}")),
         }
     }
-    match format {
+    let pretty = param(params, "pretty").is_some_and(|p| !p.is_empty());
+    let body = match format {
         "csv" => return ([(header::CONTENT_TYPE, "text/csv")], csv(&series, &tz)).into_response(),
         "raw" => return ([(header::CONTENT_TYPE, "text/plain")], raw(&series)).into_response(),
-        _ => {}
-    }
-    let body = json(
-        &mut series,
-        max_points,
-        param(params, "noNullPoints").is_some(),
-    );
+        "pickle" => {
+            return (
+                [(header::CONTENT_TYPE, "application/pickle")],
+                pickle(&series),
+            )
+                .into_response()
+        }
+        "dygraph" => dygraph(&series),
+        "rickshaw" => rickshaw(&series, pretty),
+        _ => json(
+            &mut series,
+            max_points,
+            param(params, "noNullPoints").is_some(),
+            pretty,
+        ),
+    };
     match param(params, "jsonp") {
         Some(callback) => (
             [(header::CONTENT_TYPE, "text/javascript")],
@@ -201,8 +224,117 @@ fn csv(series: &[Series], tz: &jiff::tz::TimeZone) -> String {
     out
 }
 
+/// graphite-web's `renderViewPickle`: each series' `getInfo()`, pickled.
+fn pickle(series: &[Series]) -> Vec<u8> {
+    use serde_pickle::{HashableValue as K, Value as V};
+    let infos: Vec<V> = series
+        .iter()
+        .map(|s| {
+            let values = s
+                .points()
+                .into_iter()
+                .map(|v| v.map_or(V::None, V::F64))
+                .collect();
+            let consolidation = match s.consolidation {
+                graunt_query::series::Consolidation::Average => "average",
+                graunt_query::series::Consolidation::AvgZero => "avg_zero",
+                graunt_query::series::Consolidation::Sum => "sum",
+                graunt_query::series::Consolidation::Max => "max",
+                graunt_query::series::Consolidation::Min => "min",
+                graunt_query::series::Consolidation::First => "first",
+                graunt_query::series::Consolidation::Last => "last",
+            };
+            let entries = [
+                ("name", V::String(s.name.clone())),
+                ("start", V::I64(s.start)),
+                ("end", V::I64(s.end)),
+                ("step", V::I64(s.step)),
+                ("values", V::List(values)),
+                ("pathExpression", V::String(s.path_expression.clone())),
+                ("valuesPerPoint", V::I64(s.values_per_point as i64)),
+                ("consolidationFunc", V::String(consolidation.into())),
+                ("xFilesFactor", V::F64(s.x_files_factor)),
+            ];
+            V::Dict(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (K::String(k.into()), v))
+                    .collect(),
+            )
+        })
+        .collect();
+    serde_pickle::value_to_vec(&V::List(infos), serde_pickle::SerOptions::new()).unwrap_or_default()
+}
+
+/// A value as graphite-web's dygraph format writes it.
+fn dygraph_value(v: Option<f64>) -> String {
+    match v {
+        None => "null".into(),
+        Some(v) if v.is_nan() => "null".into(),
+        Some(v) if v == f64::INFINITY => "Infinity".into(),
+        Some(v) if v == f64::NEG_INFINITY => "-Infinity".into(),
+        Some(v) => float_repr(v),
+    }
+}
+
+/// graphite-web's `renderViewDygraph`: `{"labels" : [...], "data" : [[t000, v, …], …]}`,
+/// rows from the first series' times.
+fn dygraph(series: &[Series]) -> String {
+    let Some(first) = series.first() else {
+        return "{}".into();
+    };
+    let mut rows: Vec<Vec<String>> = (first.start..first.end)
+        .step_by(first.step.max(1) as usize)
+        .map(|t| vec![format!("{t}000")])
+        .collect();
+    let mut labels = vec![serde_json::Value::from("Time")];
+    for s in series {
+        labels.push(serde_json::Value::from(s.name.clone()));
+        for (i, v) in s.points().into_iter().enumerate() {
+            if let Some(row) = rows.get_mut(i) {
+                row.push(dygraph_value(v));
+            }
+        }
+    }
+    let mut label_text = String::new();
+    super::pyjson::write_py_json(&mut label_text, &serde_json::Value::Array(labels), false, 0);
+    let lines: Vec<String> = rows.iter().map(|r| format!("[{}]", r.join(", "))).collect();
+    format!(
+        "{{\"labels\" : {label_text}, \"data\" : [{}]}}",
+        lines.join(", ")
+    )
+}
+
+/// graphite-web's `renderViewRickshaw`: `[{"target", "datapoints": [{"x", "y"}]}]`.
+fn rickshaw(series: &[Series], pretty: bool) -> String {
+    use serde_json::{json, Value};
+    let out: Vec<Value> = series
+        .iter()
+        .map(|s| {
+            let points: Vec<Value> = (s.start..s.end)
+                .step_by(s.step.max(1) as usize)
+                .zip(s.points())
+                .map(|(x, y)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("x".into(), Value::from(x));
+                    m.insert("y".into(), y.map_or(Value::Null, super::pyjson::float));
+                    Value::Object(m)
+                })
+                .collect();
+            json!({"target": s.name, "datapoints": points})
+        })
+        .collect();
+    let mut text = String::new();
+    if pretty {
+        super::pyjson::write_indented(&mut text, &Value::Array(out));
+    } else {
+        super::pyjson::write_py_json(&mut text, &Value::Array(out), false, 0);
+    }
+    text
+}
+
 /// graphite-web's `renderViewJson`.
-fn json(series: &mut [Series], max_points: Option<usize>, no_nulls: bool) -> String {
+fn json(series: &mut [Series], max_points: Option<usize>, no_nulls: bool, pretty: bool) -> String {
     if series.iter().all(|s| s.values.is_empty()) {
         return "[]".into();
     }
@@ -210,6 +342,7 @@ fn json(series: &mut [Series], max_points: Option<usize>, no_nulls: bool) -> Str
     let end = series.iter().map(|s| s.end).max().unwrap_or(0);
     let time_range = (end - start) as f64;
     let mut out = Vec::new();
+    let mut pretty_items = Vec::new();
     for s in series.iter_mut() {
         if let Some(max) = max_points {
             if max == 1 {
@@ -230,6 +363,28 @@ fn json(series: &mut [Series], max_points: Option<usize>, no_nulls: bool) -> Str
                 }
             }
         }
+        if pretty {
+            let datapoints: Vec<serde_json::Value> = s
+                .datapoints()
+                .into_iter()
+                .filter(|(v, _)| !no_nulls || v.is_some_and(|v| !v.is_nan()))
+                .map(|(v, t)| {
+                    serde_json::Value::Array(vec![
+                        v.map_or(serde_json::Value::Null, super::pyjson::float),
+                        t.into(),
+                    ])
+                })
+                .collect();
+            if no_nulls && datapoints.is_empty() {
+                continue;
+            }
+            let mut m = serde_json::Map::new();
+            m.insert("target".into(), s.name.clone().into());
+            m.insert("tags".into(), serde_json::Value::Object(s.tags.clone()));
+            m.insert("datapoints".into(), serde_json::Value::Array(datapoints));
+            pretty_items.push(serde_json::Value::Object(m));
+            continue;
+        }
         let points: Vec<String> = s
             .datapoints()
             .into_iter()
@@ -249,12 +404,31 @@ fn json(series: &mut [Series], max_points: Option<usize>, no_nulls: bool) -> Str
         if no_nulls && points.is_empty() {
             continue;
         }
-        let tags = serde_json::to_string(&s.tags).unwrap_or_else(|_| "{}".into());
-        let target = serde_json::to_string(&s.name).unwrap_or_default();
+        // As Python's json.dumps writes them: ", "/": " separators, ASCII only.
+        let mut tags = String::new();
+        super::pyjson::write_py_json(
+            &mut tags,
+            &serde_json::Value::Object(s.tags.clone()),
+            false,
+            0,
+        );
+        let mut target = String::new();
+        super::pyjson::write_py_json(
+            &mut target,
+            &serde_json::Value::from(s.name.clone()),
+            false,
+            0,
+        );
         out.push(format!(
             "{{\"target\": {target}, \"tags\": {tags}, \"datapoints\": [{}]}}",
             points.join(", ")
         ));
+    }
+    if pretty {
+        // graphite-web's json.dumps(indent=2): keys in their order, not sorted.
+        let mut text = String::new();
+        super::pyjson::write_indented(&mut text, &serde_json::Value::Array(pretty_items));
+        return text;
     }
     format!("[{}]", out.join(", "))
 }

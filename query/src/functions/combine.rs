@@ -4,8 +4,6 @@
 //! `reduce`, `applyByNode`) and list plumbing (`group`, `unique`,
 //! `fallbackSeries`).
 
-use std::collections::BTreeMap;
-
 use serde_json::Value as Json;
 
 use super::{arg_err, py_str, Args, Out};
@@ -481,9 +479,9 @@ pub(crate) fn aggregate(lists: Vec<Vec<Series>>, func: &str, xff: Option<f64>) -
         })
         .collect();
     let name = format!("{func}Series({})", path_expressions(&series));
-    let mut tags: BTreeMap<String, Json> = series[0].tags.clone();
+    let mut tags: serde_json::Map<String, Json> = series[0].tags.clone();
     tags.retain(|k, v| series.iter().all(|s| s.tags.get(k) == Some(v)));
-    tags.entry("name".into())
+    tags.entry("name")
         .or_insert_with(|| Json::from(name.clone()));
     tags.insert("aggregatedBy".into(), Json::from(func));
     let mut out = Series::new(name, start, end, step, values);
@@ -606,9 +604,9 @@ fn group_by_tags(ctx: &Context<'_>, list: Vec<Series>, callback: &str, tags: &[S
 }
 
 /// A tagged name `a.b;k=v;…` as graphite's tag database parses it.
-pub(crate) fn parse_tags(name: &str) -> BTreeMap<String, Json> {
+pub(crate) fn parse_tags(name: &str) -> serde_json::Map<String, Json> {
     let mut parts = name.split(';');
-    let mut tags = BTreeMap::new();
+    let mut tags = serde_json::Map::new();
     tags.insert("name".to_string(), Json::from(parts.next().unwrap_or("")));
     for p in parts {
         if let Some((k, v)) = p.split_once('=') {
