@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Queries allocate and free many ~100 KiB series; glibc hands those back to
+// the kernel each time (page faults, zeroing), mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::run(args)

@@ -160,6 +160,15 @@ impl Series {
         self.values.len().div_ceil(self.values_per_point.max(1))
     }
 
+    /// The values as read, borrowed when no consolidation is pending.
+    pub fn points_cow(&self) -> std::borrow::Cow<'_, [Option<f64>]> {
+        if self.values_per_point <= 1 {
+            std::borrow::Cow::Borrowed(&self.values)
+        } else {
+            std::borrow::Cow::Owned(self.points())
+        }
+    }
+
     /// The values as read (consolidated when `values_per_point > 1`).
     pub fn points(&self) -> Vec<Option<f64>> {
         if self.values_per_point <= 1 {

@@ -208,7 +208,8 @@ fn walk(
             if dir.join(&node).is_dir() {
                 m.push((node.clone(), true));
             }
-            if dir.join(format!("{node}.wsp")).is_file() {
+            // A leaf only counts as the last node; spare the stat otherwise.
+            if rest.is_empty() && dir.join(format!("{node}.wsp")).is_file() {
                 m.push((node.clone(), false));
             }
             m

@@ -73,58 +73,57 @@ pub(crate) struct Args<'a> {
     rest: Vec<Value>,
 }
 
-fn convert(param: &catalog::Param, v: Value) -> Result<Value, Value> {
-    if v == Value::None {
-        return Ok(v);
+/// graphite-web's conversion of one argument for its parameter: `Ok(None)`
+/// when it stays as given, `Ok(Some(v))` when converted (only scalars are),
+/// `Err(())` when it does not fit.
+fn convert(param: &catalog::Param, v: &Value) -> Result<Option<Value>, ()> {
+    if *v == Value::None {
+        return Ok(None);
     }
     if !param.options.is_empty() {
-        let listed = param.options.iter().any(|o| match (&v, o) {
+        let listed = param.options.iter().any(|o| match (v, o) {
             (Value::Str(s), serde_json::Value::String(o)) => s == o,
             (Value::Int(i), serde_json::Value::Number(n)) => n.as_f64() == Some(*i as f64),
             (Value::Float(f), serde_json::Value::Number(n)) => n.as_f64() == Some(*f),
             _ => false,
         });
         if !listed {
-            return Err(v);
+            return Err(());
         }
     }
     Ok(match (param.kind.as_str(), v) {
-        ("float", Value::Int(i)) => Value::Float(i as f64),
-        ("float", Value::Bool(b)) => Value::Float(if b { 1.0 } else { 0.0 }),
-        ("float", Value::Str(s)) => match s.trim().parse::<f64>() {
-            Ok(f) => Value::Float(f),
-            Err(_) => return Err(Value::Str(s)),
-        },
-        ("float", v @ Value::Float(_)) => v,
-        ("integer" | "node", v @ Value::Int(_)) => v,
-        ("integer" | "node", Value::Bool(b)) => Value::Int(b as i64),
-        ("integer" | "node", Value::Str(s)) => match s.trim().parse::<i64>() {
-            Ok(i) => Value::Int(i),
-            Err(_) => return Err(Value::Str(s)),
-        },
-        ("intOrInf", v @ Value::Int(_)) => v,
-        ("intOrInf", Value::Float(f)) if f == f64::INFINITY => Value::Float(f),
-        ("boolean", v @ Value::Bool(_)) => v,
+        ("float", Value::Int(i)) => Some(Value::Float(*i as f64)),
+        ("float", Value::Bool(b)) => Some(Value::Float(if *b { 1.0 } else { 0.0 })),
+        ("float", Value::Str(s)) => Some(Value::Float(s.trim().parse::<f64>().map_err(|_| ())?)),
+        ("float", Value::Float(_)) => None,
+        ("integer" | "node", Value::Int(_)) => None,
+        ("integer" | "node", Value::Bool(b)) => Some(Value::Int(*b as i64)),
+        ("integer" | "node", Value::Str(s)) => {
+            Some(Value::Int(s.trim().parse::<i64>().map_err(|_| ())?))
+        }
+        ("intOrInf", Value::Int(_)) => None,
+        ("intOrInf", Value::Float(f)) if *f == f64::INFINITY => None,
+        ("boolean", Value::Bool(_)) => None,
         ("boolean", Value::Str(s)) => match s.to_ascii_lowercase().as_str() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            _ => return Err(Value::Str(s)),
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => return Err(()),
         },
-        ("boolean", Value::Int(i)) if i == 0 || i == 1 => Value::Bool(i == 1),
-        ("boolean", Value::Float(f)) if f == 0.0 || f == 1.0 => Value::Bool(f == 1.0),
-        ("boolean", Value::Series(s)) => Value::Bool(!s.is_empty()),
-        ("interval", Value::Str(s)) => match crate::time::parse_offset(&s) {
-            Ok(_) => Value::Str(s),
-            Err(_) => return Err(Value::Str(s)),
-        },
-        ("seriesList", v @ Value::Series(_)) => v,
-        ("seriesLists", v @ Value::SeriesLists(_)) => v,
+        ("boolean", Value::Int(i)) if *i == 0 || *i == 1 => Some(Value::Bool(*i == 1)),
+        ("boolean", Value::Float(f)) if *f == 0.0 || *f == 1.0 => Some(Value::Bool(*f == 1.0)),
+        ("boolean", Value::Series(s)) => Some(Value::Bool(!s.is_empty())),
+        ("interval", Value::Str(s)) => {
+            crate::time::parse_offset(s).map_err(|_| ())?;
+            None
+        }
+        ("seriesList", Value::Series(_)) => None,
+        ("seriesLists", Value::SeriesLists(_)) => None,
         (
             "float" | "integer" | "node" | "intOrInf" | "boolean" | "interval" | "seriesList"
             | "seriesLists",
-            v,
-        ) => return Err(v),
-        (_, v) => v,
+            _,
+        ) => return Err(()),
+        _ => None,
     })
 }
 
@@ -151,43 +150,31 @@ impl<'a> Args<'a> {
                 ),
             ));
         }
-        let mut slots: Vec<Option<Value>> = vec![None; params.len()];
-        let mut rest = Vec::new();
-        let mut original = Vec::new();
+        // Arguments as given, by parameter index, and their conversions;
+        // series lists are never copied.
+        let mut given: Vec<(usize, Value, Option<Value>)> = Vec::new();
         let mut valid = true;
-        let mut put =
-            |index: usize, v: Value, slots: &mut Vec<Option<Value>>, rest: &mut Vec<Value>| {
-                let param = &params[index];
-                let converted = match convert(param, v.clone()) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        valid = false;
-                        v.clone()
-                    }
-                };
-                original.push((index, v));
-                if param.multiple {
-                    rest.push(converted);
-                } else {
-                    slots[index] = Some(converted);
-                }
-            };
         let positional = args.len();
+        let last = params.len().saturating_sub(1);
         for (i, v) in args.into_iter().enumerate() {
-            put(
-                i.min(params.len().saturating_sub(1)),
-                v,
-                &mut slots,
-                &mut rest,
-            );
+            let index = i.min(last);
+            let converted = convert(&params[index], &v).unwrap_or_else(|()| {
+                valid = false;
+                None
+            });
+            given.push((index, v, converted));
         }
         for (name, v) in kwargs {
             match params
                 .iter()
                 .position(|p| p.name == name || p.py_name == name)
             {
-                Some(i) if i >= positional && slots[i].is_none() => {
-                    put(i, v, &mut slots, &mut rest)
+                Some(i) if i >= positional && !given.iter().any(|(j, _, _)| *j == i) => {
+                    let converted = convert(&params[i], &v).unwrap_or_else(|()| {
+                        valid = false;
+                        None
+                    });
+                    given.push((i, v, converted));
                 }
                 Some(_) => {
                     return Err(arg_err(function, format!("argument {name} is given twice")))
@@ -200,16 +187,16 @@ impl<'a> Args<'a> {
                 }
             }
         }
-        if !valid {
-            // As given: the function's own checks decide.
-            slots = vec![None; params.len()];
-            rest.clear();
-            for (i, v) in original {
-                if params[i].multiple {
-                    rest.push(v);
-                } else {
-                    slots[i] = Some(v);
-                }
+        // Conversions apply only if every argument fits, as graphite-web
+        // otherwise calls the function with them as given.
+        let mut slots: Vec<Option<Value>> = vec![None; params.len()];
+        let mut rest = Vec::new();
+        for (i, v, converted) in given {
+            let v = if valid { converted.unwrap_or(v) } else { v };
+            if params[i].multiple {
+                rest.push(v);
+            } else {
+                slots[i] = Some(v);
             }
         }
         for (i, p) in params.iter().enumerate() {

@@ -278,11 +278,14 @@ pub fn encode_header(header: &Header) -> Vec<u8> {
 }
 
 /// Decodes one 12-byte point.
+#[inline]
 pub(crate) fn decode_point(b: &[u8]) -> (u32, f64) {
-    let ts = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[4..12]);
-    (ts, f64::from_be_bytes(v))
+    let b: &[u8; 12] = b[..12].try_into().expect("a 12-byte point");
+    let (ts, v) = b.split_at(4);
+    (
+        u32::from_be_bytes(ts.try_into().expect("4 bytes")),
+        f64::from_be_bytes(v.try_into().expect("8 bytes")),
+    )
 }
 
 /// Encodes one point, refusing timestamps a u32 cannot hold (whisper's
