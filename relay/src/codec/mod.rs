@@ -4,6 +4,7 @@
 pub mod pickle;
 pub mod pickle_scan;
 pub mod plaintext;
+pub mod statsd;
 
 /// One received datapoint: the storage layer's own type, so a decoded batch
 /// goes to the store without copying.
