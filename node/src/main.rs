@@ -1,8 +1,10 @@
 //! The `graunt` binary: one command per role (see `graunt --help`). This file
 //! only parses arguments and hands over; each role lives in its own module.
 
+mod agent;
 mod cli;
 mod serve;
+mod statsd;
 mod web;
 
 use std::process::ExitCode;

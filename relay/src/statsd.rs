@@ -119,7 +119,11 @@ pub fn js_number_string(v: f64) -> String {
         format!("0.{}{digits}", "0".repeat((-n) as usize))
     } else {
         let e = n - 1;
-        let exp = if e >= 0 { format!("e+{e}") } else { format!("e{e}") };
+        let exp = if e >= 0 {
+            format!("e+{e}")
+        } else {
+            format!("e{e}")
+        };
         if k == 1 {
             format!("{digits}{exp}")
         } else {
@@ -422,7 +426,10 @@ impl Aggregator {
             ("flush_time", self.flush_time_ms),
             ("flush_length", self.flush_length),
         ] {
-            add(self.name(&post_ns, &stats, &["graphiteStats", field]), value);
+            add(
+                self.name(&post_ns, &stats, &["graphiteStats", field]),
+                value,
+            );
         }
         self.last_flush = ts;
         self.flush_time_ms = started.elapsed().as_millis() as f64;
@@ -436,7 +443,13 @@ impl Aggregator {
 
     /// etsy's `process_metrics` for one timer: `(field, value)` pairs,
     /// `histogram.bin_X` as a dotted field.
-    fn timer_fields(&self, key: &str, values: &[f64], count: f64, interval_s: f64) -> Vec<(String, f64)> {
+    fn timer_fields(
+        &self,
+        key: &str,
+        values: &[f64],
+        count: f64,
+        interval_s: f64,
+    ) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = Vec::new();
         if values.is_empty() {
             out.push(("count".into(), 0.0));
@@ -507,7 +520,12 @@ impl Aggregator {
         out.push(("sum_squares".into(), sum_squares));
         out.push(("mean".into(), mean));
         out.push(("median".into(), median));
-        if let Some((_, bins)) = self.config.histogram.iter().find(|(m, _)| key.contains(m.as_str())) {
+        if let Some((_, bins)) = self
+            .config
+            .histogram
+            .iter()
+            .find(|(m, _)| key.contains(m.as_str()))
+        {
             let mut i = 0;
             for &bin in bins {
                 let mut freq = 0.0;
@@ -515,8 +533,15 @@ impl Aggregator {
                     freq += 1.0;
                     i += 1;
                 }
-                let label = if bin.is_infinite() { "inf".to_string() } else { js_number_string(bin) };
-                out.push((format!("histogram.bin_{}", label.replacen('.', "_", 1)), freq));
+                let label = if bin.is_infinite() {
+                    "inf".to_string()
+                } else {
+                    js_number_string(bin)
+                };
+                out.push((
+                    format!("histogram.bin_{}", label.replacen('.', "_", 1)),
+                    freq,
+                ));
             }
         }
         self.filter_timer(out)

@@ -59,6 +59,8 @@ impl Node {
                 "127.0.0.1:0",
                 "--http-addr",
                 "127.0.0.1:0",
+                "--statsd-addr",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .env("RUST_LOG", "info")

@@ -18,8 +18,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node: carbon receivers, cache and whisper storage, carbonlink, HTTP.
+    /// Run a node: carbon receivers, statsd, cache and whisper storage, carbonlink, HTTP.
+    // A flag given twice takes its last value (scripts append overrides).
+    #[command(args_override_self = true)]
     Serve(crate::serve::ServeArgs),
+    /// Run a local statsd aggregator that forwards to a node or relay (as bucky).
+    #[command(args_override_self = true)]
+    Agent(crate::agent::AgentArgs),
     /// Whisper file tools, argument- and output-compatible with the whisper-*.py scripts.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
@@ -29,6 +34,7 @@ enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::serve::run(args),
+        Command::Agent(args) => crate::agent::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),
     }
 }

@@ -58,6 +58,14 @@ pub struct FileConfig {
     pub max_render_points: Option<usize>,
     /// Calls a target may nest [64].
     pub max_expression_depth: Option<usize>,
+    /// statsd, UDP [`0.0.0.0:8125`].
+    pub statsd_addr: Option<String>,
+    /// statsd on TCP too, same address [false].
+    pub statsd_tcp: Option<bool>,
+    /// Seconds between statsd flushes [10].
+    pub statsd_flush_interval: Option<f64>,
+    /// statsd aggregation settings and extra listeners.
+    pub statsd: Option<crate::statsd::StatsdFile>,
 }
 
 /// The settings a node runs with.
@@ -93,6 +101,8 @@ pub struct ServeConfig {
     pub self_metrics_interval: std::time::Duration,
     /// Bounds on `/render` requests.
     pub render_limits: crate::web::Limits,
+    /// statsd listeners.
+    pub statsd: Vec<crate::statsd::Listener>,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -156,6 +166,19 @@ impl ServeConfig {
             self_metrics_interval: std::time::Duration::from_secs(
                 f.self_metrics_interval.unwrap_or(60).max(1),
             ),
+            statsd: {
+                let interval = f.statsd_flush_interval.unwrap_or(10.0);
+                if !(interval.is_finite() && interval > 0.0) {
+                    bail!("statsd_flush_interval = {interval}: use a positive number of seconds");
+                }
+                let addr = addr(f.statsd_addr.clone(), "0.0.0.0:8125");
+                f.statsd.clone().unwrap_or_default().listeners(
+                    addr.as_deref(),
+                    f.statsd_tcp.unwrap_or(false),
+                    None,
+                    std::time::Duration::from_secs_f64(interval),
+                )?
+            },
             render_limits: crate::web::Limits {
                 max_series: f.max_render_series.unwrap_or(100_000).max(1),
                 max_points: f.max_render_points.unwrap_or(50_000_000).max(1),

@@ -14,7 +14,7 @@ mod http;
 mod ingest;
 mod line;
 mod pickle;
-mod shutdown;
+pub(crate) mod shutdown;
 mod telemetry;
 
 use std::future::Future;
@@ -62,6 +62,12 @@ pub struct ServeArgs {
     /// carbon storage-aggregation.conf.
     #[arg(long)]
     aggregation: Option<PathBuf>,
+    /// statsd address, UDP ("" turns it off).
+    #[arg(long)]
+    statsd_addr: Option<String>,
+    /// Seconds between statsd flushes.
+    #[arg(long)]
+    statsd_flush_interval: Option<f64>,
 }
 
 /// Runs a node until SIGTERM/SIGINT.
@@ -104,7 +110,9 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         carbonlink_addr,
         http_addr,
         schemas,
-        aggregation
+        aggregation,
+        statsd_addr,
+        statsd_flush_interval
     );
     ServeConfig::from_file(file)
 }
@@ -240,6 +248,37 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
+    if !cfg.statsd.is_empty() {
+        let (store, telemetry) = (store.clone(), telemetry.clone());
+        let sink: crate::statsd::Sink = Arc::new(move |lines| {
+            let mut points = Vec::with_capacity(lines.len());
+            let mut refused = 0u64;
+            for l in lines {
+                if graunt_storage::metric::validate_name(&l.name).is_err() || !l.value.is_finite() {
+                    refused += 1;
+                    continue;
+                }
+                points.push(graunt_storage::Datapoint {
+                    name: l.name,
+                    timestamp: l.timestamp,
+                    value: l.value,
+                });
+            }
+            if refused > 0 {
+                telemetry.refuse_many("statsd", "name", refused);
+            }
+            match store.accept(&points) {
+                Ok(()) => telemetry.received.inc_by(points.len() as u64),
+                Err(e) => {
+                    telemetry.refuse_many("statsd", "wal", points.len() as u64);
+                    tracing::error!(error = %e, "cannot append statsd points to the write-ahead log");
+                }
+            }
+        });
+        for task in crate::statsd::start(cfg.statsd.clone(), sink, shutdown.clone()).await? {
+            tasks.spawn(task);
+        }
+    }
     tasks.spawn(telemetry::report(
         telemetry.clone(),
         store.clone(),
@@ -287,7 +326,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

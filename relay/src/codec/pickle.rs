@@ -199,3 +199,47 @@ mod tests {
         );
     }
 }
+
+/// Encodes points as one carbon pickle frame (a 4-byte big-endian length,
+/// then `[(name, (timestamp, value)), …]`), as carbon-relay sends them.
+pub fn encode_frame<'a>(points: impl IntoIterator<Item = (&'a str, i64, f64)>) -> Vec<u8> {
+    use serde_pickle::Value as V;
+    let list: Vec<V> = points
+        .into_iter()
+        .map(|(name, ts, value)| {
+            V::Tuple(vec![
+                V::String(name.to_string()),
+                V::Tuple(vec![V::I64(ts), V::F64(value)]),
+            ])
+        })
+        .collect();
+    let body = serde_pickle::value_to_vec(&V::List(list), serde_pickle::SerOptions::new())
+        .unwrap_or_default();
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    #[test]
+    fn encoded_frames_decode() {
+        let frame = encode_frame([("a.b", 1_700_000_000, 1.5), ("c", 1_700_000_001, -2.0)]);
+        let (body, used) = next_frame(&frame, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(used, frame.len());
+        let bounds = super::super::TimeBounds {
+            now: 1_700_000_000,
+            max_future: 3600,
+        };
+        let points: Vec<_> = decode_frame(body, &bounds)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.unwrap())
+            .collect();
+        assert_eq!(points.len(), 2);
+        assert_eq!((points[0].name.as_str(), points[0].value), ("a.b", 1.5));
+    }
+}

@@ -254,7 +254,13 @@ fn parse_group(group: &str) -> Option<(Kind<'_>, f64, f64)> {
         }
     };
     let kind = match kind.trim() {
-        "s" => return Some((Kind::Set(if value.is_empty() { "0" } else { value }), 0.0, rate)),
+        "s" => {
+            return Some((
+                Kind::Set(if value.is_empty() { "0" } else { value }),
+                0.0,
+                rate,
+            ))
+        }
         "g" => {
             if !is_number(value) {
                 return None;
