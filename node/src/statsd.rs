@@ -237,20 +237,24 @@ pub async fn start(
     Ok(tasks)
 }
 
+/// Raises the socket's receive buffer: past `net.core.rmem_max` when the
+/// process may (SO_RCVBUFFORCE needs CAP_NET_ADMIN), else up to it.
 fn set_recv_buffer(socket: &UdpSocket, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let size = bytes as libc::c_int;
-    // SAFETY: setsockopt on a socket we own, with a valid int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
+    let set = |option| {
+        // SAFETY: setsockopt on a socket we own, with a valid int and its size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
     };
-    if rc == 0 {
+    if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())

@@ -197,3 +197,24 @@ pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example files are valid configs (paths in them aside).
+    #[test]
+    fn the_example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("deploy/graunt.toml")).unwrap();
+        let mut file: FileConfig = toml::from_str(&text).unwrap();
+        file.schemas = None;
+        file.aggregation = None;
+        let cfg = ServeConfig::from_file(file).unwrap();
+        assert_eq!(cfg.statsd.len(), 1);
+        assert_eq!(cfg.statsd[0].config.flush_interval_ms, 10_000);
+        let text = std::fs::read_to_string(root.join("deploy/agent.toml")).unwrap();
+        let agent: crate::agent::AgentFile = toml::from_str(&text).unwrap();
+        assert_eq!(agent.protocol.as_deref(), Some("plaintext"));
+    }
+}
