@@ -274,3 +274,41 @@ fn the_agent_speaks_pickle() {
     agent.stop();
     node.stop(Duration::from_secs(20));
 }
+
+#[test]
+fn listeners_with_their_own_prefix_and_tcp() {
+    let dir = temp_dir();
+    let schemas = second_schema(dir.path());
+    let config = dir.path().join("graunt.toml");
+    std::fs::write(
+        &config,
+        "statsd_flush_interval = 1\n[statsd]\npercent_threshold = [90, 50]\n\
+         [[statsd.listener]]\naddr = \"127.0.0.1:0\"\nprefix = \"smc\"\ntcp = true\n",
+    )
+    .unwrap();
+    let node = Node::serve(
+        BIN.as_ref(),
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--schemas", &schemas],
+    );
+    let udp = node.addr("statsd1");
+    let tcp = node.addr("statsd1-tcp");
+    statsd_client(
+        udp,
+        &format!(
+            "c.incr('orders', 2)\nt = statsd.TCPStatsClient('{}', {})\nt.incr('orders', 5)\nt.timing('pay', 8)\nt.close()",
+            tcp.ip(),
+            tcp.port()
+        ),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "both transports under smc.",
+        || (total(&node, "smc.stats.counters.orders.count") == 7.0).then_some(()),
+    );
+    assert_eq!(max(&node, "smc.stats.timers.pay.upper_50"), Some(8.0));
+    // The main listener keeps its own, unprefixed namespace.
+    assert_eq!(total(&node, "stats.counters.orders.count"), 0.0);
+    assert!(total(&node, "smc.stats.counters.statsd.packets_received.count") >= 2.0);
+    node.stop(Duration::from_secs(20));
+}
