@@ -6,4 +6,5 @@
 //! queues arrive with the relay issue.
 
 pub mod codec;
+pub mod hashing;
 pub mod statsd;
