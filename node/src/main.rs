@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod relay;
 mod serve;
 mod statsd;
 mod web;

@@ -7,4 +7,5 @@
 
 pub mod codec;
 pub mod hashing;
+pub mod route;
 pub mod statsd;

@@ -25,6 +25,9 @@ enum Command {
     /// Run a local statsd aggregator that forwards to a node or relay (as bucky).
     #[command(args_override_self = true)]
     Agent(crate::agent::AgentArgs),
+    /// Run a relay: tenant listeners, fences, consistent-hash routing to nodes; or `relay lookup`.
+    #[command(args_override_self = true)]
+    Relay(crate::relay::RelayArgs),
     /// Whisper file tools, argument- and output-compatible with the whisper-*.py scripts.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::serve::run(args),
         Command::Agent(args) => crate::agent::run(args),
+        Command::Relay(args) => crate::relay::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),
     }
 }

@@ -1,0 +1,277 @@
+//! `graunt relay` with real processes: three nodes behind a relay with
+//! replicas, a fenced tenant, and `graunt relay lookup` agreeing with
+//! carbon's own router.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use graunt_harness::node::{wait_for, Node};
+use graunt_harness::{oracle_python, temp_dir, unix_now, workspace_root};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_graunt");
+
+struct Relay {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    fn start(config: &std::path::Path) -> Relay {
+        let mut child = Command::new(BIN)
+            .args(["relay", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let relay = Relay { child, log };
+        wait_for(Duration::from_secs(20), "the relay to be ready", || {
+            relay
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(" ready"))
+                .then_some(())
+        });
+        relay
+    }
+
+    fn addr(&self, protocol: &str) -> SocketAddr {
+        let key = format!("protocol={protocol} addr=");
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| {
+                let at = l.find(&key)?;
+                l[at + key.len()..].split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {protocol} listener"))
+    }
+
+    fn http_get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(self.addr("http")).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    }
+
+    fn stop(mut self) {
+        unsafe { kill(self.child.id() as i32, 15) };
+        let status = wait_for(Duration::from_secs(30), "the relay to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
+        assert!(status.success(), "{}", self.log.lock().unwrap().join("\n"));
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn value_at(node: &Node, metric: &str, ts: i64) -> Option<f64> {
+    let body = node.http_get(&format!(
+        "/render?target={metric}&from={}&until={}&format=json",
+        ts - 60,
+        ts + 60
+    ));
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v.get(0)?["datapoints"]
+        .as_array()?
+        .iter()
+        .find_map(|p| p[0].as_f64())
+}
+
+fn lookup(config: &std::path::Path, names: &[&str]) -> Vec<Vec<String>> {
+    let out = Command::new(BIN)
+        .args(["relay", "--config", config.to_str().unwrap(), "lookup"])
+        .args(names)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(1).map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn replicas_reach_their_nodes_and_the_fence_holds() {
+    let dir = temp_dir();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::serve(BIN.as_ref(), &dir.path().join(format!("node{i}")), &[]))
+        .collect();
+    let destinations: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{}:{}", n.addr("pickle"), ["a", "b", "c"][i]))
+        .collect();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:0\"\nreplication = 2\ndiverse_replicas = false\nself_metrics_interval = 1\n\
+             destinations = [{}]\n\
+             [[tenant]]\nname = \"acme\"\nnamespaces = [\"cust.acme.\"]\nmax_age = 3600\nmax_future = 60\n\
+             listener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}, {{ protocol = \"pickle\", addr = \"127.0.0.1:0\" }}]\n",
+            destinations.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(&config);
+    let now = unix_now();
+    let t = now - now % 60 - 60;
+    let good: Vec<String> = (0..40).map(|i| format!("cust.acme.app.m{i}")).collect();
+    let mut lines: String = good
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{n} {i} {t}\n"))
+        .collect();
+    lines.push_str(&format!("cust.other.app.x 1 {t}\n"));
+    lines.push_str(&format!("cust.acme.old 1 {}\n", now - 7200));
+    lines.push_str(&format!("cust.acme.future 1 {}\n", now + 3600));
+    lines.push_str("not a line\n");
+    let mut s = TcpStream::connect(relay.addr("acme-line")).unwrap();
+    s.write_all(lines.as_bytes()).unwrap();
+    drop(s);
+    // Pickle is not allowed for this tenant.
+    let frame = {
+        let body = b"\x80\x02]q\x00(X\x0e\x00\x00\x00cust.acme.pklq\x01J\x00\x00\x00\x00G?\xf0\x00\x00\x00\x00\x00\x00\x86\x86a.";
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let mut p = TcpStream::connect(relay.addr("acme-pickle")).unwrap();
+    p.write_all(&frame).unwrap();
+    drop(p);
+
+    let names: Vec<&str> = good.iter().map(String::as_str).collect();
+    let placement = lookup(&config, &names);
+    for (i, (name, dests)) in good.iter().zip(&placement).enumerate() {
+        assert_eq!(dests.len(), 2, "{name}: {dests:?}");
+        for (k, node) in nodes.iter().enumerate() {
+            let holds = dests.contains(&destinations[k]);
+            if holds {
+                wait_for(Duration::from_secs(20), "a replica to arrive", || {
+                    value_at(node, name, t).filter(|v| *v == i as f64)
+                });
+            } else {
+                assert_eq!(
+                    value_at(node, name, t),
+                    None,
+                    "{name} must not be on node {k}"
+                );
+            }
+        }
+    }
+    for bad in [
+        "cust.other.app.x",
+        "cust.acme.old",
+        "cust.acme.future",
+        "cust.acme.pkl",
+    ] {
+        for node in &nodes {
+            let found: Value = serde_json::from_str(
+                &node.http_get(&format!("/metrics/find?query={bad}&format=completer")),
+            )
+            .unwrap();
+            assert_eq!(found["metrics"], serde_json::json!([]), "{bad} leaked");
+        }
+    }
+    let metrics = relay.http_get("/metrics");
+    for reason in ["namespace", "stale", "future", "pickle", "malformed"] {
+        let line = format!("graunt_relay_refused_total{{reason=\"{reason}\",tenant=\"acme\"}} 1");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    // The relay's own metrics travel like any other.
+    wait_for(
+        Duration::from_secs(20),
+        "carbon.relays.* on some node",
+        || {
+            nodes
+                .iter()
+                .any(|n| {
+                    n.http_get("/metrics/find?query=carbon.relays.*&format=completer")
+                        .contains("carbon.relays.")
+                })
+                .then_some(())
+        },
+    );
+    relay.stop();
+    for n in nodes {
+        n.stop(Duration::from_secs(20));
+    }
+}
+
+#[test]
+fn lookup_agrees_with_carbon() {
+    let names: Vec<String> = (0..300)
+        .map(|i| format!("servers.host{i}.cpu.user"))
+        .collect();
+    let dests = [
+        "10.0.0.1:2004:a",
+        "10.0.0.2:2004:b",
+        "10.0.0.3:2004:c",
+        "10.0.0.3:2104:d",
+    ];
+    let mut child = Command::new(oracle_python())
+        .arg(workspace_root().join("tests/oracle/carbon_placement.py"))
+        .args(["carbon_ch", "2", "1"])
+        .args(dests)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(names.join("\n").as_bytes())
+        .unwrap();
+    let want: Vec<Vec<String>> =
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    let mut cmd = Command::new(BIN)
+        .args([
+            "relay",
+            "lookup",
+            "--replication",
+            "2",
+            "--destinations",
+            &dests.join(","),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cmd.stdin
+        .take()
+        .unwrap()
+        .write_all(names.join("\n").as_bytes())
+        .unwrap();
+    let out = String::from_utf8(cmd.wait_with_output().unwrap().stdout).unwrap();
+    let got: Vec<Vec<String>> = out
+        .lines()
+        .map(|l| l.split(' ').skip(1).map(str::to_string).collect())
+        .collect();
+    assert_eq!(got, want);
+}
