@@ -132,8 +132,10 @@ fn replicas_reach_their_nodes_and_the_fence_holds() {
         format!(
             "http_addr = \"127.0.0.1:0\"\nreplication = 2\ndiverse_replicas = false\nself_metrics_interval = 1\n\
              destinations = [{}]\n\
-             [[tenant]]\nname = \"acme\"\nnamespaces = [\"cust.acme.\"]\nmax_age = 3600\nmax_future = 60\n\
-             listener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}, {{ protocol = \"pickle\", addr = \"127.0.0.1:0\" }}]\n",
+             statsd_flush_interval = 1\n\
+             [[tenant]]\nname = \"acme\"\nnamespaces = [\"cust.acme.\"]\nprefix = \"cust.acme\"\nmax_age = 3600\nmax_future = 60\n\
+             listener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}, {{ protocol = \"pickle\", addr = \"127.0.0.1:0\" }}, \
+             {{ protocol = \"statsd\", addr = \"127.0.0.1:0\" }}]\n",
             destinations.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ")
         ),
     )
@@ -203,6 +205,18 @@ fn replicas_reach_their_nodes_and_the_fence_holds() {
         let line = format!("graunt_relay_refused_total{{reason=\"{reason}\",tenant=\"acme\"}} 1");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
+    // statsd through the tenant's listener lands under its prefix.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"logins:3|c", relay.addr("statsd")).unwrap();
+    wait_for(Duration::from_secs(20), "statsd through the relay", || {
+        nodes
+            .iter()
+            .any(|n| {
+                n.http_get("/metrics/find?query=cust.acme.stats.counters.logins.*&format=completer")
+                    .contains("count")
+            })
+            .then_some(())
+    });
     // The relay's own metrics travel like any other.
     wait_for(
         Duration::from_secs(20),

@@ -83,6 +83,10 @@ pub struct RelayFile {
     pub max_queue: Option<usize>,
     /// Seconds between self-metrics [60].
     pub self_metrics_interval: Option<f64>,
+    /// Seconds between flushes of the statsd listeners [10].
+    pub statsd_flush_interval: Option<f64>,
+    /// statsd aggregation settings for the statsd listeners.
+    pub statsd: Option<crate::statsd::StatsdFile>,
     /// Relay rules, evaluated before the ring.
     pub rule: Option<Vec<RuleFile>>,
     /// Tenants and their listeners.
@@ -468,8 +472,15 @@ async fn relay(file: RelayFile) -> anyhow::Result<()> {
                     ));
                 }
                 "statsd" => {
-                    let settings = crate::statsd::StatsdFile::default();
-                    let config = settings.config(Duration::from_secs(10), t.prefix.clone())?;
+                    let settings = file.statsd.clone().unwrap_or_default();
+                    let every = file.statsd_flush_interval.unwrap_or(10.0);
+                    if !(every.is_finite() && every > 0.0) {
+                        anyhow::bail!(
+                            "statsd_flush_interval = {every}: use a positive number of seconds"
+                        );
+                    }
+                    let config =
+                        settings.config(Duration::from_secs_f64(every), t.prefix.clone())?;
                     let (pipeline, tenant) = (pipeline.clone(), tenant.clone());
                     let sink: crate::statsd::Sink = Arc::new(move |lines| {
                         let points = lines
@@ -784,5 +795,19 @@ async fn receive_udp(
             p.refuse(&tenant, "malformed", bad);
         }
         p.deliver(Some(&tenant), "line-udp", points);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/relay.toml");
+        let file = read_config(Some(&path)).unwrap();
+        let router = build_router(&file).unwrap();
+        assert_eq!(router.destinations().len(), 3);
+        assert_eq!(file.tenant.unwrap().len(), 2);
     }
 }
