@@ -289,3 +289,59 @@ fn lookup_agrees_with_carbon() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
+    let dir = temp_dir();
+    let data = dir.path().join("node");
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let pickle = node.addr("pickle");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "destinations = [\"{pickle}:a\"]\nmax_queue = 100\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            dir.path().join("queues").display()
+        ),
+    )
+    .unwrap();
+    node.stop(Duration::from_secs(20));
+    let relay = Relay::start(&config);
+    let t = unix_now() - 120;
+    let send = |relay: &Relay, from: usize, to: usize| {
+        let lines: String = (from..to)
+            .map(|i| format!("spill.m{i} {i} {t}\n"))
+            .collect();
+        let mut s = TcpStream::connect(relay.addr("t-line")).unwrap();
+        s.write_all(lines.as_bytes()).unwrap();
+    };
+    send(&relay, 0, 700);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The relay restarts while the node is still away: nothing may be lost.
+    relay.stop();
+    let relay = Relay::start(&config);
+    send(&relay, 700, 1000);
+    std::thread::sleep(Duration::from_millis(500));
+    let node = Node::serve(BIN.as_ref(), &data, &["--pickle-addr", &pickle.to_string()]);
+    wait_for(
+        Duration::from_secs(30),
+        "every queued point at the node",
+        || (node.metric("graunt_points_received_total") >= 1000.0).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        node.metric("graunt_points_received_total"),
+        1000.0,
+        "exactly once"
+    );
+    for i in [0usize, 99, 100, 699, 700, 999] {
+        assert_eq!(
+            value_at(&node, &format!("spill.m{i}"), t),
+            Some(i as f64),
+            "spill.m{i}"
+        );
+    }
+    relay.stop();
+    node.stop(Duration::from_secs(20));
+}

@@ -9,6 +9,7 @@
 //! ```
 
 mod outbound;
+mod spill;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -79,8 +80,13 @@ pub struct RelayFile {
     pub diverse_replicas: Option<bool>,
     /// `host:port[:instance]` of each node (pickle).
     pub destinations: Option<Vec<String>>,
-    /// Points queued per destination before new ones are dropped and counted [5,000,000].
+    /// Points queued in memory per destination [1,000,000].
     pub max_queue: Option<usize>,
+    /// Directory for queues spilled to disk (one subdirectory per
+    /// destination) ["" = no spill: past `max_queue`, points are dropped].
+    pub queue_dir: Option<PathBuf>,
+    /// Bytes spilled per destination before new points are dropped and counted [10 GiB].
+    pub max_spill_bytes: Option<u64>,
     /// Seconds between self-metrics [60].
     pub self_metrics_interval: Option<f64>,
     /// Seconds between flushes of the statsd listeners [10].
@@ -408,12 +414,40 @@ impl Pipeline {
 
 async fn relay(file: RelayFile) -> anyhow::Result<()> {
     let router = build_router(&file)?;
-    let max_queue = file.max_queue.unwrap_or(5_000_000);
-    let outbound: Vec<Arc<Outbound>> = router
-        .destinations()
-        .iter()
-        .map(|d| Arc::new(Outbound::new(d.clone(), max_queue)))
-        .collect();
+    let max_queue = file.max_queue.unwrap_or(1_000_000);
+    let mut outbound: Vec<Arc<Outbound>> = Vec::new();
+    for d in router.destinations() {
+        let spill = match file
+            .queue_dir
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            Some(dir) => {
+                let name: String = d
+                    .display()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let spill =
+                    spill::Spill::open(dir.join(name), file.max_spill_bytes.unwrap_or(10 << 30))
+                        .with_context(|| {
+                            format!("cannot open the queue directory {}", dir.display())
+                        })?;
+                if !spill.is_empty() {
+                    tracing::info!(destination = %d.display(), bytes = spill.bytes(), "replaying the queue kept on disk");
+                }
+                Some(spill)
+            }
+            None => None,
+        };
+        outbound.push(Arc::new(Outbound::new(d.clone(), max_queue, spill)));
+    }
     let pipeline = Arc::new(Pipeline {
         router,
         outbound: outbound.clone(),

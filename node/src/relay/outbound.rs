@@ -1,7 +1,9 @@
 //! One destination's outbound side: a bounded queue of points and a task
 //! that sends them as batched pickle frames over a persistent connection,
 //! reconnecting with backoff and keeping unsent points in order. Past the
-//! bound, points are dropped, counted and logged (never silently).
+//! memory bound, points go to the destination's spill on disk (replayed
+//! first, in order, also after a restart); past the disk bound, they are
+//! dropped, counted and logged (never silently).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +32,16 @@ pub struct Outbound {
     pub sent: AtomicU64,
     /// Points dropped past the bound.
     pub dropped: AtomicU64,
+    spill: Option<Mutex<super::spill::Spill>>,
 }
 
 impl Outbound {
     /// An empty queue holding at most `max` points.
-    pub fn new(destination: Destination, max: usize) -> Outbound {
+    pub fn new(
+        destination: Destination,
+        max: usize,
+        spill: Option<super::spill::Spill>,
+    ) -> Outbound {
         Outbound {
             destination,
             queue: Mutex::new(VecDeque::new()),
@@ -42,6 +49,60 @@ impl Outbound {
             ready: Notify::new(),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            spill: spill.map(Mutex::new),
+        }
+    }
+
+    /// Bytes waiting on disk.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spill
+            .as_ref()
+            .map_or(0, |s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes())
+    }
+
+    fn spill_is_empty(&self) -> bool {
+        self.spilled_bytes() == 0
+    }
+
+    /// Writes points to the spill as frames; what does not fit is dropped
+    /// and counted.
+    fn to_disk(&self, spill: &Mutex<super::spill::Spill>, points: &[Point]) {
+        let mut s = spill.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lost = 0u64;
+        for chunk in points.chunks(BATCH) {
+            let frame = graunt_relay::codec::pickle::encode_frame(
+                chunk
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.timestamp, p.value)),
+            );
+            match s.append(&frame) {
+                Ok(true) => {}
+                Ok(false) => lost += chunk.len() as u64,
+                Err(e) => {
+                    tracing::error!(destination = %self.destination.display(), error = %e, "cannot write the spill");
+                    lost += chunk.len() as u64;
+                }
+            }
+        }
+        if lost > 0 {
+            self.dropped.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(destination = %self.destination.display(), dropped = lost, "spill full: points dropped");
+        }
+    }
+
+    /// Moves what is queued in memory to the spill (at shutdown).
+    fn memory_to_disk(&self) {
+        if let Some(spill) = &self.spill {
+            let points: Vec<Point> = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+                .collect();
+            if !points.is_empty() {
+                self.to_disk(spill, &points);
+                tracing::info!(destination = %self.destination.display(), points = points.len(), "queued points kept on disk for the next start");
+            }
         }
     }
 
@@ -50,8 +111,26 @@ impl Outbound {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Queues points; past the bound the newest are dropped and counted.
-    pub fn push(&self, points: impl IntoIterator<Item = Point>) {
+    /// Queues points: in memory, or on disk once memory is full (and until
+    /// the disk is drained, to keep the order); without a spill, past the
+    /// bound the newest are dropped and counted.
+    pub fn push(&self, points: Vec<Point>) {
+        if let Some(spill) = &self.spill {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.spill_is_empty() || q.len() + points.len() > self.max {
+                // Older points first: what memory holds goes to disk before these.
+                let older: Vec<Point> = q.drain(..).collect();
+                drop(q);
+                self.to_disk(spill, &older);
+                self.to_disk(spill, &points);
+                self.ready.notify_one();
+                return;
+            }
+            q.extend(points);
+            drop(q);
+            self.ready.notify_one();
+            return;
+        }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0u64;
         for p in points {
@@ -93,7 +172,14 @@ impl Outbound {
                 deadline = Some(tokio::time::Instant::now() + drain);
             }
             if let Some(d) = deadline {
-                if self.len() == 0 || tokio::time::Instant::now() >= d {
+                // With a spill, what is queued waits on disk for the next
+                // start; without one, sending is tried until the deadline.
+                let keep = self.spill.is_some() && stream.is_none();
+                if keep
+                    || (self.len() == 0 && self.spill_is_empty())
+                    || tokio::time::Instant::now() >= d
+                {
+                    self.memory_to_disk();
                     let left = self.len();
                     if left > 0 {
                         tracing::error!(destination = %self.destination.display(), points = left, "stopping with points not sent");
@@ -104,7 +190,7 @@ impl Outbound {
                     return;
                 }
             }
-            if self.len() == 0 {
+            if self.len() == 0 && self.spill_is_empty() {
                 tokio::select! {
                     _ = self.ready.notified() => {}
                     _ = shutdown.recv(), if deadline.is_none() => {}
@@ -146,23 +232,74 @@ impl Outbound {
                     }
                 }
             }
-            let batch = self.take(BATCH);
-            let frame = graunt_relay::codec::pickle::encode_frame(
-                batch
-                    .iter()
-                    .map(|p| (p.name.as_str(), p.timestamp, p.value)),
-            );
+            // The disk holds the oldest points: it goes first.
+            let from_disk = match &self.spill {
+                Some(spill) if !self.spill_is_empty() => {
+                    let peeked = spill.lock().unwrap_or_else(|e| e.into_inner()).peek();
+                    match peeked {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            tracing::error!(destination = %self.destination.display(), error = %e, "cannot read the spill");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let (frame, batch) = match from_disk {
+                Some(frame) => (frame, None),
+                None => {
+                    let batch = self.take(BATCH);
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let frame = graunt_relay::codec::pickle::encode_frame(
+                        batch
+                            .iter()
+                            .map(|p| (p.name.as_str(), p.timestamp, p.value)),
+                    );
+                    (frame, Some(batch))
+                }
+            };
             let s = stream.as_mut().expect("connected above");
             match tokio::time::timeout(Duration::from_secs(10), s.write_all(&frame)).await {
-                Ok(Ok(())) => {
-                    self.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
+                Ok(Ok(())) => match batch {
+                    Some(b) => {
+                        self.sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    }
+                    None => {
+                        if let Some(spill) = &self.spill {
+                            let moved = spill
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .done(frame.len());
+                            if let Err(e) = moved {
+                                tracing::error!(destination = %self.destination.display(), error = %e, "cannot move the spill cursor");
+                            }
+                        }
+                        self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
+                    }
+                },
                 _ => {
                     tracing::warn!(destination = %self.destination.display(), "send failed; reconnecting");
-                    self.put_back(batch);
+                    if let Some(b) = batch {
+                        self.put_back(b);
+                    }
                     stream = None;
                 }
             }
         }
     }
+}
+
+/// Points in one encoded frame (for the sent counter).
+fn frame_points(frame: &[u8]) -> u64 {
+    serde_pickle::value_from_slice(&frame[4.min(frame.len())..], serde_pickle::DeOptions::new())
+        .ok()
+        .and_then(|v| match v {
+            serde_pickle::Value::List(l) => Some(l.len() as u64),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
