@@ -345,3 +345,171 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     relay.stop();
     node.stop(Duration::from_secs(20));
 }
+
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Python carbon daemon (`carbon-relay.py` or `carbon-cache.py`) with
+/// `section` settings, under `dir`.
+fn carbon_daemon(dir: &std::path::Path, script: &str, section: &str, settings: &str) -> Reaper {
+    let conf = dir.join("conf");
+    let storage = dir.join("storage");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(storage.join("log")).unwrap();
+    std::fs::write(
+        conf.join("storage-schemas.conf"),
+        "[all]\npattern = .*\nretentions = 10s:1d\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("carbon.conf"),
+        format!(
+            "[cache]\nSTORAGE_DIR = {s}\nLOCAL_DATA_DIR = {s}/whisper\nLOG_DIR = {s}/log\nPID_DIR = {s}\n\n{header}{settings}",
+            s = storage.display(),
+            header = if section == "cache" { String::new() } else { format!("[{section}]\n") },
+        ),
+    )
+    .unwrap();
+    Reaper(
+        Command::new(oracle_python())
+            .arg(graunt_harness::oracle_bin_dir().join(script))
+            .arg(format!("--config={}", conf.join("carbon.conf").display()))
+            .args(["--nodaemon", "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Python carbon-relay → graunt relay (a tenant that takes pickle) → node.
+#[test]
+fn carbon_relay_feeds_graunt_relay() {
+    let dir = temp_dir();
+    let data = dir.path().join("node");
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "destinations = [\"{}:a\"]\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"upstream\"\nallow_pickle = true\n\
+             listener = [{{ protocol = \"pickle\", addr = \"127.0.0.1:0\" }}]\n",
+            node.addr("pickle")
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(&config);
+    let line = free_port();
+    let _carbon = carbon_daemon(
+        &dir.path().join("carbon-relay"),
+        "carbon-relay.py",
+        "relay",
+        &format!(
+            "LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\n\
+             PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {}\n\
+             ENABLE_UDP_LISTENER = False\nRELAY_METHOD = consistent-hashing\nREPLICATION_FACTOR = 1\n\
+             DESTINATIONS = {}:a\nCARBON_METRIC_INTERVAL = 0\n",
+            free_port(),
+            relay.addr("upstream-pickle")
+        ),
+    );
+    let mut stream = wait_for(Duration::from_secs(30), "carbon-relay to listen", || {
+        TcpStream::connect(("127.0.0.1", line)).ok()
+    });
+    let t = unix_now() - 60;
+    let lines: String = (0..300)
+        .map(|i| format!("upstream.h{i}.load {i}.25 {t}\n"))
+        .collect();
+    stream.write_all(lines.as_bytes()).unwrap();
+    drop(stream);
+    wait_for(
+        Duration::from_secs(30),
+        "300 points through both relays",
+        || (node.metric("graunt_points_received_total") >= 300.0).then_some(()),
+    );
+    for i in [0, 150, 299] {
+        assert_eq!(
+            value_at(&node, &format!("upstream.h{i}.load"), t),
+            Some(i as f64 + 0.25)
+        );
+    }
+    relay.stop();
+    node.stop(Duration::from_secs(20));
+}
+
+/// graunt relay → Python carbon-cache: its pickle receiver stores what the
+/// relay sends.
+#[test]
+fn graunt_relay_feeds_carbon_cache() {
+    let dir = temp_dir();
+    let (line, pickle, query) = (free_port(), free_port(), free_port());
+    let carbon_dir = dir.path().join("carbon-cache");
+    let _cache = carbon_daemon(
+        &carbon_dir,
+        "carbon-cache.py",
+        "cache",
+        &format!(
+            "LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\n\
+             PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle}\n\
+             CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query}\nENABLE_UDP_LISTENER = False\n\
+             MAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nCARBON_METRIC_INTERVAL = 0\n"
+        ),
+    );
+    wait_for(Duration::from_secs(30), "carbon-cache to listen", || {
+        TcpStream::connect(("127.0.0.1", pickle)).ok()
+    });
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "destinations = [\"127.0.0.1:{pickle}\"]\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(&config);
+    let t = unix_now() - unix_now() % 10 - 60;
+    let lines: String = (0..50)
+        .map(|i| format!("tocarbon.m{i} {i}.5 {t}\n"))
+        .collect();
+    let mut s = TcpStream::connect(relay.addr("t-line")).unwrap();
+    s.write_all(lines.as_bytes()).unwrap();
+    drop(s);
+    let whisper = carbon_dir.join("storage/whisper");
+    for i in [0, 25, 49] {
+        let name = format!("tocarbon.m{i}");
+        wait_for(
+            Duration::from_secs(30),
+            "carbon-cache to write the file",
+            || {
+                graunt_harness::stored_value(&carbon_dir.join("storage"), &name, t)
+                    .or_else(|| {
+                        let path = whisper.join(format!("tocarbon/m{i}.wsp"));
+                        graunt_storage::whisper::WhisperFile::open(&path)
+                            .ok()
+                            .and_then(|f| {
+                                f.fetch(t - 10, Some(t + 10), t + 60, None).ok().flatten()
+                            })
+                            .and_then(|s| s.values.into_iter().flatten().next())
+                    })
+                    .filter(|v| *v == i as f64 + 0.5)
+            },
+        );
+    }
+    relay.stop();
+}
