@@ -695,3 +695,100 @@ fn every_function_is_recorded_or_listed_as_missing() {
         }
     }
 }
+
+/// Arguments that once panicked, looped or allocated without bound (found
+/// in review): each is now an answer, a 400 or a 413, and the node lives on.
+#[test]
+fn hostile_arguments_are_bounded() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    fixture(&data.join("whisper"));
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let x = "servers.web1.cpu.user";
+    for (target, range, want) in [
+        ("events('x')".to_string(), "from=-9000y", 413),
+        ("time('t',1)".to_string(), "from=-9000y", 413),
+        (
+            "summarize(constantLine(1),'1s')".to_string(),
+            "from=-10y",
+            413,
+        ),
+        (format!("hitcount({x},'1s')"), "from=-10y", 200),
+        (
+            format!("timeStack({x},'1y',0,1000000000000)"),
+            "from=-10min",
+            400,
+        ),
+        (
+            format!("delay({x},-9223372036854775808)"),
+            "from=-10min",
+            200,
+        ),
+        (format!("delay({x},-1e19)"), "from=-10min", 200),
+        (format!("stdev({x},-1)"), "from=-10min", 400),
+        (
+            format!("movingAverage({x},9223372036854775807)"),
+            "from=-10min",
+            400,
+        ),
+        (
+            format!("timeShift({x},'+9223372036854775807s')"),
+            "from=-10min",
+            400,
+        ),
+        (format!("nPercentile({x},1e300)"), "from=-10min", 200),
+        (
+            "percentileOfSeries(servers.*.cpu.user,inf)".to_string(),
+            "from=-10min",
+            200,
+        ),
+        (format!("keepLastValue({x},'2')"), "from=-10min", 200),
+        (
+            "limit(servers.*.cpu.user,-1)".to_string(),
+            "from=-10min",
+            200,
+        ),
+        (
+            "sumSeriesWithWildcards(servers.*.cpu.user,1.0)".to_string(),
+            "from=-10min",
+            200,
+        ),
+        (
+            format!("aliasByNode(legendValue({x},'avg'),-1)"),
+            "from=-10min",
+            200,
+        ),
+    ] {
+        let path = format!(
+            "/render?target={}&format=json&{range}&now={NOW}",
+            url_encode(&target)
+        );
+        let (status, body) = node.http_request(&path);
+        assert_eq!(status, want, "{target}: {}", &body[..body.len().min(300)]);
+    }
+    // Python slicing and float positions, as graphite-web.
+    let names = |target: &str| -> Vec<String> {
+        let body = node.http_get(&format!(
+            "/render?target={}&format=json&from=-10min&now={NOW}",
+            url_encode(target)
+        ));
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["target"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("limit(servers.*.cpu.user,-1)").len(), 3);
+    assert_eq!(
+        names("sumSeriesWithWildcards(servers.*.cpu.user,1.0)"),
+        vec!["servers.cpu.user"]
+    );
+    assert_eq!(
+        names(&format!("aliasByNode(legendValue({x},'avg'),-1)")),
+        vec!["user"]
+    );
+    assert_eq!(node.http_request("/version").0, 200, "still serving");
+    node.stop(Duration::from_secs(20));
+}

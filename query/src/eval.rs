@@ -107,6 +107,18 @@ impl<'a> Context<'a> {
         self.state.stacks.borrow_mut()
     }
 
+    /// Charges points a function generates (bucket and generator functions
+    /// size their output by the range, not by what was fetched).
+    pub(crate) fn charge_points(&self, points: usize) -> Result<(), EvalError> {
+        let (series, total) = self.state.fetched.get();
+        let total = total.saturating_add(points);
+        self.state.fetched.set((series, total));
+        if total > self.max_points {
+            return Err(EvalError::TooManyPoints(self.max_points));
+        }
+        Ok(())
+    }
+
     fn count_fetch(&self, points: usize) -> Result<(), EvalError> {
         let (series, total) = self.state.fetched.get();
         let (series, total) = (series + 1, total + points);

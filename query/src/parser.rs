@@ -66,6 +66,9 @@ struct Parser<'a> {
     pos: usize,
     depth: usize,
     max_depth: usize,
+    /// Reading a series name back: a word before `(` that cannot be a
+    /// function name is a path, and the rest is ignored.
+    lenient: bool,
 }
 
 /// Characters allowed in a path expression, besides letters and digits
@@ -239,6 +242,9 @@ impl<'a> Parser<'a> {
             });
         }
         if !word.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            if self.lenient {
+                return Ok(Expr::Path(word.to_string()));
+            }
             self.pos = start;
             return self.error(format!("{word:?} is not a function name"));
         }
@@ -310,6 +316,19 @@ pub fn parse(target: &str) -> Result<Expr, ParseError> {
     parse_with_depth(target, MAX_DEPTH)
 }
 
+/// Parses the expression at the start of `text` and ignores what follows,
+/// as graphite's grammar does when it reads a series name back.
+pub fn parse_prefix(text: &str) -> Result<Expr, ParseError> {
+    let mut p = Parser {
+        src: text,
+        pos: 0,
+        depth: 0,
+        max_depth: MAX_DEPTH,
+        lenient: true,
+    };
+    p.expression()
+}
+
 /// Parses one target expression, refusing calls nested deeper than `max_depth`.
 pub fn parse_with_depth(target: &str, max_depth: usize) -> Result<Expr, ParseError> {
     let mut p = Parser {
@@ -317,6 +336,7 @@ pub fn parse_with_depth(target: &str, max_depth: usize) -> Result<Expr, ParseErr
         pos: 0,
         depth: 0,
         max_depth,
+        lenient: false,
     };
     let expr = p.expression()?;
     p.skip_ws();

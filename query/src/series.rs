@@ -220,7 +220,8 @@ pub fn lcm(a: i64, b: i64) -> i64 {
     if a == 0 || b == 0 {
         0
     } else {
-        (a / gcd(a, b) * b).abs()
+        // Saturating: a step that large means one point anyway.
+        (a / gcd(a, b)).saturating_mul(b).saturating_abs()
     }
 }
 

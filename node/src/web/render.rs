@@ -48,12 +48,17 @@ async fn respond(api: Api, params: Params) -> Response {
     }
 }
 
+/// The request's `tz`; an unknown zone falls back to UTC, as graphite-web
+/// falls back to its `TIME_ZONE`.
+fn request_tz(params: &Params) -> jiff::tz::TimeZone {
+    param(params, "tz")
+        .and_then(|name| time::time_zone(name).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
 /// The time range of a request, as graphite-web reads `from`, `until`, `now`, `tz`.
 fn range(params: &Params) -> Result<(i64, i64, i64), String> {
-    let tz = match param(params, "tz") {
-        Some(name) => time::time_zone(name).map_err(|e| e.to_string())?,
-        None => jiff::tz::TimeZone::UTC,
-    };
+    let tz = request_tz(params);
     let clock = Timestamp::now();
     let now = match param(params, "now") {
         Some(s) => time::parse(s, &tz, clock).map_err(|e| format!("now: {e}"))?,
@@ -97,14 +102,14 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    let tz = match param(params, "tz").map(time::time_zone) {
-        Some(Ok(tz)) => tz,
-        Some(Err(e)) => return bad_request(e.to_string()),
-        None => jiff::tz::TimeZone::UTC,
-    };
-    let max_points = match param(params, "maxDataPoints").map(str::parse::<f64>) {
+    let tz = request_tz(params);
+    // graphite-web takes maxDataPoints only when it is all digits.
+    let max_points = match param(params, "maxDataPoints")
+        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::parse::<usize>)
+    {
         None => None,
-        Some(Ok(n)) if n >= 1.0 => Some(n as usize),
+        Some(Ok(n)) if n >= 1 => Some(n),
         Some(_) => return bad_request("maxDataPoints must be a positive number"),
     };
     let x_files_factor = match param(params, "xFilesFactor").map(str::parse::<f64>) {

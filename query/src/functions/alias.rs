@@ -84,14 +84,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                 }
             }
             "upper" | "lower" => {
-                let positions: Vec<i64> = a
-                    .rest()
-                    .iter()
-                    .filter_map(|v| match v {
-                        Value::Int(i) => Some(*i),
-                        _ => None,
-                    })
-                    .collect();
+                let positions: Vec<i64> = a.rest().iter().filter_map(super::as_index).collect();
                 let change = |c: char| -> String {
                     if name == "upper" {
                         c.to_uppercase().collect()

@@ -59,14 +59,7 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                 "averageSeriesWithWildcards" => "average".into(),
                 _ => "multiply".into(),
             };
-            let positions: Vec<i64> = a
-                .rest()
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Int(i) => Some(*i),
-                    _ => None,
-                })
-                .collect();
+            let positions: Vec<i64> = a.rest().iter().filter_map(super::as_index).collect();
             with_wildcards(list, &func, &positions, xff)
         })(),
         "countSeries" => (|| {
@@ -301,10 +294,15 @@ pub(crate) fn percentile(points: &[Option<f64>], n: f64, interpolate: bool) -> O
     }
     sorted.sort_by(|a, b| super::cmp_f64(*a, *b));
     let fractional = n / 100.0 * (sorted.len() + 1) as f64;
+    if !fractional.is_finite() {
+        return None;
+    }
+    // Far-out ranks clamp (Python would index past the list and fail).
+    let fractional = fractional.clamp(-1e15, 1e15);
     let mut rank = fractional.trunc() as i64;
     let fraction = fractional - rank as f64;
     if !interpolate {
-        rank += fraction.ceil() as i64;
+        rank = rank.saturating_add(fraction.ceil() as i64);
     }
     let len = sorted.len() as i64;
     let mut value = if rank == 0 {
@@ -360,7 +358,7 @@ pub(crate) fn agg_key(s: &Series, nodes: &[Value]) -> String {
 /// graphite's `_getFirstPathExpression`: follows first arguments down to a
 /// path expression.
 pub(crate) fn first_path_expression(name: &str) -> Option<String> {
-    let mut e = parser::parse(name).ok()?;
+    let mut e = parser::parse_prefix(name).ok()?;
     loop {
         match e {
             Expr::Path(p) => return Some(p),
@@ -686,7 +684,13 @@ fn apply_by_node(
         .iter()
         .map(|s| {
             let parts: Vec<&str> = s.name.split('.').collect();
-            let n = usize::try_from(node + 1).unwrap_or(0).min(parts.len());
+            // Python's split('.')[:nodeNum + 1].
+            let end = node.saturating_add(1);
+            let n = if end >= 0 {
+                (end as usize).min(parts.len())
+            } else {
+                parts.len().saturating_sub(end.unsigned_abs() as usize)
+            };
             parts[..n].join(".")
         })
         .collect();

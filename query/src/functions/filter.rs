@@ -133,11 +133,11 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                 };
                 check_agg(name, &func)?;
                 sort_by_key(&mut list, &func, name.starts_with("highest"));
-                list.truncate(n.max(0) as usize);
+                super::py_truncate(&mut list, n);
             }
             "limit" => {
                 let n = a.int("n")?;
-                list.truncate(n.max(0) as usize);
+                super::py_truncate(&mut list, n);
             }
             "sortBy" | "sortByTotal" | "sortByMaxima" => {
                 let (func, reverse) = match name {
@@ -196,7 +196,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                     })
                     .collect();
                 deviants.sort_by(|a, b| cmp_f64(b.0, a.0));
-                deviants.truncate(n.max(0) as usize);
+                super::py_truncate(&mut deviants, n);
                 list = deviants.into_iter().map(|(_, s)| s).collect();
             }
             "averageOutsidePercentile" => {

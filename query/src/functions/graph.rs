@@ -48,8 +48,9 @@ fn generated(
     name: String,
     step: i64,
     f: impl Fn(i64, usize) -> Option<f64>,
-) -> Series {
+) -> Result<Series, crate::eval::EvalError> {
     let step = step.max(1);
+    ctx.charge_points(((ctx.until - ctx.from).max(0) / step) as usize + 1)?;
     let values = (ctx.from..ctx.until)
         .step_by(step as usize)
         .enumerate()
@@ -57,7 +58,7 @@ fn generated(
         .collect();
     let mut s = Series::new(name, ctx.from, ctx.until, step, values);
     s.x_files_factor = ctx.xff();
-    s
+    Ok(s)
 }
 
 pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
@@ -110,14 +111,14 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
             }
             "identity" => {
                 let n = a.string("name")?;
-                let mut s = generated(ctx, n.clone(), 60, |t, _| Some(t as f64));
+                let mut s = generated(ctx, n.clone(), 60, |t, _| Some(t as f64))?;
                 s.path_expression = format!("identity(\"{n}\")");
                 return Ok(vec![s]);
             }
             "time" | "timeFunction" => {
                 let n = a.string("name")?;
                 let step = a.int_or("step", 60)?;
-                return Ok(vec![generated(ctx, n, step, |t, _| Some(t as f64))]);
+                return Ok(vec![generated(ctx, n, step, |t, _| Some(t as f64))?]);
             }
             "sin" | "sinFunction" => {
                 let n = a.string("name")?;
@@ -125,13 +126,13 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                 let step = a.int_or("step", 60)?;
                 return Ok(vec![generated(ctx, n, step, |t, _| {
                     Some((t as f64).sin() * amplitude)
-                })]);
+                })?]);
             }
             "randomWalk" | "randomWalkFunction" => {
                 let n = a.string("name")?;
                 let step = a.int_or("step", 60)?;
                 let mut current = 0.0;
-                let mut s = generated(ctx, n, step, |_, _| Some(0.0));
+                let mut s = generated(ctx, n, step, |_, _| Some(0.0))?;
                 for v in &mut s.values {
                     *v = Some(current);
                     current += fastrand::f64() - 0.5;
@@ -142,6 +143,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                 let tags: Vec<String> = a.rest().iter().map(py_str).collect();
                 let name = format!("events(\"{}\")", tags.join("\", \""));
                 let points = (ctx.until - ctx.from).max(0) as usize;
+                ctx.charge_points(points)?;
                 let mut s = Series::new(name, ctx.from, ctx.until, 1, vec![None; points]);
                 s.consolidation = crate::series::Consolidation::Sum;
                 s.x_files_factor = ctx.xff();

@@ -102,6 +102,13 @@ fn convert(param: &catalog::Param, v: &Value) -> Result<Option<Value>, ()> {
             Some(Value::Int(s.trim().parse::<i64>().map_err(|_| ())?))
         }
         ("intOrInf", Value::Int(_)) => None,
+        ("intOrInf", Value::Str(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => Some(Value::Int(i)),
+            Err(_) if s.trim().parse::<f64>() == Ok(f64::INFINITY) => {
+                Some(Value::Float(f64::INFINITY))
+            }
+            Err(_) => return Err(()),
+        },
         ("intOrInf", Value::Float(f)) if *f == f64::INFINITY => None,
         ("boolean", Value::Bool(_)) => None,
         ("boolean", Value::Str(s)) => match s.to_ascii_lowercase().as_str() {
@@ -451,4 +458,24 @@ pub(crate) fn offset_seconds(function: &str, s: &str) -> Result<i64, EvalError> 
 /// Python's `sorted()` key comparison for floats (NaN compares as equal).
 pub(crate) fn cmp_f64(a: f64, b: f64) -> std::cmp::Ordering {
     a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
+}
+
+/// Python's `list[:n]`: a negative `n` keeps all but the last `|n|`.
+pub(crate) fn py_truncate<T>(list: &mut Vec<T>, n: i64) {
+    let keep = if n >= 0 {
+        n as usize
+    } else {
+        list.len().saturating_sub(n.unsigned_abs() as usize)
+    };
+    list.truncate(keep);
+}
+
+/// An integer argument given as an int or an integral float (Python's
+/// `1 == 1.0`).
+pub(crate) fn as_index(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::Float(f) if f.fract() == 0.0 && f.is_finite() => Some(*f as i64),
+        _ => None,
+    }
 }

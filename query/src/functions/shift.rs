@@ -35,7 +35,14 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                 let reset_end = a.bool_or("resetEnd", true);
                 let align_dst = a.bool_or("alignDST", false);
                 let delta = offset_seconds(name, &shift)?;
-                let (mut from, mut until) = (ctx.from + delta, ctx.until + delta);
+                let (Some(mut from), Some(mut until)) =
+                    (ctx.from.checked_add(delta), ctx.until.checked_add(delta))
+                else {
+                    return Err(arg_err(
+                        name,
+                        format!("the shift {shift:?} is out of range"),
+                    ));
+                };
                 if align_dst {
                     let (req_start, req_end) = (is_dst(ctx, ctx.from), is_dst(ctx, ctx.until));
                     let (my_start, my_end) = (is_dst(ctx, from), is_dst(ctx, until));
@@ -77,9 +84,18 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                     return Ok(Vec::new());
                 };
                 let (start, end) = (first.start, first.end);
+                if last_shift.saturating_sub(first_shift) > 1000 {
+                    return Err(arg_err(name, "at most 1,000 shifts per timeStack"));
+                }
                 let mut out = Vec::new();
                 for shift in first_shift..last_shift {
-                    let d = delta * shift;
+                    let d = delta
+                        .checked_mul(shift)
+                        .filter(|d| {
+                            ctx.from.checked_add(*d).is_some()
+                                && ctx.until.checked_add(*d).is_some()
+                        })
+                        .ok_or_else(|| arg_err(name, "the shifted range is out of range"))?;
                     for mut s in refetch(ctx, raw, name, ctx.from + d, ctx.until + d)? {
                         s.tag("timeShiftUnit", unit.clone());
                         s.tag("timeShift", shift.to_string());

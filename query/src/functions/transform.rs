@@ -246,7 +246,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                         let v = s.values.clone();
                         let n = v.len() as i64;
                         let values = if steps < 0 {
-                            let k = (-steps).min(n) as usize;
+                            let k = steps.unsigned_abs().min(n as u64) as usize;
                             let mut out: Vec<Option<f64>> = v[k..].to_vec();
                             out.extend(std::iter::repeat_n(None, k));
                             out

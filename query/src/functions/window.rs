@@ -54,6 +54,12 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
             }
             "stdev" => {
                 let points = a.int("points")?;
+                if points <= 0 {
+                    return Err(arg_err(
+                        name,
+                        format!("points must be positive, not {points}"),
+                    ));
+                }
                 let tolerance = a.float_or("windowTolerance", 0.1)?;
                 Ok(list
                     .into_iter()
@@ -66,6 +72,9 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                 let align = a.bool_or("alignToFrom", false);
                 check_agg(name, &func)?;
                 let interval = positive_interval(name, &interval_text)?;
+                for s in &list {
+                    ctx.charge_points(((s.end - s.start).max(0) / interval) as usize + 2)?;
+                }
                 Ok(list
                     .into_iter()
                     .map(|mut s| {
@@ -106,6 +115,9 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                     }
                     _ => list,
                 };
+                for s in &list {
+                    ctx.charge_points(((s.end - s.start).max(0) / interval) as usize + 1)?;
+                }
                 Ok(list
                     .into_iter()
                     .map(|mut s| {
@@ -152,6 +164,9 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                 } else {
                     list
                 };
+                for s in &list {
+                    ctx.charge_points(((s.end - s.start).max(0) / interval) as usize + 1)?;
+                }
                 Ok(list
                     .into_iter()
                     .map(|s| hitcount(s, interval, &interval_text, align))
@@ -176,6 +191,8 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                             );
                             out.start = s.start + preview;
                             out.path_expression = out.name.clone();
+                            // A new TimeSeries in graphite-web: default consolidation.
+                            out.consolidation = crate::series::Consolidation::Average;
                             out
                         })
                         .collect()),
@@ -247,6 +264,7 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
                                     values,
                                 );
                                 out.path_expression = out.name.clone();
+                                out.consolidation = crate::series::Consolidation::Average;
                                 Ok(out)
                             })
                             .collect()
@@ -256,6 +274,9 @@ pub(super) fn call(ctx: &Context<'_>, raw: Option<&Call>, name: &str, a: &mut Ar
         }
     })())
 }
+
+/// The furthest a window may reach back: a century.
+const MAX_PREVIEW: i64 = 100 * 365 * 86400;
 
 fn positive_interval(function: &str, text: &str) -> Result<i64, EvalError> {
     let interval = offset_seconds(function, text)?;
@@ -322,7 +343,18 @@ fn preview_seconds(
     list: &[Series],
 ) -> Result<(i64, Option<String>, i64), EvalError> {
     match window {
-        Value::Str(s) => Ok((offset_seconds(function, s)?.abs(), Some(s.clone()), 0)),
+        Value::Str(s) => {
+            let preview = offset_seconds(function, s)?
+                .checked_abs()
+                .unwrap_or(i64::MAX);
+            if preview > MAX_PREVIEW {
+                return Err(arg_err(
+                    function,
+                    format!("windowSize {s:?} reaches back too far"),
+                ));
+            }
+            Ok((preview, Some(s.clone()), 0))
+        }
         Value::Int(_) | Value::Float(_) => {
             let n = match window {
                 Value::Int(i) => *i,
@@ -330,7 +362,11 @@ fn preview_seconds(
                 _ => 0,
             };
             let step = list.iter().map(|s| s.step).max().unwrap_or(0);
-            Ok((step * n, None, n))
+            let preview = step
+                .checked_mul(n)
+                .filter(|p| (0..=MAX_PREVIEW).contains(p))
+                .ok_or_else(|| arg_err(function, format!("windowSize {n} is out of range")))?;
+            Ok((preview, None, n))
         }
         other => Err(arg_err(
             function,
@@ -667,6 +703,7 @@ fn bands(mut s: Series, preview: i64, season: i64, delta: f64) -> Vec<Series> {
     s.tag("holtWintersConfidenceLower", "1");
     let make = |prefix: &str, values: Vec<Option<f64>>| {
         let mut b = s.copy_with(format!("{prefix}({})", s.name), values);
+        b.consolidation = crate::series::Consolidation::Average;
         b.start = s.start + preview;
         b.path_expression = s.path_expression.clone();
         b

@@ -1,0 +1,182 @@
+"""Relay throughput: plaintext in, pickle out to 3 destinations with
+replication 2 (carbon_ch), graunt relay against Python carbon-relay 1.1.10
+in the same run.
+
+  python3 bench/relay.py [--lines 2000000] [--graunt target/release/graunt]
+                         [--python .venv/bin/python]
+
+Each destination is a sink process that unpickles every frame and counts
+the points. The client sends LINES distinct lines over 2 TCP connections as
+fast as the relay reads them; lines/s = LINES / time until the sinks hold
+2 x LINES points (every replica). Relay CPU = user + system seconds of the
+relay process over that time. Results print as Markdown rows.
+"""
+import argparse
+import multiprocessing
+import os
+import pickle
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sink(host, port, counter):
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((host, port))
+    server.listen(8)
+    import threading
+
+    def read(conn):
+        buf = b""
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                return
+            buf += data
+            n = 0
+            while len(buf) >= 4:
+                size = struct.unpack("!L", buf[:4])[0]
+                if len(buf) < 4 + size:
+                    break
+                n += len(pickle.loads(buf[4:4 + size]))
+                buf = buf[4 + size:]
+            if n:
+                with counter.get_lock():
+                    counter.value += n
+
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def send(port, payload):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(payload)
+    s.close()
+
+
+def run(name, start, lines):
+    counter = multiprocessing.Value("q", 0)
+    ports = [free_port() for _ in range(3)]
+    # Three "hosts" on loopback (127.0.0.1-3), so replicas can be diverse.
+    sinks = [multiprocessing.Process(target=sink, args=("127.0.0.%d" % (i + 1), p, counter), daemon=True)
+             for i, p in enumerate(ports)]
+    for s in sinks:
+        s.start()
+    time.sleep(0.5)
+    proc, in_port = start(ports)
+    t = int(time.time()) - 60
+    halves = []
+    for h in range(2):
+        body = "".join("bench.h%d.m%d %d %d\n" % (h, i, i, t) for i in range(lines // 2))
+        halves.append(body.encode())
+    cpu0 = cpu_seconds(proc.pid)
+    started = time.perf_counter()
+    senders = [multiprocessing.Process(target=send, args=(in_port, h)) for h in halves]
+    for s in senders:
+        s.start()
+    deadline = started + 600
+    want = 2 * (lines // 2) * 2
+    while counter.value < want and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(proc.pid) - cpu0
+    got = counter.value
+    for s in senders:
+        s.join()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for s in sinks:
+        s.terminate()
+    rate = (got / 2) / elapsed
+    print("%s: %d of %d replica points in %.2f s: %.0f lines/s, %.2f CPU s"
+          % (name, got, want, elapsed, rate, cpu), file=sys.stderr)
+    return rate, cpu, got == want, elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=2000000)
+    ap.add_argument("--graunt", default="target/release/graunt")
+    ap.add_argument("--python", default=".venv/bin/python")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="graunt-relay-bench-")
+
+    def start_graunt(ports):
+        port = free_port()
+        conf = os.path.join(work, "relay.toml")
+        with open(conf, "w") as f:
+            f.write("replication = 2\nself_metrics_interval = 3600\nmax_queue = 10000000\n")
+            f.write("destinations = [%s]\n" % ", ".join('"127.0.0.%d:%d:a"' % (i + 1, p) for i, p in enumerate(ports)))
+            f.write('[[tenant]]\nname = "bench"\nmax_age = 100000000\n')
+            f.write('listener = [{ protocol = "line", addr = "127.0.0.1:%d" }]\n' % port)
+        proc = subprocess.Popen([args.graunt, "relay", "--config", conf],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        return proc, port
+
+    def start_carbon(ports):
+        line = free_port()
+        conf = os.path.join(work, "conf")
+        storage = os.path.join(work, "storage")
+        os.makedirs(conf, exist_ok=True)
+        os.makedirs(os.path.join(storage, "log"), exist_ok=True)
+        open(os.path.join(conf, "storage-schemas.conf"), "w").close()
+        with open(os.path.join(conf, "carbon.conf"), "w") as f:
+            f.write("[cache]\nSTORAGE_DIR = %s\nLOCAL_DATA_DIR = %s/whisper\nLOG_DIR = %s/log\nPID_DIR = %s\n\n"
+                    % (storage, storage, storage, storage))
+            f.write("[relay]\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = %d\n"
+                    "PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = %d\n"
+                    "ENABLE_UDP_LISTENER = False\nRELAY_METHOD = consistent-hashing\nREPLICATION_FACTOR = 2\n"
+                    "DIVERSE_REPLICAS = True\nDESTINATIONS = %s\nMAX_QUEUE_SIZE = 10000000\n"
+                    "MAX_DATAPOINTS_PER_MESSAGE = 5000\nUSE_FLOW_CONTROL = True\nCARBON_METRIC_INTERVAL = 0\n"
+                    % (line, free_port(), ", ".join("127.0.0.%d:%d:a" % (i + 1, p) for i, p in enumerate(ports))))
+        bindir = os.path.dirname(os.path.abspath(args.python))
+        proc = subprocess.Popen([args.python, os.path.join(bindir, "carbon-relay.py"),
+                                 "--config=%s" % os.path.join(conf, "carbon.conf"), "--nodaemon", "start"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", line)).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return proc, line
+
+    try:
+        g = run("graunt relay", start_graunt, args.lines)
+        c = run("carbon-relay 1.1.10", start_carbon, args.lines)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("| peer | lines/s | relay CPU seconds | all replicas delivered |")
+    print("| --- | --- | --- | --- |")
+    print("| graunt relay | %.0f | %.2f | %s |" % (g[0], g[1], "yes" if g[2] else "no"))
+    print("| carbon-relay 1.1.10 | %.0f | %.2f | %s |" % (c[0], c[1], "yes" if c[2] else "no (%.0f s)" % c[3]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
