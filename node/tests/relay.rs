@@ -513,3 +513,65 @@ fn graunt_relay_feeds_carbon_cache() {
     }
     relay.stop();
 }
+
+/// Steady load while the destination is killed (-9) and comes back: every
+/// point the relay took is stored (the relay resends what the dead node's
+/// kernel took but never handed over; the node's log keeps what it had).
+#[test]
+fn a_killed_destination_loses_nothing_under_load() {
+    let dir = temp_dir();
+    let data = dir.path().join("node");
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let pickle = node.addr("pickle");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "destinations = [\"{pickle}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            dir.path().join("queues").display()
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(&config);
+    let line = relay.addr("t-line");
+    let t = unix_now() - 60;
+    let load = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(line).unwrap();
+        let started = std::time::Instant::now();
+        let mut sent = 0usize;
+        while started.elapsed() < Duration::from_secs(6) {
+            let batch: String = (sent..sent + 20)
+                .map(|i| format!("fault.m{i} {i} {t}\n"))
+                .collect();
+            s.write_all(batch.as_bytes()).unwrap();
+            sent += 20;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Frozen first: its kernel keeps taking the relay's frames that the
+    // process will never read; then killed, those are gone from the node.
+    unsafe { kill(node.pid() as i32, 19) };
+    std::thread::sleep(Duration::from_millis(1000));
+    node.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    let node = Node::serve(BIN.as_ref(), &data, &["--pickle-addr", &pickle.to_string()]);
+    let sent = load.join().unwrap();
+    wait_for(Duration::from_secs(60), "every point at the node", || {
+        let found: Value =
+            serde_json::from_str(&node.http_get("/metrics/find?query=fault.*&format=completer"))
+                .ok()?;
+        (found["metrics"].as_array()?.len() >= sent).then_some(())
+    });
+    for i in [0, sent / 3, sent / 2, sent - 1] {
+        assert_eq!(
+            value_at(&node, &format!("fault.m{i}"), t),
+            Some(i as f64),
+            "fault.m{i}"
+        );
+    }
+    relay.stop();
+    node.stop(Duration::from_secs(20));
+}

@@ -167,6 +167,13 @@ impl Outbound {
         let mut stream: Option<TcpStream> = None;
         let mut backoff = Duration::from_millis(100);
         let mut deadline: Option<tokio::time::Instant> = None;
+        // Frames written on the current connection lately. carbon's protocol
+        // has no acknowledgements: when a destination dies, what its kernel
+        // took but its process never read is gone, so these are sent again on
+        // the next connection (at least once: a resent point writes the same
+        // value to the same slot).
+        let mut recent: VecDeque<(tokio::time::Instant, Vec<u8>)> = VecDeque::new();
+        let mut resend: VecDeque<Vec<u8>> = VecDeque::new();
         loop {
             if shutdown.is_down() && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + drain);
@@ -210,6 +217,7 @@ impl Outbound {
                 if closed {
                     tracing::warn!(destination = %self.destination.display(), "destination closed the connection; reconnecting");
                     stream = None;
+                    resend.extend(recent.drain(..).map(|(_, f)| f));
                 }
             }
             if stream.is_none() {
@@ -231,6 +239,18 @@ impl Outbound {
                         continue;
                     }
                 }
+            }
+            if let Some(frame) = resend.pop_front() {
+                let s = stream.as_mut().expect("connected above");
+                match tokio::time::timeout(Duration::from_secs(10), s.write_all(&frame)).await {
+                    Ok(Ok(())) => recent.push_back((tokio::time::Instant::now(), frame)),
+                    _ => {
+                        resend.push_front(frame);
+                        resend.extend(recent.drain(..).map(|(_, f)| f));
+                        stream = None;
+                    }
+                }
+                continue;
             }
             // The disk holds the oldest points: it goes first.
             let from_disk = match &self.spill {
@@ -267,6 +287,7 @@ impl Outbound {
                 Ok(Ok(())) => match batch {
                     Some(b) => {
                         self.sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        remember(&mut recent, frame);
                     }
                     None => {
                         if let Some(spill) = &self.spill {
@@ -279,10 +300,13 @@ impl Outbound {
                             }
                         }
                         self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
+                        remember(&mut recent, frame);
                     }
                 },
                 _ => {
                     tracing::warn!(destination = %self.destination.display(), "send failed; reconnecting");
+                    resend.extend(recent.drain(..).map(|(_, f)| f));
+                    // (A spilled frame stays on disk: its cursor did not move.)
                     if let Some(b) = batch {
                         self.put_back(b);
                     }
@@ -302,4 +326,18 @@ fn frame_points(frame: &[u8]) -> u64 {
             _ => None,
         })
         .unwrap_or(0)
+}
+
+/// Keeps the last frames for a resend: as many bytes as the kernel buffers
+/// between the relay and a destination can hold (send plus receive side),
+/// which bounds what a dying destination can have taken without reading.
+fn remember(recent: &mut VecDeque<(tokio::time::Instant, Vec<u8>)>, frame: Vec<u8>) {
+    const WINDOW: usize = 16 << 20;
+    recent.push_back((tokio::time::Instant::now(), frame));
+    let mut bytes: usize = recent.iter().map(|(_, f)| f.len()).sum();
+    while bytes > WINDOW && recent.len() > 1 {
+        if let Some((_, f)) = recent.pop_front() {
+            bytes -= f.len();
+        }
+    }
 }
