@@ -5,6 +5,7 @@
 
 mod find;
 mod functions;
+mod graph;
 mod params;
 mod pyjson;
 mod render;

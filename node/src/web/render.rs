@@ -92,12 +92,20 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
     };
     if !matches!(
         format,
-        "json" | "csv" | "raw" | "pickle" | "dygraph" | "rickshaw"
+        "json" | "csv" | "raw" | "pickle" | "dygraph" | "rickshaw" | "png" | "svg"
     ) {
         return bad_request(format!(
-            "format={format} is not supported yet; use format=json, csv, raw, pickle, dygraph or rickshaw"
+            "format={format} is not supported; use format=png, svg, json, csv, raw, pickle, dygraph or rickshaw"
         ));
     }
+    let graph_options = if matches!(format, "png" | "svg") {
+        match super::graph::GraphOptions::parse(params) {
+            Ok(o) => Some(o),
+            Err(e) => return bad_request(e),
+        }
+    } else {
+        None
+    };
     let (from, until, now) = match range(params) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
@@ -157,6 +165,20 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
                 pickle(&series),
             )
                 .into_response()
+        }
+        "png" | "svg" => {
+            let options = graph_options.expect("parsed above for images");
+            return if format == "png" {
+                match super::graph::png(&series, &options) {
+                    Ok(bytes) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+                }
+            } else {
+                match super::graph::svg(&series, &options) {
+                    Ok(text) => ([(header::CONTENT_TYPE, "image/svg+xml")], text).into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+                }
+            };
         }
         "dygraph" => dygraph(&series),
         "rickshaw" => rickshaw(&series, pretty),
