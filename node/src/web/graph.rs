@@ -227,6 +227,21 @@ where
         .max()
         .unwrap_or(start + 1)
         .max(start + 1);
+    // As graphite-web's LineGraph: no more values than pixels, combined
+    // with each series' consolidation function.
+    let pixels = f64::from(o.width.saturating_sub(60).max(1));
+    let series: Vec<Series> = series
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let n = s.values.len() as f64;
+            if n > pixels {
+                s.values_per_point = (n / pixels).ceil() as usize;
+            }
+            s
+        })
+        .collect();
+    let series = &series[..];
     let points: Vec<Vec<(i64, Option<f64>)>> = series
         .iter()
         .map(|s| {
