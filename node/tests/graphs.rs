@@ -98,6 +98,23 @@ fn png_and_svg_graphs() {
     let (_, svg) = node.http_request(&format!("{base}&format=svg&hideLegend=true"));
     assert!(!svg.contains("servers.web1.load"), "legend hidden");
 
+    // Staircase lines differ from slopes; connected ones draw (the fixture
+    // has no gaps for them to bridge).
+    let image = |q: &str| {
+        node.http_raw(
+            "GET",
+            &format!("{base}&width=300&height=200&{q}"),
+            None,
+            &[],
+        )
+        .2
+    };
+    let slope = image("lineMode=slope");
+    let stairs = image("lineMode=staircase");
+    assert_eq!(decode(&stairs).0, 300);
+    assert!(stairs != slope, "lineMode=staircase draws differently");
+    assert_eq!(decode(&image("lineMode=connected")).0, 300);
+
     // Bad graph parameters are 400s naming them.
     for (query, name) in [
         ("width=abc", "width"),
@@ -106,6 +123,7 @@ fn png_and_svg_graphs() {
         ("areaMode=sideways", "areaMode"),
         ("hideLegend=maybe", "hideLegend"),
         ("yMin=low", "yMin"),
+        ("lineMode=zigzag", "lineMode"),
     ] {
         let (status, body) = node.http_request(&format!("{base}&{query}"));
         assert_eq!(status, 400, "{query}: {body}");

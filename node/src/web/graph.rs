@@ -91,6 +91,8 @@ pub struct GraphOptions {
     graph_only: bool,
     draw_null_as_zero: bool,
     area: bool,
+    /// `slope` (default), `staircase` or `connected` (lines bridge gaps).
+    line_mode: String,
 }
 
 fn flag(params: &Params, key: &str) -> Result<Option<bool>, String> {
@@ -147,12 +149,11 @@ impl GraphOptions {
                 return Err(format!("areaMode={other}: use none, first, all or stacked"))
             }
         };
-        if let Some(mode) = param(params, "lineMode") {
-            if !matches!(mode, "slope" | "staircase" | "connected") {
-                return Err(format!(
-                    "lineMode={mode}: use slope, staircase or connected"
-                ));
-            }
+        let line_mode = param(params, "lineMode").unwrap_or("slope").to_string();
+        if !matches!(line_mode.as_str(), "slope" | "staircase" | "connected") {
+            return Err(format!(
+                "lineMode={line_mode}: use slope, staircase or connected"
+            ));
         }
         let font_size = number(params, "fontSize")?.unwrap_or(10.0);
         if !(1.0..=100.0).contains(&font_size) {
@@ -182,6 +183,7 @@ impl GraphOptions {
             graph_only: flag(params, "graphOnly")?.unwrap_or(false),
             draw_null_as_zero: flag(params, "drawNullAsZero")?.unwrap_or(false),
             area,
+            line_mode,
         })
     }
 }
@@ -340,12 +342,30 @@ where
         for &(t, v) in pts {
             match v.filter(|v| v.is_finite()) {
                 Some(v) => run.push((t, v.clamp(lo, hi))),
-                None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
+                None if !run.is_empty() && o.line_mode != "connected" => {
+                    runs.push(std::mem::take(&mut run))
+                }
                 None => {}
             }
         }
         if !run.is_empty() {
             runs.push(run);
+        }
+        if o.line_mode == "staircase" {
+            // Each value holds until the next point's time.
+            let step = s.step * s.values_per_point.max(1) as i64;
+            runs = runs
+                .into_iter()
+                .map(|r| {
+                    let mut stairs = Vec::with_capacity(r.len() * 2);
+                    for (k, &(t, v)) in r.iter().enumerate() {
+                        stairs.push((t, v));
+                        let next = r.get(k + 1).map_or(t + step, |n| n.0);
+                        stairs.push((next, v));
+                    }
+                    stairs
+                })
+                .collect();
         }
         for run in runs {
             if o.area {
