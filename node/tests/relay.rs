@@ -80,6 +80,16 @@ impl Relay {
     }
 }
 
+/// A failed test must not leave its relay running.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
