@@ -567,9 +567,9 @@ fn a_killed_destination_loses_nothing_under_load() {
     std::thread::sleep(Duration::from_millis(1000));
     node.kill9();
     std::thread::sleep(Duration::from_secs(2));
-    let node = Node::serve(BIN.as_ref(), &data, &["--pickle-addr", &pickle.to_string()]);
+    let node = restart_on(&data, pickle);
     let sent = load.join().unwrap();
-    wait_for(Duration::from_secs(60), "every point at the node", || {
+    wait_for(Duration::from_secs(120), "every point at the node", || {
         let found: Value =
             serde_json::from_str(&node.http_get("/metrics/find?query=fault.*&format=completer"))
                 .ok()?;
@@ -584,4 +584,20 @@ fn a_killed_destination_loses_nothing_under_load() {
     }
     relay.stop();
     node.stop(Duration::from_secs(20));
+}
+
+/// Starts a node again on its old pickle address; another test may hold the
+/// freed port for a moment, so a failed start is retried.
+fn restart_on(data: &std::path::Path, pickle: SocketAddr) -> Node {
+    for attempt in 0..5 {
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Node::serve(BIN.as_ref(), data, &["--pickle-addr", &pickle.to_string()])
+        }));
+        match started {
+            Ok(node) => return node,
+            Err(e) if attempt == 4 => std::panic::resume_unwind(e),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+    unreachable!("returns or panics in the loop")
 }
