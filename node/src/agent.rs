@@ -121,9 +121,20 @@ impl Buffer {
         self.ready.notify_one();
     }
 
+    /// Up to `n` lines, fewer if their names would make a frame past 512 KiB.
     fn take(&self, n: usize) -> Vec<Line> {
         let mut q = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        let n = n.min(q.len());
+        let mut bytes = 0usize;
+        let n = q
+            .iter()
+            .take(n)
+            .take_while(|l| {
+                bytes += l.name.len() + 32;
+                bytes <= 512 << 10
+            })
+            .count()
+            .max(1)
+            .min(q.len());
         q.drain(..n).collect()
     }
 

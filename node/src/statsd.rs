@@ -124,6 +124,14 @@ impl StatsdFile {
                 Ok((h.metric.clone(), bins))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(bad) = self
+            .percent_threshold
+            .iter()
+            .flatten()
+            .find(|p| !(p.abs() <= 100.0 && **p != 0.0))
+        {
+            anyhow::bail!("percent_threshold {bad}: use percentages between -100 and 100, not 0");
+        }
         Ok(Config {
             flush_interval_ms: flush_interval.as_millis().max(1) as u64,
             percent_threshold: self

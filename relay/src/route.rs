@@ -107,7 +107,7 @@ impl Fence {
             max_age,
             max_future,
             rate,
-            tokens: rate,
+            tokens: rate.max(1.0),
             last: Instant::now(),
         }
     }
@@ -119,16 +119,16 @@ impl Fence {
         {
             return Err(Refusal::Namespace);
         }
-        if timestamp < now - self.max_age {
+        if timestamp < now.saturating_sub(self.max_age) {
             return Err(Refusal::Stale);
         }
-        if timestamp > now + self.max_future {
+        if timestamp > now.saturating_add(self.max_future) {
             return Err(Refusal::Future);
         }
         if self.rate > 0.0 {
             let t = Instant::now();
             self.tokens = (self.tokens + t.duration_since(self.last).as_secs_f64() * self.rate)
-                .min(self.rate);
+                .min(self.rate.max(1.0));
             self.last = t;
             if self.tokens < 1.0 {
                 return Err(Refusal::Rate);

@@ -469,7 +469,13 @@ impl Aggregator {
             cumulative_squares.push(values[i] * values[i] + cumulative_squares[i - 1]);
         }
         let (mut sum, mut sum_squares, mut mean, mut boundary) = (min, min * min, min, max);
-        for &pct in &self.config.percent_threshold {
+        // etsy would index past the values (and print NaN); keep within range.
+        for &pct in self
+            .config
+            .percent_threshold
+            .iter()
+            .filter(|p| p.abs() <= 100.0 && **p != 0.0)
+        {
             let mut in_threshold = n;
             if n > 1 {
                 // JavaScript's Math.round: halves go up.

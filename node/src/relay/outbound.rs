@@ -69,7 +69,21 @@ impl Outbound {
     fn to_disk(&self, spill: &Mutex<super::spill::Spill>, points: &[Point]) {
         let mut s = spill.lock().unwrap_or_else(|e| e.into_inner());
         let mut lost = 0u64;
-        for chunk in points.chunks(BATCH) {
+        // Chunks by count and by name bytes, as take() cuts them.
+        let mut chunks: Vec<&[Point]> = Vec::new();
+        let (mut start, mut bytes) = (0usize, 0usize);
+        for (i, p) in points.iter().enumerate() {
+            bytes += p.name.len() + 32;
+            if i > start && (i - start >= BATCH || bytes > 512 << 10) {
+                chunks.push(&points[start..i]);
+                start = i;
+                bytes = p.name.len() + 32;
+            }
+        }
+        if start < points.len() {
+            chunks.push(&points[start..]);
+        }
+        for chunk in chunks {
             let frame = graunt_relay::codec::pickle::encode_frame(
                 chunk
                     .iter()
@@ -148,9 +162,21 @@ impl Outbound {
         self.ready.notify_one();
     }
 
+    /// Up to `n` points, fewer if their names would make a frame past
+    /// 512 KiB (a node refuses frames over 1 MiB).
     fn take(&self, n: usize) -> Vec<Point> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let n = n.min(q.len());
+        let mut bytes = 0usize;
+        let n = q
+            .iter()
+            .take(n)
+            .take_while(|p| {
+                bytes += p.name.len() + 32;
+                bytes <= 512 << 10
+            })
+            .count()
+            .max(1)
+            .min(q.len());
         q.drain(..n).collect()
     }
 
