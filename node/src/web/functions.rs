@@ -99,9 +99,9 @@ mod tests {
             false,
             0,
         );
-        if out != catalog::FUNCTIONS_JSON {
-            std::fs::write("/tmp/graunt-functions.json", &out).unwrap();
-            panic!("differs");
-        }
+        assert!(
+            out == catalog::FUNCTIONS_JSON,
+            "the catalog does not read back byte for byte"
+        );
     }
 }
