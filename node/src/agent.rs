@@ -347,11 +347,14 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     for task in crate::statsd::start(listeners, sink, shutdown.clone()).await? {
         tasks.spawn(task);
     }
+    // The forwarder stops on its own signal, after the last flush is in the
+    // buffer.
+    let (stop_forwarder, forwarder_shutdown) = shutdown::channel();
     let forwarder = tokio::spawn(forward(
         destination.clone(),
         protocol,
         buffer.clone(),
-        shutdown.clone(),
+        forwarder_shutdown,
         Duration::from_secs(5),
     ));
     tracing::info!(%destination, ?protocol, "ready");
@@ -359,6 +362,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: last flush, then sending what is buffered");
     trigger.fire();
     while tasks.join_next().await.is_some() {}
+    stop_forwarder.fire();
     let _ = forwarder.await;
     Ok(())
 }

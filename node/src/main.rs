@@ -1,6 +1,7 @@
 //! The `graunt` binary: one command per role (see `graunt --help`). This file
 //! only parses arguments and hands over; each role lives in its own module.
 
+mod ack;
 mod agent;
 mod cli;
 mod relay;

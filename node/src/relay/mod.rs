@@ -27,10 +27,10 @@ use graunt_relay::route::{Fence, Router, Rule};
 use prometheus::core::Collector;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use self::outbound::Outbound;
+use crate::ack::Receiving;
 use crate::serve::shutdown::{self, Shutdown};
 
 /// `graunt relay` flags.
@@ -543,9 +543,12 @@ async fn relay(file: RelayFile) -> anyhow::Result<()> {
             }
         }
     }
+    // The senders stop on their own signal, after the listeners (and the
+    // statsd flush) have handed over everything they took in.
+    let (stop_senders, senders_shutdown) = shutdown::channel();
     let mut senders = tokio::task::JoinSet::new();
     for o in &outbound {
-        let (o, s) = (o.clone(), shutdown.clone());
+        let (o, s) = (o.clone(), senders_shutdown.clone());
         senders.spawn(async move { o.run(s, Duration::from_secs(10)).await });
     }
     let id = file.id.clone().unwrap_or_else(|| {
@@ -585,6 +588,7 @@ async fn relay(file: RelayFile) -> anyhow::Result<()> {
     tracing::info!("shutting down: closing listeners, then sending what is queued");
     trigger.fire();
     while listeners.join_next().await.is_some() {}
+    stop_senders.fire();
     while senders.join_next().await.is_some() {}
     Ok(())
 }
@@ -680,10 +684,15 @@ async fn accept(
     pickle: bool,
     mut shutdown: Shutdown,
 ) {
+    // Connections are joined before the listener's task ends, so the
+    // senders start their own shutdown only after every connection has
+    // handed over what it read.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             biased;
-            _ = shutdown.recv() => return,
+            _ = shutdown.recv() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(_) => {
@@ -693,7 +702,7 @@ async fn accept(
             },
         };
         let (p, tenant, shutdown) = (p.clone(), tenant.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if pickle {
                 pickle_connection(stream, p, tenant, shutdown).await
             } else {
@@ -701,6 +710,8 @@ async fn accept(
             }
         });
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 fn bounds() -> TimeBounds {
@@ -710,14 +721,8 @@ fn bounds() -> TimeBounds {
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, shutdown: &mut Shutdown) -> bool {
-    buf.reserve(65536);
-    tokio::select! {
-        biased;
-        _ = shutdown.recv() => false,
-        r = stream.read_buf(buf) => matches!(r, Ok(n) if n > 0),
-    }
-}
+/// How long a silent client connection is kept.
+const IDLE: Duration = Duration::from_secs(3600);
 
 async fn line_connection(
     mut stream: TcpStream,
@@ -726,7 +731,12 @@ async fn line_connection(
     mut shutdown: Shutdown,
 ) {
     let mut buf = Vec::with_capacity(65536);
-    while read_more(&mut stream, &mut buf, &mut shutdown).await {
+    let mut rx = Receiving::default();
+    while rx
+        .read(&mut stream, &mut buf, 65536, IDLE, &mut shutdown)
+        .await
+        .is_some()
+    {
         let b = bounds();
         let mut points = Vec::new();
         let mut bad = 0u64;
@@ -756,13 +766,20 @@ async fn pickle_connection(
     mut shutdown: Shutdown,
 ) {
     let mut buf = Vec::with_capacity(65536);
-    while read_more(&mut stream, &mut buf, &mut shutdown).await {
+    let mut rx = Receiving::default();
+    while rx
+        .read(&mut stream, &mut buf, 65536, IDLE, &mut shutdown)
+        .await
+        .is_some()
+    {
         let mut at = 0;
         let mut points = Vec::new();
         loop {
             match pickle::next_frame(&buf[at..], pickle::DEFAULT_MAX_FRAME) {
                 Ok(Some((payload, used))) => {
-                    if !tenant.allow_pickle {
+                    if rx.hello(payload) {
+                        // A graunt sender: taken in like any frame, no points.
+                    } else if !tenant.allow_pickle {
                         p.refuse(&tenant, "pickle", 1);
                     } else if graunt_relay::codec::pickle_scan::check_plain(payload).is_err() {
                         p.refuse(&tenant, "frame", 1);
@@ -795,7 +812,9 @@ async fn pickle_connection(
         }
         buf.drain(..at);
         p.deliver(Some(&tenant), "pickle", points);
+        rx.taken(&stream, at);
     }
+    rx.finish(&mut stream).await;
 }
 
 async fn receive_udp(

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use graunt_relay::codec::Point;
 use graunt_relay::hashing::Destination;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::ack::{Link, State};
 use crate::serve::shutdown::Shutdown;
 
 /// Points per pickle frame.
@@ -180,82 +179,74 @@ impl Outbound {
         q.drain(..n).collect()
     }
 
-    fn put_back(&self, points: Vec<Point>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        for p in points.into_iter().rev() {
-            q.push_front(p);
-        }
-    }
-
     /// Sends until shutdown, then for up to `drain` what is left.
     pub async fn run(&self, mut shutdown: Shutdown, drain: Duration) {
         let addr = format!("{}:{}", self.destination.host, self.destination.port);
-        let mut stream: Option<TcpStream> = None;
+        let mut link: Option<Link> = None;
         let mut backoff = Duration::from_millis(100);
         let mut deadline: Option<tokio::time::Instant> = None;
-        // Frames written on the current connection lately. carbon's protocol
-        // has no acknowledgements: when a destination dies, what its kernel
-        // took but its process never read is gone, so these are sent again on
-        // the next connection (at least once: a resent point writes the same
-        // value to the same slot).
-        let mut recent: VecDeque<(tokio::time::Instant, Vec<u8>)> = VecDeque::new();
+        // Frames a destination may not have taken in when its connection
+        // ended: sent again first on the next one.
         let mut resend: VecDeque<Vec<u8>> = VecDeque::new();
         loop {
             if shutdown.is_down() && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + drain);
             }
+            if let Some(l) = &mut link {
+                if l.poll() == State::Closing {
+                    tracing::info!(destination = %self.destination.display(), "destination closed the connection; reconnecting");
+                    if let Some(l) = link.take() {
+                        resend.extend(l.close().await);
+                    }
+                }
+            }
             if let Some(d) = deadline {
                 // With a spill, what is queued waits on disk for the next
                 // start; without one, sending is tried until the deadline.
-                let keep = self.spill.is_some() && stream.is_none();
-                if keep
-                    || (self.len() == 0 && self.spill_is_empty())
-                    || tokio::time::Instant::now() >= d
-                {
-                    self.memory_to_disk();
-                    let left = self.len();
-                    if left > 0 {
-                        tracing::error!(destination = %self.destination.display(), points = left, "stopping with points not sent");
+                let keep = self.spill.is_some() && link.is_none();
+                let idle = self.len() == 0 && self.spill_is_empty() && resend.is_empty();
+                if keep || idle || tokio::time::Instant::now() >= d {
+                    if let Some(l) = link.take() {
+                        let acknowledges = l.acknowledges();
+                        let unsure = l.close().await;
+                        // An acknowledging destination said what it has not
+                        // taken in; keep that. (A carbon one cannot say.)
+                        if acknowledges {
+                            resend.extend(unsure);
+                        }
                     }
-                    if let Some(mut s) = stream.take() {
-                        let _ = s.shutdown().await;
+                    self.resend_to_disk(&mut resend);
+                    self.memory_to_disk();
+                    let left = self.len() + resend.len();
+                    if left > 0 {
+                        tracing::error!(destination = %self.destination.display(), points = self.len(), frames = resend.len(), "stopping with points not sent");
                     }
                     return;
                 }
             }
-            if self.len() == 0 && self.spill_is_empty() {
+            if self.len() == 0 && self.spill_is_empty() && resend.is_empty() {
+                let readable = async {
+                    match &link {
+                        Some(l) => l.readable().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = self.ready.notified() => {}
                     _ = shutdown.recv(), if deadline.is_none() => {}
+                    _ = readable => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
                 continue;
             }
-            // A far end that closed still takes a write into the kernel's
-            // buffer, and those points would be lost: look for its FIN.
-            if let Some(s) = &stream {
-                let mut probe = [0u8; 1];
-                let closed = match s.try_read(&mut probe) {
-                    Ok(0) => true,
-                    Ok(_) => false,
-                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-                };
-                if closed {
-                    tracing::warn!(destination = %self.destination.display(), "destination closed the connection; reconnecting");
-                    stream = None;
-                    resend.extend(recent.drain(..).map(|(_, f)| f));
-                }
-            }
-            if stream.is_none() {
-                match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr)).await
-                {
-                    Ok(Ok(s)) => {
-                        let _ = s.set_nodelay(true);
+            if link.is_none() {
+                match Link::connect(&addr).await {
+                    Ok(l) => {
                         tracing::info!(destination = %self.destination.display(), "connected");
-                        stream = Some(s);
+                        link = Some(l);
                         backoff = Duration::from_millis(100);
                     }
-                    _ => {
+                    Err(_) => {
                         tracing::warn!(destination = %self.destination.display(), retry_in = ?backoff, "destination unreachable; queueing");
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
@@ -266,16 +257,17 @@ impl Outbound {
                     }
                 }
             }
-            if let Some(frame) = resend.pop_front() {
-                let s = stream.as_mut().expect("connected above");
-                match tokio::time::timeout(Duration::from_secs(10), s.write_all(&frame)).await {
-                    Ok(Ok(())) => recent.push_back((tokio::time::Instant::now(), frame)),
-                    _ => {
-                        resend.push_front(frame);
-                        resend.extend(recent.drain(..).map(|(_, f)| f));
-                        stream = None;
-                    }
+            let l = link.as_mut().expect("connected above");
+            if l.full() {
+                // The destination is behind on acknowledging: wait for it.
+                tokio::select! {
+                    _ = l.readable() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
+                continue;
+            }
+            if let Some(frame) = resend.pop_front() {
+                l.send(frame).await;
                 continue;
             }
             // The disk holds the oldest points: it goes first.
@@ -293,8 +285,22 @@ impl Outbound {
                 }
                 _ => None,
             };
-            let (frame, batch) = match from_disk {
-                Some(frame) => (frame, None),
+            match from_disk {
+                Some(frame) => {
+                    // Once written the frame is the link's to resend: the
+                    // cursor moves even if the write fails.
+                    if let Some(spill) = &self.spill {
+                        let moved = spill
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .done(frame.len());
+                        if let Err(e) = moved {
+                            tracing::error!(destination = %self.destination.display(), error = %e, "cannot move the spill cursor");
+                        }
+                    }
+                    self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
+                    l.send(frame).await;
+                }
                 None => {
                     let batch = self.take(BATCH);
                     if batch.is_empty() {
@@ -305,41 +311,33 @@ impl Outbound {
                             .iter()
                             .map(|p| (p.name.as_str(), p.timestamp, p.value)),
                     );
-                    (frame, Some(batch))
-                }
-            };
-            let s = stream.as_mut().expect("connected above");
-            match tokio::time::timeout(Duration::from_secs(10), s.write_all(&frame)).await {
-                Ok(Ok(())) => match batch {
-                    Some(b) => {
-                        self.sent.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        remember(&mut recent, frame);
-                    }
-                    None => {
-                        if let Some(spill) = &self.spill {
-                            let moved = spill
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .done(frame.len());
-                            if let Err(e) = moved {
-                                tracing::error!(destination = %self.destination.display(), error = %e, "cannot move the spill cursor");
-                            }
-                        }
-                        self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
-                        remember(&mut recent, frame);
-                    }
-                },
-                _ => {
-                    tracing::warn!(destination = %self.destination.display(), "send failed; reconnecting");
-                    resend.extend(recent.drain(..).map(|(_, f)| f));
-                    // (A spilled frame stays on disk: its cursor did not move.)
-                    if let Some(b) = batch {
-                        self.put_back(b);
-                    }
-                    stream = None;
+                    self.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    l.send(frame).await;
                 }
             }
         }
+    }
+
+    /// Writes frames waiting for a resend to the spill (at shutdown), ahead
+    /// of what memory holds.
+    fn resend_to_disk(&self, resend: &mut VecDeque<Vec<u8>>) {
+        let Some(spill) = &self.spill else { return };
+        if resend.is_empty() {
+            return;
+        }
+        let mut s = spill.lock().unwrap_or_else(|e| e.into_inner());
+        let frames = resend.len();
+        while let Some(frame) = resend.pop_front() {
+            match s.append(&frame) {
+                Ok(true) => {}
+                _ => {
+                    let n = frame_points(&frame);
+                    self.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(destination = %self.destination.display(), dropped = n, "spill full: points dropped");
+                }
+            }
+        }
+        tracing::info!(destination = %self.destination.display(), frames, "frames not acknowledged kept on disk for the next start");
     }
 }
 
@@ -352,18 +350,4 @@ fn frame_points(frame: &[u8]) -> u64 {
             _ => None,
         })
         .unwrap_or(0)
-}
-
-/// Keeps the last frames for a resend: as many bytes as the kernel buffers
-/// between the relay and a destination can hold (send plus receive side),
-/// which bounds what a dying destination can have taken without reading.
-fn remember(recent: &mut VecDeque<(tokio::time::Instant, Vec<u8>)>, frame: Vec<u8>) {
-    const WINDOW: usize = 16 << 20;
-    recent.push_back((tokio::time::Instant::now(), frame));
-    let mut bytes: usize = recent.iter().map(|(_, f)| f.len()).sum();
-    while bytes > WINDOW && recent.len() > 1 {
-        if let Some((_, f)) = recent.pop_front() {
-            bytes -= f.len();
-        }
-    }
 }

@@ -7,6 +7,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// The largest frame a spill holds (a node refuses larger ones).
+const MAX_FRAME: u64 = graunt_relay::codec::pickle::DEFAULT_MAX_FRAME as u64;
+
 /// Bytes per segment file before the next one starts.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -94,7 +97,12 @@ impl Spill {
             self.writer = Some((n, file, 0));
         }
         let (_, file, len) = self.writer.as_mut().expect("opened above");
-        file.write_all(frame)?;
+        if let Err(e) = file.write_all(frame) {
+            // Disk full and the like: cut the partial frame off, or every
+            // frame after it would be read out of step.
+            let _ = file.set_len(*len);
+            return Err(e);
+        }
         *len += frame.len() as u64;
         self.bytes += frame.len() as u64;
         Ok(true)
@@ -122,9 +130,25 @@ impl Spill {
             }
             file.seek(SeekFrom::Start(self.cursor))?;
             let mut head = [0u8; 4];
-            file.read_exact(&mut head)?;
-            let size = u32::from_be_bytes(head) as usize;
-            let mut frame = vec![0u8; 4 + size];
+            let left = len - self.cursor;
+            let size = match file.read_exact(&mut head) {
+                Ok(()) => u32::from_be_bytes(head) as u64,
+                Err(_) => u64::MAX,
+            };
+            if size > MAX_FRAME || 4 + size > left {
+                // A torn tail (a crash mid-append) or damage: what follows
+                // cannot be framed. Skip it, say so, and go on with the
+                // next segment rather than block the destination for good.
+                tracing::error!(segment = %path.display(), offset = self.cursor, lost_bytes = left, "damaged frame in the spill; skipping the rest of this segment");
+                self.bytes = self.bytes.saturating_sub(left);
+                self.cursor = len;
+                if self.writer.as_ref().is_some_and(|w| w.0 == first) {
+                    self.save_cursor()?;
+                    return Ok(None);
+                }
+                continue;
+            }
+            let mut frame = vec![0u8; 4 + size as usize];
             frame[..4].copy_from_slice(&head);
             file.read_exact(&mut frame[4..])?;
             return Ok(Some(frame));
@@ -181,5 +205,42 @@ mod tests {
         let mut tiny = Spill::open(dir.path().join("t"), 10).unwrap();
         assert!(tiny.append(&frame(1)).unwrap());
         assert!(!tiny.append(&frame(2)).unwrap(), "past the bound");
+    }
+
+    #[test]
+    fn a_torn_tail_is_skipped_not_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        let frame = |i: u8| {
+            let mut f = 3u32.to_be_bytes().to_vec();
+            f.extend_from_slice(&[i, i, i]);
+            f
+        };
+        let mut s = Spill::open(path.clone(), 1 << 20).unwrap();
+        assert!(s.append(&frame(1)).unwrap());
+        drop(s);
+        // A crash mid-append: a length prefix promising more than is there.
+        let seg = segment_path(&path, 0);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&[0, 0, 0, 9, 7]);
+        fs::write(&seg, bytes).unwrap();
+        let mut s = Spill::open(path, 1 << 20).unwrap();
+        assert!(s.append(&frame(2)).unwrap(), "a new segment");
+        for i in [1, 2] {
+            let f = s.peek().unwrap().unwrap();
+            assert_eq!(f, frame(i));
+            s.done(f.len()).unwrap();
+        }
+        assert!(s.peek().unwrap().is_none());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_huge_length_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spill::open(dir.path().join("d"), 1 << 30).unwrap();
+        assert!(s.append(&[0xff, 0xff, 0xff, 0xff, 1, 2]).unwrap());
+        assert!(s.peek().unwrap().is_none());
+        assert!(s.is_empty());
     }
 }

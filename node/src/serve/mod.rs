@@ -129,14 +129,18 @@ async fn accept_loop(
     handler: Handler,
 ) {
     let permits = line::limiter(ingest.max_connections);
+    // Joined at shutdown: a connection draining an acknowledging sender
+    // finishes (bounded) before the node writes its cache and exits.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.recv() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.recv() => break,
         };
         let stream = tokio::select! {
             biased;
-            _ = shutdown.recv() => return,
+            _ = shutdown.recv() => break,
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -149,13 +153,15 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             ingest.telemetry.connections.inc();
             handler(stream, ingest.clone(), shutdown).await;
             ingest.telemetry.connections.dec();
             drop(permit);
         });
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn bind_tcp(addr: &str, protocol: &str) -> anyhow::Result<TcpListener> {

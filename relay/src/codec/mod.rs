@@ -1,6 +1,7 @@
 //! Wire formats carbon clients speak, each a pure function from bytes to
 //! points (or an error saying why a record was refused).
 
+pub mod ack;
 pub mod pickle;
 pub mod pickle_scan;
 pub mod plaintext;

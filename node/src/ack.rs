@@ -1,0 +1,269 @@
+//! Both ends of acknowledged pickle (`graunt_relay::codec::ack`) over tokio
+//! streams: [`Receiving`] for a node's or relay's pickle listener,
+//! [`Link`] for a relay's connection to a destination.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use graunt_relay::codec::ack::{self, Control};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::serve::shutdown::Shutdown;
+
+/// How long a stopping receiver waits for an acknowledging sender to close.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Control bytes a receiver holds for a sender that does not read them.
+const MAX_PENDING: usize = 4096;
+
+/// A receiving connection's side of the protocol.
+#[derive(Debug, Default)]
+pub struct Receiving {
+    acks: bool,
+    first: bool,
+    taken: u64,
+    pending: Vec<u8>,
+    drain_until: Option<Instant>,
+}
+
+impl Receiving {
+    /// Reads more bytes into `buf`. `None` when the connection is done:
+    /// closed, broken, silent past `idle`, or shutdown began. After
+    /// shutdown, a sender that acknowledges is asked to stop and is read
+    /// until it closes (for at most a few seconds), so nothing it sent is
+    /// left unread.
+    pub async fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        want: usize,
+        idle: Duration,
+        shutdown: &mut Shutdown,
+    ) -> Option<usize> {
+        buf.reserve(want);
+        if self.drain_until.is_none() {
+            // Biased: once shutdown has begun a busy client must not win the
+            // race, or a flood would keep being accepted.
+            let read = tokio::select! {
+                biased;
+                _ = shutdown.recv() => None,
+                r = stream.read_buf(buf) => Some(r),
+                _ = tokio::time::sleep(idle) => return None,
+            };
+            match read {
+                Some(Ok(n)) if n > 0 => return Some(n),
+                Some(_) => return None,
+                None if !self.acks => return None,
+                None => {
+                    self.pending.extend_from_slice(ack::DRAIN);
+                    self.flush(stream);
+                    self.drain_until = Some(Instant::now() + DRAIN);
+                }
+            }
+        }
+        let until = self.drain_until?;
+        match tokio::time::timeout_at(until, stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether `payload`, a frame's, is the hello that opens an
+    /// acknowledging connection; if so the answer is queued and the frame
+    /// is the caller's to skip.
+    pub fn hello(&mut self, payload: &[u8]) -> bool {
+        let first = !self.first;
+        self.first = true;
+        if first && payload == ack::HELLO_PAYLOAD {
+            self.acks = true;
+            self.pending.extend_from_slice(ack::REPLY);
+            return true;
+        }
+        false
+    }
+
+    /// Counts `bytes` as taken in and, if the sender acknowledges, tells it.
+    pub fn taken(&mut self, stream: &TcpStream, bytes: usize) {
+        self.taken += bytes as u64;
+        if self.acks && bytes > 0 && self.pending.len() < MAX_PENDING {
+            self.pending.extend(ack::ack_line(self.taken));
+        }
+        self.flush(stream);
+    }
+
+    /// Sends the last acknowledgement before the connection closes.
+    pub async fn finish(&mut self, stream: &mut TcpStream) {
+        if self.acks && !self.pending.is_empty() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), stream.write_all(&self.pending)).await;
+            self.pending.clear();
+        }
+    }
+
+    fn flush(&mut self, stream: &TcpStream) {
+        while !self.pending.is_empty() {
+            match stream.try_write(&self.pending) {
+                Ok(n) if n > 0 => {
+                    self.pending.drain(..n);
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Frames a sender keeps for a receiver that does not acknowledge: as many
+/// bytes as the kernel buffers between them can hold, which bounds what a
+/// dying receiver can have taken without reading.
+const UNACKNOWLEDGED_WINDOW: u64 = 16 << 20;
+
+/// Frames in flight to an acknowledging receiver before the sender waits.
+const MAX_IN_FLIGHT: u64 = 32 << 20;
+
+/// What the far end of a [`Link`] said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Send on.
+    Open,
+    /// Closed, broken, or it asked to drain: finish with [`Link::close`].
+    Closing,
+}
+
+/// A sender's connection to a destination that may acknowledge.
+#[derive(Debug)]
+pub struct Link {
+    stream: TcpStream,
+    acks: bool,
+    written: u64,
+    acked: u64,
+    in_flight: VecDeque<(u64, Vec<u8>)>,
+    control: Vec<u8>,
+    state: State,
+}
+
+impl Link {
+    /// Connects and sends the hello.
+    pub async fn connect(addr: &str) -> std::io::Result<Link> {
+        let mut stream =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
+        let _ = stream.set_nodelay(true);
+        stream.write_all(ack::HELLO_FRAME).await?;
+        Ok(Link {
+            stream,
+            acks: false,
+            written: ack::HELLO_FRAME.len() as u64,
+            acked: 0,
+            in_flight: VecDeque::new(),
+            control: Vec::new(),
+            state: State::Open,
+        })
+    }
+
+    /// Reads what the receiver said, without waiting.
+    pub fn poll(&mut self) -> State {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => {
+                    self.state = State::Closing;
+                    break;
+                }
+                Ok(n) => {
+                    self.control.extend_from_slice(&chunk[..n]);
+                    self.absorb();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.state = State::Closing;
+                    break;
+                }
+            }
+        }
+        self.state
+    }
+
+    /// Waits until the receiver says something (or closes).
+    pub async fn readable(&self) {
+        let _ = self.stream.readable().await;
+    }
+
+    /// Whether the receiver holds so much unacknowledged that the sender
+    /// should wait for it.
+    pub fn full(&self) -> bool {
+        self.acks && self.written - self.acked > MAX_IN_FLIGHT
+    }
+
+    /// Writes one frame. On an error the link is closing and the frame is
+    /// kept with the others in flight.
+    pub async fn send(&mut self, frame: Vec<u8>) -> State {
+        let wrote =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.write_all(&frame)).await;
+        self.written += frame.len() as u64;
+        self.in_flight.push_back((self.written, frame));
+        if !self.acks {
+            let mut bytes: u64 = self.in_flight.iter().map(|(_, f)| f.len() as u64).sum();
+            while bytes > UNACKNOWLEDGED_WINDOW && self.in_flight.len() > 1 {
+                if let Some((_, f)) = self.in_flight.pop_front() {
+                    bytes -= f.len() as u64;
+                }
+            }
+        }
+        if !matches!(wrote, Ok(Ok(()))) {
+            self.state = State::Closing;
+        }
+        self.state
+    }
+
+    /// Closes the link and returns the frames the receiver may not have
+    /// taken, oldest first. An acknowledging receiver is given a few seconds
+    /// to read what was sent and say so; for one that does not acknowledge,
+    /// the recent frames are returned (they may arrive twice).
+    pub async fn close(mut self) -> Vec<Vec<u8>> {
+        let _ = self.stream.shutdown().await;
+        if self.acks {
+            let until = Instant::now() + DRAIN;
+            let mut chunk = [0u8; 4096];
+            while let Ok(Ok(n)) = tokio::time::timeout_at(until, self.stream.read(&mut chunk)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                self.control.extend_from_slice(&chunk[..n]);
+                self.absorb();
+            }
+        }
+        self.in_flight.into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// Whether the receiver said it acknowledges.
+    pub fn acknowledges(&self) -> bool {
+        self.acks
+    }
+
+    fn absorb(&mut self) {
+        let (lines, used) = ack::parse_control(&self.control);
+        self.control.drain(..used);
+        if self.control.len() > 4096 {
+            // Not our protocol (or garbage): stop collecting.
+            self.control.clear();
+        }
+        for c in lines {
+            match c {
+                Control::Hello => self.acks = true,
+                Control::Ack(n) => {
+                    self.acked = self.acked.max(n);
+                    while self
+                        .in_flight
+                        .front()
+                        .is_some_and(|(end, _)| *end <= self.acked)
+                    {
+                        self.in_flight.pop_front();
+                    }
+                }
+                Control::Drain => self.state = State::Closing,
+            }
+        }
+    }
+}
