@@ -123,6 +123,7 @@ def main():
     ap.add_argument("--lines", type=int, default=2000000)
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--python", default=".venv/bin/python")
+    ap.add_argument("--graunt-only", action="store_true", help="skip carbon-relay (for quick iterations)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="graunt-relay-bench-")
 
@@ -169,6 +170,9 @@ def main():
 
     try:
         g = run("graunt relay", start_graunt, args.lines)
+        if args.graunt_only:
+            print("graunt relay: %.0f lines/s, %.2f CPU s" % (g[0], g[1]))
+            return 0
         c = run("carbon-relay 1.1.10", start_carbon, args.lines)
     finally:
         shutil.rmtree(work, ignore_errors=True)

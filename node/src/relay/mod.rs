@@ -8,6 +8,7 @@
 //! tenant listeners ─▶ fence ─▶ router (rules, ring) ─▶ per-destination queue ─pickle─▶ nodes
 //! ```
 
+mod batches;
 mod outbound;
 mod spill;
 

@@ -14,6 +14,7 @@ use graunt_relay::codec::Point;
 use graunt_relay::hashing::Destination;
 use tokio::sync::Notify;
 
+use super::batches::Batches;
 use crate::ack::{Link, State};
 use crate::serve::shutdown::Shutdown;
 
@@ -24,7 +25,7 @@ const BATCH: usize = 5000;
 pub struct Outbound {
     /// Where it sends.
     pub destination: Destination,
-    queue: Mutex<VecDeque<Point>>,
+    queue: Mutex<Batches>,
     max: usize,
     ready: Notify,
     /// Points sent.
@@ -43,7 +44,7 @@ impl Outbound {
     ) -> Outbound {
         Outbound {
             destination,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Batches::default()),
             max: max.max(1),
             ready: Notify::new(),
             sent: AtomicU64::new(0),
@@ -110,8 +111,7 @@ impl Outbound {
                 .queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .drain(..)
-                .collect();
+                .drain_all();
             if !points.is_empty() {
                 self.to_disk(spill, &points);
                 tracing::info!(destination = %self.destination.display(), points = points.len(), "queued points kept on disk for the next start");
@@ -132,27 +132,24 @@ impl Outbound {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if !self.spill_is_empty() || q.len() + points.len() > self.max {
                 // Older points first: what memory holds goes to disk before these.
-                let older: Vec<Point> = q.drain(..).collect();
+                let older: Vec<Point> = q.drain_all();
                 drop(q);
                 self.to_disk(spill, &older);
                 self.to_disk(spill, &points);
                 self.ready.notify_one();
                 return;
             }
-            q.extend(points);
+            q.push(points);
             drop(q);
             self.ready.notify_one();
             return;
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mut dropped = 0u64;
-        for p in points {
-            if q.len() < self.max {
-                q.push_back(p);
-            } else {
-                dropped += 1;
-            }
-        }
+        let mut points = points;
+        let room = self.max.saturating_sub(q.len());
+        let dropped = points.len().saturating_sub(room) as u64;
+        points.truncate(room);
+        q.push(points);
         drop(q);
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -164,19 +161,10 @@ impl Outbound {
     /// Up to `n` points, fewer if their names would make a frame past
     /// 512 KiB (a node refuses frames over 1 MiB).
     fn take(&self, n: usize) -> Vec<Point> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mut bytes = 0usize;
-        let n = q
-            .iter()
-            .take(n)
-            .take_while(|p| {
-                bytes += p.name.len() + 32;
-                bytes <= 512 << 10
-            })
-            .count()
-            .max(1)
-            .min(q.len());
-        q.drain(..n).collect()
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(n, 512 << 10)
     }
 
     /// Sends until shutdown, then for up to `drain` what is left.
