@@ -9,6 +9,7 @@
 
 use std::io::Write;
 pub mod node;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,5 +1,5 @@
 //! The node's HTTP port: `/metrics` (Prometheus) and graphite-web's API
-//! ([`crate::web`]); the UI mounts here when it arrives.
+//! ([`crate::web`], which also serves the UI at `/`).
 
 use std::sync::Arc;
 
@@ -22,10 +22,6 @@ async fn metrics(State(app): State<App>) -> String {
     app.telemetry.render(&app.store)
 }
 
-async fn version() -> &'static str {
-    concat!("graunt ", env!("CARGO_PKG_VERSION"), "\n")
-}
-
 /// Serves HTTP until shutdown.
 pub async fn serve(
     listener: TcpListener,
@@ -40,7 +36,6 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/", get(version))
         .with_state(App { store, telemetry })
         .merge(crate::web::routes(api));
     let result = axum::serve(listener, app)

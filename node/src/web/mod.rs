@@ -1,8 +1,10 @@
 //! graphite-web's HTTP API on the node's HTTP port: `/render` (json, csv,
 //! raw, pickle), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`,
-//! `/functions`, `/version`. Requests are evaluated by graunt-query over
+//! `/functions`, `/version`, graphite-web's dashboard endpoints and the
+//! browser UI at `/`. Requests are evaluated by graunt-query over
 //! the node's store (whisper files overlaid with the cache).
 
+mod dashboard;
 mod find;
 mod functions;
 mod graph;
@@ -10,10 +12,11 @@ mod params;
 mod pyjson;
 mod render;
 mod source;
+mod ui;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use graunt_storage::store::Store;
 
@@ -65,6 +68,13 @@ pub fn routes(api: Api) -> Router {
         .route("/functions", get(functions::list))
         .route("/functions/", get(functions::list))
         .route("/functions/{name}", get(functions::details))
+        .route("/dashboard/save/{name}", post(dashboard::save))
+        .route("/dashboard/load/{name}", get(dashboard::load))
+        .route("/dashboard/delete/{name}", post(dashboard::delete))
+        .route("/dashboard/find", get(dashboard::find))
+        .route("/dashboard/find/", get(dashboard::find))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/version", get(version))
         .route("/version/", get(version))
         .with_state(api)
