@@ -92,8 +92,8 @@ fn png_and_svg_graphs() {
     assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
     assert!(svg.contains("servers.web1.load") && svg.contains("servers.web2.load"));
     assert!(
-        svg.contains(">1 K<") || svg.contains("1 K"),
-        "a 1,000 tick for yMax=1000"
+        svg_texts(&svg).contains(&"1000".to_string()),
+        "a 1000 tick for yMax=1000 (a 200 step keeps it unprefixed, as graphite)"
     );
     let (_, svg) = node.http_request(&format!("{base}&format=svg&hideLegend=true"));
     assert!(!svg.contains("servers.web1.load"), "legend hidden");
@@ -124,10 +124,172 @@ fn png_and_svg_graphs() {
         ("hideLegend=maybe", "hideLegend"),
         ("yMin=low", "yMin"),
         ("lineMode=zigzag", "lineMode"),
+        ("logBase=1", "logBase"),
+        ("yStep=0", "yStep"),
+        ("yUnitSystem=roman", "yUnitSystem"),
+        ("areaAlpha=2", "areaAlpha"),
+        ("graphType=bar", "graphType"),
+        ("graphType=pie&pieMode=median", "pieMode"),
+        ("yMin=5&yMax=1", "yMin"),
+        ("fontBold=very", "fontBold"),
     ] {
         let (status, body) = node.http_request(&format!("{base}&{query}"));
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.contains(name), "{query}: {body}");
     }
+    node.stop(Duration::from_secs(20));
+}
+
+/// The y-axis labels of an SVG graph: the texts that parse as numbers
+/// (with a unit prefix).
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = t.split_once('>')?.1;
+            Some(body.split_once("</text>")?.0.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn axes_areas_and_pies_follow_graphite_parameters() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    tree(&data.join("whisper"));
+    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let base = format!("/render?target=servers.*.load&from=-4h&now={NOW}");
+    let svg = |q: &str| {
+        let (status, body) = node.http_request(&format!("{base}&format=svg&{q}"));
+        assert_eq!(status, 200, "{q}: {body}");
+        svg_texts(&body)
+    };
+
+    // graphite's steps: data 5..45 gives 0, 10, ... 50; yStep overrides.
+    let t = svg("");
+    for label in ["0", "10", "20", "30", "40", "50"] {
+        assert!(t.contains(&label.to_string()), "{label} in {t:?}");
+    }
+    let t = svg("yStep=25&yMin=0&yMax=50");
+    assert!(
+        t.contains(&"25".to_string()) && !t.contains(&"10".to_string()),
+        "{t:?}"
+    );
+    // Units: scaled data shows SI and binary prefixes.
+    let scaled =
+        format!("/render?target=scale(servers.web2.load,1000000)&from=-4h&now={NOW}&format=svg");
+    let si = svg_texts(&node.http_request(&scaled).1);
+    assert!(si.iter().any(|l| l.ends_with(" M")), "{si:?}");
+    let bin = svg_texts(&node.http_request(&format!("{scaled}&yUnitSystem=binary")).1);
+    assert!(bin.iter().any(|l| l.ends_with(" Mi")), "{bin:?}");
+    let none = svg_texts(&node.http_request(&format!("{scaled}&yUnitSystem=none")).1);
+    assert!(none.iter().any(|l| l == "40000000"), "{none:?}");
+    // logBase: powers of the base.
+    let t = svg("logBase=10");
+    assert!(
+        t.contains(&"1".to_string()) && t.contains(&"100".to_string()),
+        "{t:?}"
+    );
+    // xFormat and the x labels' timezone.
+    let t = svg("xFormat=%25H%25M&tz=UTC");
+    assert!(
+        t.iter().any(|l| l == "2000"),
+        "an hour label at 20:00 UTC: {t:?}"
+    );
+    // Titles and a right axis for secondYAxis series.
+    let (_, body) = node.http_request(&format!(
+        "/render?target=servers.web1.load&target=secondYAxis(scale(servers.web2.load,1000))\
+         &from=-4h&now={NOW}&format=svg&vtitle=left%20side&vtitleRight=right%20side"
+    ));
+    let t = svg_texts(&body);
+    assert!(t.contains(&"left side".to_string()) && t.contains(&"right side".to_string()));
+    assert!(
+        t.iter().any(|l| l.ends_with(" k")),
+        "right axis in thousands: {t:?}"
+    );
+    assert!(t.contains(&"16".to_string()), "left axis in units: {t:?}");
+    // uniqueLegend: one entry per name.
+    let (_, body) = node.http_request(&format!(
+        "/render?target=servers.web1.load&target=servers.web1.load&from=-4h&now={NOW}\
+         &format=svg&uniqueLegend=true"
+    ));
+    assert_eq!(
+        svg_texts(&body)
+            .iter()
+            .filter(|l| *l == "servers.web1.load")
+            .count(),
+        1
+    );
+    // hideYAxis keeps the x labels; hideAxes drops all.
+    let with = svg("").len();
+    let without_y = svg("hideYAxis=true").len();
+    assert!(without_y < with && without_y > 2, "{with} {without_y}");
+
+    // Areas: stacked fills reach the sum; alpha blends with the background.
+    let png = |q: &str| {
+        decode(
+            &node
+                .http_raw(
+                    "GET",
+                    &format!("{base}&width=300&height=200&colorList=ff0000,0000ff&{q}"),
+                    None,
+                    &[],
+                )
+                .2,
+        )
+    };
+    let (_, _, lines) = png("");
+    let (_, _, stacked) = png("areaMode=stacked");
+    let count = |p: &[[u8; 3]], c: [u8; 3]| p.iter().filter(|x| **x == c).count();
+    assert!(
+        count(&stacked, [0, 0, 255]) > 20 * count(&lines, [0, 0, 255]).max(1),
+        "filled"
+    );
+    assert!(
+        count(&stacked, [255, 0, 0]) > 1000,
+        "first series filled too"
+    );
+    let (_, _, faint) = decode(
+        &node
+            .http_raw(
+                "GET",
+                &format!(
+                    "/render?target=servers.web1.load&from=-4h&now={NOW}&width=300&height=200\
+                     &colorList=ff0000&areaMode=all&areaAlpha=0.5"
+                ),
+                None,
+                &[],
+            )
+            .2,
+    );
+    assert!(
+        count(&faint, [255, 127, 127]) + count(&faint, [255, 128, 128]) > 100,
+        "alpha 0.5 over white"
+    );
+    // fontBold changes the glyphs; dashed lines leave gaps.
+    assert_ne!(png("title=T&fontBold=true").2, png("title=T").2);
+    let strokes = |target: &str| {
+        let (_, body) = node.http_request(&format!(
+            "/render?target={target}&from=-4h&now={NOW}&format=svg&colorList=ff0000"
+        ));
+        body.matches("stroke=\"#FF0000\"").count()
+    };
+    let (dashed, solid) = (
+        strokes("dashed(servers.web1.load)"),
+        strokes("servers.web1.load"),
+    );
+    assert!(dashed > 10 * solid, "dashes: {dashed} strokes vs {solid}");
+
+    // Pie: a slice per series in its colour, shares labelled as graphite does.
+    let (status, body) =
+        node.http_request(&format!("{base}&format=svg&graphType=pie&pieMode=maximum"));
+    assert_eq!(status, 200);
+    let shares: Vec<String> = svg_texts(&body)
+        .into_iter()
+        .filter(|l| l.starts_with('%'))
+        .collect();
+    assert_eq!(shares, ["%25.00", "%75.00"], "web2 is 3x web1");
+    let (_, _, pie) = png("graphType=pie");
+    assert!(count(&pie, [255, 0, 0]) > 3000 && count(&pie, [0, 0, 255]) > 3000);
     node.stop(Duration::from_secs(20));
 }

@@ -99,7 +99,7 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
         ));
     }
     let graph_options = if matches!(format, "png" | "svg") {
-        match super::graph::GraphOptions::parse(params) {
+        match super::graph::GraphOptions::parse(params, request_tz(params)) {
             Ok(o) => Some(o),
             Err(e) => return bad_request(e),
         }
