@@ -291,5 +291,26 @@ fn axes_areas_and_pies_follow_graphite_parameters() {
     assert_eq!(shares, ["%25.00", "%75.00"], "web2 is 3x web1");
     let (_, _, pie) = png("graphType=pie");
     assert!(count(&pie, [255, 0, 0]) > 3000 && count(&pie, [0, 0, 255]) > 3000);
+
+    // With GRAUNT_SCREENSHOTS=<dir>, the README's sample graphs.
+    if let Some(out) = std::env::var_os("GRAUNT_SCREENSHOTS") {
+        for (file, query) in [
+            (
+                "graph-lines.png",
+                "&title=Load&vtitle=load&width=600&height=300",
+            ),
+            (
+                "graph-stacked.png",
+                "&title=Stacked&areaMode=stacked&width=600&height=300",
+            ),
+            (
+                "graph-pie.png",
+                "&title=Share&graphType=pie&width=400&height=300",
+            ),
+        ] {
+            let (_, _, body) = node.http_raw("GET", &format!("{base}{query}"), None, &[]);
+            std::fs::write(std::path::Path::new(&out).join(file), body).unwrap();
+        }
+    }
     node.stop(Duration::from_secs(20));
 }

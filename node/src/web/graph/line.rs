@@ -107,9 +107,7 @@ where
 
     // Consolidate to the plot's width, as graphite-web does, then stack.
     let rough_width = f64::from((w - 80).max(1));
-    let any_right = series
-        .iter()
-        .any(|s| s.options.contains_key("secondYAxis"));
+    let any_right = series.iter().any(|s| s.options.contains_key("secondYAxis"));
     let mut prepared: Vec<Prepared> = Vec::new();
     let mut stack_left: Vec<f64> = Vec::new();
     let mut stack_right: Vec<f64> = Vec::new();
@@ -404,12 +402,13 @@ where
             let x_axis = XAxis::new(start, end, plot_w, &o.tz, o.x_format.as_deref());
             for (t, label) in &x_axis.labels {
                 let tw = root.estimate_text_size(label, &font).map_or(0, |s| s.0) as i32;
-                root.draw(&Text::new(
-                    label.clone(),
-                    (x_of(*t) - tw / 2, bottom + 4),
-                    font.clone(),
-                ))
-                .map_err(err::<DB>)?;
+                let x = x_of(*t) - tw / 2;
+                if x < 0 || x + tw > w {
+                    // Cut off at the image's edge: graphite leaves it out too.
+                    continue;
+                }
+                root.draw(&Text::new(label.clone(), (x, bottom + 4), font.clone()))
+                    .map_err(err::<DB>)?;
             }
         }
         let frame = ShapeStyle {
