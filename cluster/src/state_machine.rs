@@ -26,11 +26,14 @@ struct Data {
     state: ClusterState,
 }
 
+/// The last snapshot: its metadata and bytes.
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
     data: RwLock<Data>,
-    snapshot: RwLock<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>>,
+    snapshot: RwLock<Option<StoredSnapshot>>,
     changes: watch::Sender<ClusterState>,
 }
 
