@@ -4,6 +4,7 @@
 mod ack;
 mod agent;
 mod cli;
+mod cluster;
 mod relay;
 mod serve;
 mod statsd;

@@ -2,10 +2,9 @@
 //! replicas, a fenced tenant, and `graunt relay lookup` agreeing with
 //! carbon's own router.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use graunt_harness::node::{wait_for, Node};
@@ -14,79 +13,14 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_graunt");
 
-struct Relay {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
+use graunt_harness::relay::Relay as HarnessRelay;
+
+/// The harness's relay, started from this package's binary.
+struct Relay;
 
 impl Relay {
-    fn start(config: &std::path::Path) -> Relay {
-        let mut child = Command::new(BIN)
-            .args(["relay", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let relay = Relay { child, log };
-        wait_for(Duration::from_secs(20), "the relay to be ready", || {
-            relay
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(" ready"))
-                .then_some(())
-        });
-        relay
-    }
-
-    fn addr(&self, protocol: &str) -> SocketAddr {
-        let key = format!("protocol={protocol} addr=");
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| {
-                let at = l.find(&key)?;
-                l[at + key.len()..].split_whitespace().next()?.parse().ok()
-            })
-            .unwrap_or_else(|| panic!("no {protocol} listener"))
-    }
-
-    fn http_get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect(self.addr("http")).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
-        out
-    }
-
-    fn stop(mut self) {
-        unsafe { kill(self.child.id() as i32, 15) };
-        let status = wait_for(Duration::from_secs(30), "the relay to exit", || {
-            self.child.try_wait().ok().flatten()
-        });
-        assert!(status.success(), "{}", self.log.lock().unwrap().join("\n"));
-    }
-}
-
-/// A failed test must not leave its relay running.
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn start(config: &std::path::Path) -> HarnessRelay {
+        HarnessRelay::start(BIN.as_ref(), config)
     }
 }
 
@@ -319,7 +253,7 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     node.stop(Duration::from_secs(20));
     let relay = Relay::start(&config);
     let t = unix_now() - 120;
-    let send = |relay: &Relay, from: usize, to: usize| {
+    let send = |relay: &HarnessRelay, from: usize, to: usize| {
         let lines: String = (from..to)
             .map(|i| format!("spill.m{i} {i} {t}\n"))
             .collect();

@@ -20,6 +20,31 @@ pub trait Source: Sync {
         until: i64,
         now: i64,
     ) -> Result<Option<Series>, EvalError>;
+
+    /// The series of many metrics (in order), fetched in parallel on the
+    /// shared worker pool: each file read is a syscall-bound few tens of
+    /// microseconds, and a thousand of them dominate a big query. A source
+    /// over several machines overrides this to make one call per machine.
+    fn fetch_many(
+        &self,
+        paths: &[String],
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<Option<Series>>, EvalError> {
+        use rayon::prelude::*;
+        if paths.len() < 64 {
+            return paths
+                .iter()
+                .map(|p| self.fetch(p, from, until, now))
+                .collect();
+        }
+        paths
+            .par_iter()
+            .with_min_len(32)
+            .map(|p| self.fetch(p, from, until, now))
+            .collect()
+    }
 }
 
 /// One request's evaluation context. Functions that look outside the
@@ -354,21 +379,8 @@ fn fetch_path(ctx: &Context<'_>, pattern: &str) -> Result<Vec<Series>, EvalError
     Ok(out)
 }
 
-/// Fetches many paths on the shared worker pool (each file read is a
-/// syscall-bound few tens of microseconds; a thousand of them dominate a
-/// big query).
+/// Fetches many paths through the source (in parallel, or one call per
+/// machine for a cluster).
 fn fetch_all(ctx: &Context<'_>, paths: &[String]) -> Result<Vec<Option<Series>>, EvalError> {
-    use rayon::prelude::*;
-    let (source, from, until, now) = (ctx.source, ctx.from, ctx.until, ctx.now);
-    if paths.len() < 64 {
-        return paths
-            .iter()
-            .map(|p| source.fetch(p, from, until, now))
-            .collect();
-    }
-    paths
-        .par_iter()
-        .with_min_len(32)
-        .map(|p| source.fetch(p, from, until, now))
-        .collect()
+    ctx.source.fetch_many(paths, ctx.from, ctx.until, ctx.now)
 }

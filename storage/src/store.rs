@@ -188,6 +188,16 @@ impl Store {
             .append(points, |segment| self.cache.add(points, segment))
     }
 
+    /// Replaces the storage schemas only (files created from now on).
+    pub fn set_schemas(&self, schemas: Schemas) {
+        *self.schemas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schemas);
+    }
+
+    /// Replaces the aggregation rules only (files created from now on).
+    pub fn set_aggregations(&self, aggregations: Aggregations) {
+        *self.aggregations.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(aggregations);
+    }
+
     /// Replaces the storage rules for files created from now on.
     pub fn set_rules(&self, schemas: Schemas, aggregations: Aggregations) {
         *self.schemas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schemas);

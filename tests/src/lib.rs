@@ -9,6 +9,7 @@
 
 use std::io::Write;
 pub mod node;
+pub mod relay;
 pub mod webdriver;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,9 @@ enum Command {
     /// Run a relay: tenant listeners, fences, consistent-hash routing to nodes; or `relay lookup`.
     #[command(args_override_self = true)]
     Relay(crate::relay::RelayArgs),
+    /// Cluster administration: init, join, leave, status, schemas, tenants.
+    #[command(subcommand)]
+    Cluster(crate::cluster::cli::ClusterCommand),
     /// Whisper file tools, argument- and output-compatible with the whisper-*.py scripts.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
@@ -38,6 +41,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::serve::run(args),
         Command::Agent(args) => crate::agent::run(args),
+        Command::Cluster(command) => crate::cluster::cli::run(command),
         Command::Relay(args) => crate::relay::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),
     }

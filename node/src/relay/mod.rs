@@ -9,6 +9,7 @@
 //! ```
 
 mod batches;
+mod follow;
 mod outbound;
 mod spill;
 
@@ -66,7 +67,7 @@ struct LookupArgs {
 }
 
 /// The relay's TOML file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayFile {
     /// Name in `carbon.relays.<id>.*` [host name].
@@ -98,10 +99,16 @@ pub struct RelayFile {
     pub rule: Option<Vec<RuleFile>>,
     /// Tenants and their listeners.
     pub tenant: Option<Vec<TenantFile>>,
+    /// HTTP `host:port` of cluster nodes: destinations, ring method and
+    /// replication then come from the cluster and follow its membership
+    /// (`destinations`, `method`, `replication` and rules are not used).
+    pub cluster: Option<Vec<String>>,
+    /// Seconds between looks at the cluster's state [0.5].
+    pub cluster_poll_interval: Option<f64>,
 }
 
 /// `[[rule]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     /// Regular expression searched in the name.
@@ -114,7 +121,7 @@ pub struct RuleFile {
 }
 
 /// `[[tenant]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantFile {
     /// Name in counters and logs.
@@ -136,7 +143,7 @@ pub struct TenantFile {
 }
 
 /// `[[tenant.listener]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     /// `line` (TCP and UDP), `pickle` or `statsd`.
@@ -349,9 +356,15 @@ struct Tenant {
 }
 
 /// What every listener hands points to.
-struct Pipeline {
+/// Where points go: the router and one outbound queue per destination (in
+/// the router's order). Swapped whole when the cluster's membership changes.
+struct Routing {
     router: Router,
     outbound: Vec<Arc<Outbound>>,
+}
+
+struct Pipeline {
+    routing: std::sync::RwLock<Arc<Routing>>,
     stats: Stats,
 }
 
@@ -363,8 +376,17 @@ fn unix_now() -> i64 {
 
 impl Pipeline {
     /// Fences (when a tenant is given), routes and queues points.
+    /// The routing in force.
+    fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn deliver(&self, tenant: Option<&Tenant>, protocol: &str, points: Vec<Point>) {
-        let mut per: Vec<Vec<Point>> = vec![Vec::new(); self.outbound.len()];
+        let routing = self.routing();
+        let mut per: Vec<Vec<Point>> = vec![Vec::new(); routing.outbound.len()];
         let now = unix_now();
         let mut accepted = 0u64;
         {
@@ -380,7 +402,7 @@ impl Pipeline {
                     }
                 }
                 accepted += 1;
-                let targets = self.router.route(&p.name);
+                let targets = routing.router.route(&p.name);
                 let last = targets.len().saturating_sub(1);
                 let mut p = Some(p);
                 for (k, &d) in targets.iter().enumerate() {
@@ -400,7 +422,7 @@ impl Pipeline {
             .inc_by(accepted);
         for (d, points) in per.into_iter().enumerate() {
             if !points.is_empty() {
-                self.outbound[d].push(points);
+                routing.outbound[d].push(points);
             }
         }
     }
@@ -413,45 +435,56 @@ impl Pipeline {
     }
 }
 
-async fn relay(file: RelayFile) -> anyhow::Result<()> {
-    let router = build_router(&file)?;
+/// A destination's outbound queue, with its spill on disk when the config
+/// has a queue directory.
+fn make_outbound(file: &RelayFile, d: &Destination) -> anyhow::Result<Arc<Outbound>> {
     let max_queue = file.max_queue.unwrap_or(1_000_000);
+    let spill = match file
+        .queue_dir
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        Some(dir) => {
+            let name: String = d
+                .display()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let spill =
+                spill::Spill::open(dir.join(name), file.max_spill_bytes.unwrap_or(10 << 30))
+                    .with_context(|| {
+                        format!("cannot open the queue directory {}", dir.display())
+                    })?;
+            if !spill.is_empty() {
+                tracing::info!(destination = %d.display(), bytes = spill.bytes(), "replaying the queue kept on disk");
+            }
+            Some(spill)
+        }
+        None => None,
+    };
+    Ok(Arc::new(Outbound::new(d.clone(), max_queue, spill)))
+}
+
+async fn relay(file: RelayFile) -> anyhow::Result<()> {
+    let router = match &file.cluster {
+        Some(nodes) if !nodes.is_empty() => follow::first_router(nodes).await?,
+        _ => build_router(&file)?,
+    };
     let mut outbound: Vec<Arc<Outbound>> = Vec::new();
     for d in router.destinations() {
-        let spill = match file
-            .queue_dir
-            .as_ref()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            Some(dir) => {
-                let name: String = d
-                    .display()
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let spill =
-                    spill::Spill::open(dir.join(name), file.max_spill_bytes.unwrap_or(10 << 30))
-                        .with_context(|| {
-                            format!("cannot open the queue directory {}", dir.display())
-                        })?;
-                if !spill.is_empty() {
-                    tracing::info!(destination = %d.display(), bytes = spill.bytes(), "replaying the queue kept on disk");
-                }
-                Some(spill)
-            }
-            None => None,
-        };
-        outbound.push(Arc::new(Outbound::new(d.clone(), max_queue, spill)));
+        outbound.push(make_outbound(&file, d)?);
     }
     let pipeline = Arc::new(Pipeline {
-        router,
-        outbound: outbound.clone(),
+        routing: std::sync::RwLock::new(Arc::new(Routing {
+            router,
+            outbound: outbound.clone(),
+        })),
         stats: Stats::new(),
     });
     let (trigger, shutdown) = shutdown::channel();
@@ -547,10 +580,25 @@ async fn relay(file: RelayFile) -> anyhow::Result<()> {
     // The senders stop on their own signal, after the listeners (and the
     // statsd flush) have handed over everything they took in.
     let (stop_senders, senders_shutdown) = shutdown::channel();
-    let mut senders = tokio::task::JoinSet::new();
+    let senders = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
     for o in &outbound {
         let (o, s) = (o.clone(), senders_shutdown.clone());
-        senders.spawn(async move { o.run(s, Duration::from_secs(10)).await });
+        senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(async move { o.run(s, Duration::from_secs(10)).await });
+    }
+    if let Some(nodes) = file.cluster.clone().filter(|n| !n.is_empty()) {
+        let interval = Duration::from_secs_f64(file.cluster_poll_interval.unwrap_or(0.5).max(0.05));
+        listeners.spawn(follow::follow(
+            nodes,
+            interval,
+            pipeline.clone(),
+            file.clone(),
+            senders.clone(),
+            senders_shutdown.clone(),
+            shutdown.clone(),
+        ));
     }
     let id = file.id.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -590,12 +638,14 @@ async fn relay(file: RelayFile) -> anyhow::Result<()> {
     trigger.fire();
     while listeners.join_next().await.is_some() {}
     stop_senders.fire();
+    let mut senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|e| e.into_inner()));
     while senders.join_next().await.is_some() {}
     Ok(())
 }
 
 fn metrics_text(p: &Pipeline) -> String {
-    for o in &p.outbound {
+    let routing = p.routing();
+    for o in &routing.outbound {
         let d = o.destination.display();
         p.stats
             .sent
@@ -647,17 +697,18 @@ async fn self_metrics(p: Arc<Pipeline>, id: String, interval: Duration, mut shut
                     .collect::<Vec<_>>()
             })
             .sum();
-        let sent: u64 = p
+        let routing = p.routing();
+        let sent: u64 = routing
             .outbound
             .iter()
             .map(|o| o.sent.load(Ordering::Relaxed))
             .sum();
-        let dropped: u64 = p
+        let dropped: u64 = routing
             .outbound
             .iter()
             .map(|o| o.dropped.load(Ordering::Relaxed))
             .sum();
-        let queued: usize = p.outbound.iter().map(|o| o.len()).sum();
+        let queued: usize = routing.outbound.iter().map(|o| o.len()).sum();
         let base = format!("carbon.relays.{id}");
         let points = [
             ("metricsReceived", (received - last_received) as f64),

@@ -66,6 +66,14 @@ pub struct FileConfig {
     pub statsd_flush_interval: Option<f64>,
     /// statsd aggregation settings and extra listeners.
     pub statsd: Option<crate::statsd::StatsdFile>,
+    /// This node's raft id: set, the node is a cluster member [none].
+    pub node_id: Option<u64>,
+    /// HTTP `host:port` other members reach this node at [the bound address].
+    pub advertise_http: Option<String>,
+    /// Pickle `host:port` relays send to [the bound address].
+    pub advertise_pickle: Option<String>,
+    /// Seconds a cluster read waits for a peer before answering without it [2].
+    pub peer_timeout: Option<f64>,
 }
 
 /// The settings a node runs with.
@@ -103,6 +111,21 @@ pub struct ServeConfig {
     pub render_limits: crate::web::Limits,
     /// statsd listeners.
     pub statsd: Vec<crate::statsd::Listener>,
+    /// Cluster membership, when `node_id` is set.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A node's cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Raft id.
+    pub id: u64,
+    /// Advertised HTTP address (`None`: the bound one).
+    pub advertise_http: Option<String>,
+    /// Advertised pickle address (`None`: the bound one).
+    pub advertise_pickle: Option<String>,
+    /// How long reads wait for a peer.
+    pub peer_timeout: std::time::Duration,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -178,6 +201,21 @@ impl ServeConfig {
                     None,
                     std::time::Duration::from_secs_f64(interval),
                 )?
+            },
+            cluster: match f.node_id {
+                None => None,
+                Some(id) => {
+                    let t = f.peer_timeout.unwrap_or(2.0);
+                    if !(t.is_finite() && t > 0.0) {
+                        bail!("peer_timeout = {t}: use a positive number of seconds");
+                    }
+                    Some(ClusterSettings {
+                        id,
+                        advertise_http: f.advertise_http.clone(),
+                        advertise_pickle: f.advertise_pickle.clone(),
+                        peer_timeout: std::time::Duration::from_secs_f64(t),
+                    })
+                }
             },
             render_limits: crate::web::Limits {
                 max_series: f.max_render_series.unwrap_or(100_000).max(1),

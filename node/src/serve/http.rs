@@ -28,16 +28,24 @@ pub async fn serve(
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     limits: crate::web::Limits,
+    cluster: Option<Arc<crate::cluster::ClusterNode>>,
     mut shutdown: Shutdown,
 ) {
     let api = crate::web::Api {
         store: store.clone(),
         limits,
+        cluster: cluster.clone(),
     };
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
-        .with_state(App { store, telemetry })
+        .with_state(App {
+            store: store.clone(),
+            telemetry,
+        })
         .merge(crate::web::routes(api));
+    if let Some(node) = cluster {
+        app = app.merge(crate::cluster::routes(node, store));
+    }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.recv().await })
         .await;

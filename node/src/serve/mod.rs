@@ -68,6 +68,18 @@ pub struct ServeArgs {
     /// Seconds between statsd flushes.
     #[arg(long)]
     statsd_flush_interval: Option<f64>,
+    /// Raft id of this node: makes it a cluster member (then `graunt cluster init|join`).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// HTTP host:port other members reach this node at [the bound address].
+    #[arg(long)]
+    advertise_http: Option<String>,
+    /// Pickle host:port relays send to [the bound address].
+    #[arg(long)]
+    advertise_pickle: Option<String>,
+    /// Seconds a cluster read waits for a peer [2].
+    #[arg(long)]
+    peer_timeout: Option<f64>,
 }
 
 /// Runs a node until SIGTERM/SIGINT.
@@ -112,7 +124,11 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         schemas,
         aggregation,
         statsd_addr,
-        statsd_flush_interval
+        statsd_flush_interval,
+        node_id,
+        advertise_http,
+        advertise_pickle,
+        peer_timeout
     );
     ServeConfig::from_file(file)
 }
@@ -230,12 +246,11 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tasks.spawn(line::serve_tcp(tcp, ingest.clone(), shutdown.clone()));
         tasks.spawn(line::serve_udp(udp, ingest.clone(), shutdown.clone()));
     }
+    let mut pickle_bound = None;
     if let Some(addr) = &cfg.pickle_addr {
-        tasks.spawn(pickle::serve(
-            bind_tcp(addr, "pickle").await?,
-            ingest.clone(),
-            shutdown.clone(),
-        ));
+        let listener = bind_tcp(addr, "pickle").await?;
+        pickle_bound = Some(listener.local_addr()?);
+        tasks.spawn(pickle::serve(listener, ingest.clone(), shutdown.clone()));
     }
     if let Some(addr) = &cfg.carbonlink_addr {
         tasks.spawn(carbonlink::serve(
@@ -246,13 +261,42 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     if let Some(addr) = &cfg.http_addr {
         let listener = bind_tcp(addr, "http").await?;
+        let cluster = match &cfg.cluster {
+            None => None,
+            Some(c) => {
+                let advertise =
+                    |given: &Option<String>, bound: Option<std::net::SocketAddr>, what: &str| {
+                        given
+                            .clone()
+                            .or_else(|| bound.map(|b| b.to_string()))
+                            .with_context(|| format!("a cluster member needs its {what} address"))
+                    };
+                let me = graunt_cluster::Member {
+                    id: c.id,
+                    http: advertise(&c.advertise_http, Some(listener.local_addr()?), "HTTP")?,
+                    pickle: advertise(&c.advertise_pickle, pickle_bound, "pickle")?,
+                };
+                tracing::info!(id = me.id, http = %me.http, pickle = %me.pickle, "cluster member");
+                let node =
+                    crate::cluster::ClusterNode::start(me, &data_dir, c.peer_timeout).await?;
+                tasks.spawn(crate::cluster::follow_schemas(
+                    node.clone(),
+                    store.clone(),
+                    shutdown.clone(),
+                ));
+                Some(node)
+            }
+        };
         tasks.spawn(http::serve(
             listener,
             store.clone(),
             telemetry.clone(),
             cfg.render_limits,
+            cluster,
             shutdown.clone(),
         ));
+    } else if cfg.cluster.is_some() {
+        anyhow::bail!("a cluster member needs its HTTP port: set http_addr");
     }
     if !cfg.statsd.is_empty() {
         let (store, telemetry) = (store.clone(), telemetry.clone());

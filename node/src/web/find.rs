@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::params::{param, Params};
 use super::{Api, StoreSource};
+use crate::cluster::source::ClusterSource;
 
 /// GET `/metrics/find?query=…`.
 pub async fn find(State(api): State<Api>, Query(params): Query<Params>) -> Response {
@@ -50,9 +51,20 @@ async fn answer(api: Api, params: Params) -> Response {
         }
     }
     let store = api.store.clone();
-    let nodes = match tokio::task::spawn_blocking(move || StoreSource(&store).find_nodes(&pattern))
-        .await
-    {
+    let local = param(&params, "local").is_some_and(|l| l != "0" && !l.is_empty());
+    let cluster = match &api.cluster {
+        Some(node) if !local => Some((node.clone(), node.state.state().await)),
+        _ => None,
+    };
+    let handle = tokio::runtime::Handle::current();
+    let found = tokio::task::spawn_blocking(move || match &cluster {
+        None => StoreSource(&store).find_nodes(&pattern),
+        Some((node, state)) => {
+            ClusterSource::new(StoreSource(&store), node, state, handle).find_nodes(&pattern)
+        }
+    })
+    .await;
+    let nodes = match found {
         Ok(Ok(nodes)) => nodes,
         Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

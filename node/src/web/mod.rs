@@ -50,6 +50,8 @@ pub struct Api {
     pub store: Arc<Store>,
     /// Request bounds.
     pub limits: Limits,
+    /// The cluster this node is a member of: reads fan out to its peers.
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 /// The API routes, to merge into the node's router.

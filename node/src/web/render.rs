@@ -16,6 +16,8 @@ use jiff::Timestamp;
 
 use super::params::{param, Params};
 use super::{Api, StoreSource};
+use crate::cluster::source::ClusterSource;
+use graunt_query::eval::Source;
 
 fn bad_request(message: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, message.into()).into_response()
@@ -38,7 +40,40 @@ pub async fn render_post(
 
 async fn respond(api: Api, params: Params) -> Response {
     let store = api.store.clone();
-    match tokio::task::spawn_blocking(move || answer(&api, &store, &params)).await {
+    let handle = tokio::runtime::Handle::current();
+    // graphite-web's `local=1`: this node's data only (what peers ask).
+    let local = param(&params, "local").is_some_and(|l| l != "0" && !l.is_empty());
+    let cluster = match &api.cluster {
+        Some(node) if !local => Some((node.clone(), node.state.state().await)),
+        _ => None,
+    };
+    match tokio::task::spawn_blocking(move || {
+        let mine = StoreSource(&store);
+        match &cluster {
+            None => answer(&api, &mine, &params),
+            Some((node, state)) => {
+                let source = ClusterSource::new(StoreSource(&store), node, state, handle);
+                let mut response = answer(&api, &source, &params);
+                let partial = source
+                    .partial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if !partial.is_empty() {
+                    let text: Vec<String> = partial
+                        .iter()
+                        .map(|(peer, why)| format!("{peer}: {why}"))
+                        .collect();
+                    if let Ok(v) = axum::http::HeaderValue::from_str(&text.join("; ")) {
+                        response.headers_mut().insert("x-graunt-partial", v);
+                    }
+                }
+                response
+            }
+        }
+    })
+    .await
+    {
         Ok(response) => response,
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,7 +110,7 @@ fn range(params: &Params) -> Result<(i64, i64, i64), String> {
     Ok((from, until, now.as_second()))
 }
 
-fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> Response {
+fn answer(api: &Api, source: &dyn Source, params: &Params) -> Response {
     // graphite-web: `rawData` means raw, an explicit `format` wins.
     let format = match (param(params, "format"), param(params, "rawData")) {
         (Some(f), _) => f,
@@ -125,8 +160,7 @@ fn answer(api: &Api, store: &graunt_storage::store::Store, params: &Params) -> R
         Some(Ok(x)) if x.is_finite() => x,
         Some(_) => return bad_request("xFilesFactor must be a number"),
     };
-    let source = StoreSource(store);
-    let mut ctx = Context::new(&source, from, until, now);
+    let mut ctx = Context::new(source, from, until, now);
     ctx.tz = tz.clone();
     ctx.max_series = api.limits.max_series;
     ctx.max_points = api.limits.max_points;

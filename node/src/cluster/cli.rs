@@ -1,0 +1,238 @@
+//! `graunt cluster …`: the admin client. Every command talks to one node's
+//! HTTP port (`--node host:port`); changes are forwarded to the leader.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// `graunt cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start a cluster of one node (run once; add the others with `join`).
+    Init(NodeArg),
+    /// Add a node: `--node` is the new node, `--via` any member.
+    Join {
+        #[command(flatten)]
+        node: NodeArg,
+        /// host:port of any member of the cluster.
+        #[arg(long)]
+        via: String,
+    },
+    /// Remove a node by id.
+    Leave {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The id of the node that leaves.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Leader, term, members and their health, the ring.
+    Status {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Storage schemas every node creates files with.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+    /// Tenants of the relays that follow the cluster.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+}
+
+/// The node a command talks to.
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    /// host:port of a node's HTTP API [127.0.0.1:8080].
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    node: String,
+}
+
+/// `graunt cluster schemas …`.
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Print the cluster's storage-schemas.conf (and aggregation rules).
+    Get(NodeArg),
+    /// Replace them from carbon's files; nodes use them for new files.
+    Set {
+        #[command(flatten)]
+        node: NodeArg,
+        /// A storage-schemas.conf.
+        #[arg(long)]
+        schemas: PathBuf,
+        /// A storage-aggregation.conf.
+        #[arg(long)]
+        aggregation: Option<PathBuf>,
+    },
+}
+
+/// `graunt cluster tenants …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Print the tenants (relay `[[tenant]]` tables).
+    Get(NodeArg),
+    /// Replace them from a TOML file of `[[tenant]]` tables.
+    Set {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The TOML file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// Runs a `graunt cluster` command.
+pub fn run(command: ClusterCommand) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(execute(command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("graunt cluster: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn call(method: &str, node: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let url = format!("http://{node}{path}");
+    let request = match method {
+        "GET" => client.get(&url),
+        "PUT" => client.put(&url),
+        _ => client.post(&url),
+    };
+    let request = match body {
+        Some(b) => request.json(&b),
+        None => request,
+    };
+    let resp = request.send().await.with_context(|| {
+        format!("cannot reach {node}: is `graunt serve --node-id …` running there?")
+    })?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    if !status.is_success() {
+        let message = value["error"].as_str().map(str::to_string).unwrap_or(text);
+        anyhow::bail!("{node} answered {status}: {message}");
+    }
+    Ok(value)
+}
+
+async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init(n) => {
+            call("POST", &n.node, "/cluster/init", None).await?;
+            println!("cluster started on {}", n.node);
+        }
+        ClusterCommand::Join { node, via } => {
+            let me = call("GET", &node.node, "/cluster/self", None).await?;
+            call("POST", &via, "/cluster/join", Some(me.clone())).await?;
+            println!("node {} ({}) joined", me["id"], node.node);
+        }
+        ClusterCommand::Leave { node, id } => {
+            call(
+                "POST",
+                &node.node,
+                "/cluster/leave",
+                Some(json!({ "id": id })),
+            )
+            .await?;
+            println!("node {id} left");
+        }
+        ClusterCommand::Status { node, json } => {
+            let s = call("GET", &node.node, "/cluster/status", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "leader: {}  term: {}  ring: {} replication {}",
+                    s["leader"],
+                    s["term"],
+                    s["ring"]["method"].as_str().unwrap_or("?"),
+                    s["ring"]["replication"]
+                );
+                for m in s["members"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:>4}  {:<22} pickle {:<22} {:<5} {}",
+                        m["id"],
+                        m["http"].as_str().unwrap_or(""),
+                        m["pickle"].as_str().unwrap_or(""),
+                        m["health"].as_str().unwrap_or(""),
+                        if m["voter"].as_bool() == Some(true) {
+                            "voter"
+                        } else {
+                            "learner"
+                        }
+                    );
+                }
+            }
+        }
+        ClusterCommand::Schemas(SchemasCommand::Get(n)) => {
+            let s = call("GET", &n.node, "/cluster/schemas", None).await?;
+            match s["schemas"].as_str() {
+                Some(text) => print!("{text}"),
+                None => println!("# no schemas set through the cluster: nodes use their own"),
+            }
+            if let Some(a) = s["aggregation"].as_str() {
+                println!("\n# storage-aggregation.conf\n{a}");
+            }
+        }
+        ClusterCommand::Schemas(SchemasCommand::Set {
+            node,
+            schemas,
+            aggregation,
+        }) => {
+            let text = std::fs::read_to_string(&schemas)
+                .with_context(|| format!("cannot read {}", schemas.display()))?;
+            let agg = match &aggregation {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let r = call(
+                "PUT",
+                &node.node,
+                "/cluster/schemas",
+                Some(json!({ "schemas": text, "aggregation": agg })),
+            )
+            .await?;
+            println!("schemas set (cluster version {})", r["version"]);
+        }
+        ClusterCommand::Tenants(TenantsCommand::Get(n)) => {
+            let s = call("GET", &n.node, "/cluster/tenants", None).await?;
+            println!(
+                "{}",
+                s["tenants"]
+                    .as_str()
+                    .unwrap_or("# no tenants set through the cluster")
+            );
+        }
+        ClusterCommand::Tenants(TenantsCommand::Set { node, file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let r = call(
+                "PUT",
+                &node.node,
+                "/cluster/tenants",
+                Some(json!({ "tenants": text })),
+            )
+            .await?;
+            println!("tenants set (cluster version {})", r["version"]);
+        }
+    }
+    Ok(())
+}

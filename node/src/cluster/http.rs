@@ -1,0 +1,374 @@
+//! `/cluster/…` on the node's HTTP port: raft RPC (`raft/append`,
+//! `raft/vote`, `raft/snapshot`), the admin API `graunt cluster` talks to
+//! (`init`, `join`, `leave`, `status`, `state`, `schemas`, `tenants`,
+//! `write`), and the local reads peers fan out to (`find`, `fetch`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Json, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use graunt_cluster::openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use graunt_cluster::{Member, NodeId, Request, TypeConfig};
+use graunt_storage::store::Store;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ClusterNode;
+use crate::web::StoreSource;
+
+#[derive(Clone)]
+struct App {
+    node: Arc<ClusterNode>,
+    store: Arc<Store>,
+}
+
+/// The cluster routes, to merge into the node's router.
+pub fn routes(node: Arc<ClusterNode>, store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/cluster/raft/append", post(append))
+        .route("/cluster/raft/vote", post(vote))
+        .route("/cluster/raft/snapshot", post(snapshot))
+        .route("/cluster/self", get(me))
+        .route("/cluster/init", post(init))
+        .route("/cluster/join", post(join))
+        .route("/cluster/leave", post(leave))
+        .route("/cluster/write", post(write))
+        .route("/cluster/state", get(state))
+        .route("/cluster/status", get(status))
+        .route("/cluster/schemas", get(schemas).put(set_schemas))
+        .route("/cluster/tenants", get(tenants).put(set_tenants))
+        .route("/cluster/find", get(find))
+        .route("/cluster/fetch", post(fetch))
+        .with_state(App { node, store })
+}
+
+fn failed(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+async fn append(
+    State(app): State<App>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Response {
+    Json(app.node.raft.append_entries(req).await).into_response()
+}
+
+async fn vote(State(app): State<App>, Json(req): Json<VoteRequest<NodeId>>) -> Response {
+    Json(app.node.raft.vote(req).await).into_response()
+}
+
+async fn snapshot(
+    State(app): State<App>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
+    Json(app.node.raft.install_snapshot(req).await).into_response()
+}
+
+async fn me(State(app): State<App>) -> Response {
+    Json(app.node.me.clone()).into_response()
+}
+
+/// Starts a cluster of this one node (once; later nodes `join`).
+async fn init(State(app): State<App>) -> Response {
+    let me = app.node.me.clone();
+    let members = graunt_cluster::initial_membership(std::slice::from_ref(&me));
+    if let Err(e) = app.node.raft.initialize(members).await {
+        return failed(StatusCode::CONFLICT, format!("cannot initialize: {e}"));
+    }
+    // The new leader is elected within a moment; the member record follows.
+    for _ in 0..50 {
+        if app.node.raft.current_leader().await == Some(me.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match app.node.write(Request::SetMember(me)).await {
+        Ok(version) => Json(json!({ "initialized": true, "version": version })).into_response(),
+        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+/// Forwards an admin request to the leader when this node is not it.
+async fn to_leader(app: &App, path: &str, body: &serde_json::Value) -> Option<Response> {
+    if app.node.raft.current_leader().await == Some(app.node.me.id) {
+        return None;
+    }
+    let Some(leader) = app.node.leader_http() else {
+        return Some(failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader elected yet; retry in a moment",
+        ));
+    };
+    let resp = app
+        .node
+        .client
+        .post(format!("http://{leader}{path}"))
+        .json(body)
+        .send()
+        .await;
+    Some(match resp {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let text = r.text().await.unwrap_or_default();
+            (status, [("content-type", "application/json")], text).into_response()
+        }
+        Err(e) => failed(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot reach the leader at {leader}: {e}"),
+        ),
+    })
+}
+
+/// Adds a node: as a learner first (it catches up), then as a voter, then
+/// its member record.
+async fn join(State(app): State<App>, Json(member): Json<Member>) -> Response {
+    let body = serde_json::to_value(&member).unwrap_or_default();
+    if let Some(r) = to_leader(&app, "/cluster/join", &body).await {
+        return r;
+    }
+    let raft = &app.node.raft;
+    if let Err(e) = raft
+        .add_learner(member.id, graunt_cluster::raft_node(&member.http), true)
+        .await
+    {
+        return failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot add node {} as a learner: {e}", member.id),
+        );
+    }
+    let voters: BTreeSet<NodeId> = {
+        let m = raft.metrics().borrow().clone();
+        let mut v: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        v.insert(member.id);
+        v
+    };
+    if let Err(e) = raft.change_membership(voters, false).await {
+        return failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot make node {} a voter: {e}", member.id),
+        );
+    }
+    match app.node.write(Request::SetMember(member)).await {
+        Ok(version) => Json(json!({ "joined": true, "version": version })).into_response(),
+        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Leave {
+    id: NodeId,
+}
+
+/// Removes a node from the voters and the members.
+async fn leave(State(app): State<App>, Json(leave): Json<Leave>) -> Response {
+    if let Some(r) = to_leader(&app, "/cluster/leave", &json!({ "id": leave.id })).await {
+        return r;
+    }
+    let raft = &app.node.raft;
+    let voters: BTreeSet<NodeId> = {
+        let m = raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != leave.id)
+            .collect()
+    };
+    if voters.is_empty() {
+        return failed(StatusCode::CONFLICT, "the last member cannot leave");
+    }
+    if let Err(e) = raft.change_membership(voters, false).await {
+        return failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot remove node {}: {e}", leave.id),
+        );
+    }
+    match app.node.write(Request::RemoveMember(leave.id)).await {
+        Ok(version) => Json(json!({ "left": true, "version": version })).into_response(),
+        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+async fn write(State(app): State<App>, Json(request): Json<Request>) -> Response {
+    match app.node.raft.client_write(request).await {
+        Ok(r) => Json(json!({ "version": r.data.version })).into_response(),
+        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn state(State(app): State<App>) -> Response {
+    Json(app.node.state.state().await).into_response()
+}
+
+/// Leader, term, members with their health, the ring.
+async fn status(State(app): State<App>) -> Response {
+    let m = app.node.raft.metrics().borrow().clone();
+    let state = app.node.state.state().await;
+    let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let checks = state
+        .members
+        .values()
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|member| {
+            let client = app.node.client.clone();
+            let url = format!("http://{}/cluster/self", member.http);
+            async move {
+                let up = client
+                    .get(url)
+                    .timeout(Duration::from_millis(800))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                (member, up)
+            }
+        });
+    let members: Vec<serde_json::Value> = futures_join(checks)
+        .await
+        .into_iter()
+        .map(|(member, up)| {
+            json!({
+                "id": member.id,
+                "http": member.http,
+                "pickle": member.pickle,
+                "voter": voters.contains(&member.id),
+                "health": if up { "up" } else { "down" },
+            })
+        })
+        .collect();
+    Json(json!({
+        "id": app.node.me.id,
+        "leader": m.current_leader,
+        "term": m.current_term,
+        "state": format!("{:?}", m.state),
+        "members": members,
+        "ring": state.ring,
+        "version": state.version,
+    }))
+    .into_response()
+}
+
+/// Runs futures concurrently (a handful: one per member).
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+async fn schemas(State(app): State<App>) -> Response {
+    let s = app.node.state.state().await;
+    Json(json!({ "schemas": s.schemas, "aggregation": s.aggregation })).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetSchemas {
+    schemas: String,
+    aggregation: Option<String>,
+}
+
+async fn set_schemas(State(app): State<App>, Json(body): Json<SetSchemas>) -> Response {
+    // Refused here, with carbon's parser's message, rather than on every node.
+    if let Err(e) = graunt_storage::schema::Schemas::parse(&body.schemas) {
+        return failed(StatusCode::BAD_REQUEST, format!("storage-schemas: {e}"));
+    }
+    if let Some(a) = &body.aggregation {
+        if let Err(e) = graunt_storage::schema::Aggregations::parse(a) {
+            return failed(StatusCode::BAD_REQUEST, format!("storage-aggregation: {e}"));
+        }
+    }
+    let request = Request::SetSchemas {
+        schemas: body.schemas,
+        aggregation: body.aggregation,
+    };
+    match app.node.write(request).await {
+        Ok(version) => Json(json!({ "version": version })).into_response(),
+        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+async fn tenants(State(app): State<App>) -> Response {
+    Json(json!({ "tenants": app.node.state.state().await.tenants })).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetTenants {
+    tenants: String,
+}
+
+async fn set_tenants(State(app): State<App>, Json(body): Json<SetTenants>) -> Response {
+    if let Err(e) = toml::from_str::<toml::Table>(&body.tenants) {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            format!("tenants are not TOML: {e}"),
+        );
+    }
+    match app.node.write(Request::SetTenants(body.tenants)).await {
+        Ok(version) => Json(json!({ "version": version })).into_response(),
+        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct FindQuery {
+    query: String,
+}
+
+/// This node's own matches: `[[path, is_leaf], …]`.
+async fn find(State(app): State<App>, Query(q): Query<FindQuery>) -> Response {
+    let store = app.store.clone();
+    let found = tokio::task::spawn_blocking(move || StoreSource(&store).find_nodes(&q.query)).await;
+    match found {
+        Ok(Ok(nodes)) => {
+            let list: Vec<(String, bool)> =
+                nodes.into_iter().map(|n| (n.path, n.is_leaf)).collect();
+            Json(list).into_response()
+        }
+        Ok(Err(e)) => failed(StatusCode::BAD_REQUEST, e),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct FetchBody {
+    paths: Vec<String>,
+    from: i64,
+    until: i64,
+    now: i64,
+}
+
+/// This node's own data for some paths: `[{path, start, end, step, values}]`
+/// (paths it does not have are left out).
+async fn fetch(State(app): State<App>, Json(body): Json<FetchBody>) -> Response {
+    let store = app.store.clone();
+    let fetched = tokio::task::spawn_blocking(move || {
+        use graunt_query::eval::Source;
+        let source = StoreSource(&store);
+        body.paths
+            .iter()
+            .filter_map(|p| source.fetch(p, body.from, body.until, body.now).ok().flatten())
+            .map(|s| {
+                json!({ "path": s.name, "start": s.start, "end": s.end, "step": s.step, "values": s.values })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match fetched {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

@@ -1,0 +1,157 @@
+//! The node's side of the cluster: its raft member, the admin and raft RPC
+//! endpoints under `/cluster/`, the `graunt cluster` command, reads that fan
+//! out to every peer, and storage rules that follow the replicated schemas.
+
+pub mod cli;
+mod http;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use graunt_cluster::{ClusterState, Member, Raft, Request, StateMachine};
+use graunt_relay::hashing::{Destination, Method, Ring};
+use graunt_storage::schema::{Aggregations, Schemas};
+use graunt_storage::store::Store;
+
+pub use http::routes;
+
+/// A running cluster member.
+pub struct ClusterNode {
+    /// This node.
+    pub me: Member,
+    /// Its raft member.
+    pub raft: Raft,
+    /// Its copy of the state.
+    pub state: StateMachine,
+    /// For peers and forwarding to the leader.
+    pub client: reqwest::Client,
+    /// How long a read waits for a peer.
+    pub peer_timeout: Duration,
+}
+
+impl ClusterNode {
+    /// Starts the raft member with its state under `<data_dir>/raft`.
+    pub async fn start(
+        me: Member,
+        data_dir: &std::path::Path,
+        peer_timeout: Duration,
+    ) -> anyhow::Result<Arc<ClusterNode>> {
+        let (raft, state) = graunt_cluster::start(me.id, &data_dir.join("raft")).await?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Arc::new(ClusterNode {
+            me,
+            raft,
+            state,
+            client,
+            peer_timeout,
+        }))
+    }
+
+    /// The leader's HTTP address, if one is known.
+    pub fn leader_http(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Replicates a change: applied here if this node leads, else sent to
+    /// the leader.
+    pub async fn write(&self, request: Request) -> anyhow::Result<u64> {
+        match self.raft.client_write(request.clone()).await {
+            Ok(r) => Ok(r.data.version),
+            Err(e) => {
+                let leader = e
+                    .forward_to_leader()
+                    .and_then(|f| f.leader_node.as_ref().map(|n| n.addr.clone()))
+                    .or_else(|| self.leader_http())
+                    .filter(|l| *l != self.me.http)
+                    .ok_or_else(|| anyhow::anyhow!("no leader to take the change: {e}"))?;
+                let resp = self
+                    .client
+                    .post(format!("http://{leader}/cluster/write"))
+                    .json(&request)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the leader at {leader}"))?;
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                if !status.is_success() {
+                    anyhow::bail!("the leader at {leader} refused the change: {body}");
+                }
+                serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["version"].as_u64())
+                    .context("the leader's answer has no version")
+            }
+        }
+    }
+}
+
+/// The ring the cluster's relays route by, over its members (each member
+/// one destination, its id as instance).
+pub fn ring(state: &ClusterState) -> Option<(Ring, Vec<Member>)> {
+    let members: Vec<Member> = state.members.values().cloned().collect();
+    let destinations: Vec<Destination> = members
+        .iter()
+        .filter_map(|m| Destination::parse(&m.destination()).ok())
+        .collect();
+    if destinations.len() != members.len() || members.is_empty() {
+        return None;
+    }
+    let method = Method::parse(&state.ring.method).ok()?;
+    // Members are distinct nodes even on one host: copies go to distinct
+    // members, not distinct hosts.
+    let ring = Ring::new(method, destinations, state.ring.replication.max(1), false).ok()?;
+    Some((ring, members))
+}
+
+/// Keeps the store's rules equal to the cluster's schemas: applied to the
+/// files created from then on, as carbon does after a config change.
+pub async fn follow_schemas(
+    node: Arc<ClusterNode>,
+    store: Arc<Store>,
+    mut shutdown: crate::serve::shutdown::Shutdown,
+) {
+    let mut changes = node.state.subscribe();
+    let mut applied: Option<(Option<String>, Option<String>)> = None;
+    loop {
+        let state = changes.borrow_and_update().clone();
+        let wanted = (state.schemas.clone(), state.aggregation.clone());
+        if wanted.0.is_some() && applied.as_ref() != Some(&wanted) {
+            let schemas = wanted.0.as_deref().map(Schemas::parse);
+            let aggregations = match wanted.1.as_deref() {
+                Some(a) => Aggregations::parse(a).map(Some),
+                None => Ok(None),
+            };
+            match (schemas, aggregations) {
+                (Some(Ok(s)), Ok(a)) => {
+                    store.set_schemas(s);
+                    if let Some(a) = a {
+                        store.set_aggregations(a);
+                    }
+                    tracing::info!(
+                        version = state.version,
+                        "storage schemas from the cluster applied"
+                    );
+                }
+                (Some(Err(e)), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "the cluster's schemas do not parse; keeping the current ones")
+                }
+                _ => {}
+            }
+            applied = Some(wanted);
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.recv() => return,
+        }
+    }
+}

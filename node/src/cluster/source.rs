@@ -1,0 +1,310 @@
+//! Reads for the whole cluster: a [`Source`] that asks this node's store
+//! and every peer (their `/cluster/find` and `/cluster/fetch`, local data
+//! only) in parallel, merges the copies of each series (a slot missing on
+//! one replica is filled from another, never added twice), and leaves the
+//! functions to run once over the merged series. A peer that fails or
+//! misses the timeout is named in [`ClusterSource::partial`]; the answer
+//! is what the others had.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use graunt_cluster::Member;
+use graunt_query::eval::{EvalError, Source};
+use graunt_query::series::Series;
+use graunt_relay::hashing::Ring;
+use graunt_storage::find;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::web::StoreSource;
+
+/// One request's view of the cluster.
+pub struct ClusterSource<'a> {
+    local: StoreSource<'a>,
+    peers: Vec<Member>,
+    ring: Option<(Ring, Vec<Member>)>,
+    client: reqwest::Client,
+    handle: tokio::runtime::Handle,
+    timeout: Duration,
+    /// Which peers reported each path (so a fetch asks only those).
+    holders: Mutex<HashMap<String, BTreeSet<u64>>>,
+    /// Peers that did not answer in time, with why.
+    pub partial: Mutex<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct Fetched {
+    path: String,
+    start: i64,
+    end: i64,
+    step: i64,
+    values: Vec<Option<f64>>,
+}
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '{'])
+}
+
+impl<'a> ClusterSource<'a> {
+    /// A source over `local` and the `peers` (this node's view of the
+    /// state); `handle` runs the HTTP calls (callers are blocking threads).
+    pub fn new(
+        local: StoreSource<'a>,
+        node: &super::ClusterNode,
+        state: &graunt_cluster::ClusterState,
+        handle: tokio::runtime::Handle,
+    ) -> ClusterSource<'a> {
+        ClusterSource {
+            local,
+            peers: state
+                .members
+                .values()
+                .filter(|m| m.id != node.me.id)
+                .cloned()
+                .collect(),
+            ring: super::ring(state),
+            client: node.client.clone(),
+            handle,
+            timeout: node.peer_timeout,
+            holders: Mutex::new(HashMap::new()),
+            partial: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The peers holding copies of an exact name, by the ring.
+    fn owners(&self, name: &str) -> Option<Vec<&Member>> {
+        let (ring, members) = self.ring.as_ref()?;
+        let owners: BTreeSet<u64> = ring
+            .route(name)
+            .into_iter()
+            .map(|i| members[i].id)
+            .collect();
+        Some(
+            self.peers
+                .iter()
+                .filter(|p| owners.contains(&p.id))
+                .collect(),
+        )
+    }
+
+    fn note_failure(&self, peer: &Member, why: String) {
+        tracing::warn!(peer = %peer.http, %why, "peer left out of a cluster read");
+        self.partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.http.clone(), why);
+    }
+
+    /// Calls each peer with its own request, in parallel, each bounded by
+    /// the timeout; answers in the peers' order (`None` for a failure).
+    fn ask<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        calls: Vec<(&Member, reqwest::RequestBuilder)>,
+    ) -> Vec<Option<T>> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let timeout = self.timeout;
+        let futures: Vec<_> = calls
+            .iter()
+            .map(|(_, request)| {
+                let request = request.try_clone();
+                async move {
+                    let request = request.ok_or("request not clonable")?;
+                    let r = tokio::time::timeout(timeout, async {
+                        let resp = request.send().await.map_err(|e| e.to_string())?;
+                        if !resp.status().is_success() {
+                            return Err(format!("answered {}", resp.status()));
+                        }
+                        resp.json::<T>().await.map_err(|e| e.to_string())
+                    })
+                    .await;
+                    match r {
+                        Ok(v) => v.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    }
+                }
+            })
+            .collect();
+        let results = self.handle.block_on(async move {
+            let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap_or_else(|e| Err(e.to_string())));
+            }
+            out
+        });
+        results
+            .into_iter()
+            .zip(&calls)
+            .map(|(r, (peer, _))| match r {
+                Ok(v) => Some(v),
+                Err(why) => {
+                    self.note_failure(peer, why);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Every node matching `pattern` on this node and its peers.
+    pub fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
+        let mut nodes: BTreeMap<String, bool> = self
+            .local
+            .find_nodes(pattern)?
+            .into_iter()
+            .map(|n| (n.path, n.is_leaf))
+            .collect();
+        let peers: Vec<&Member> = match (is_glob(pattern), self.owners(pattern)) {
+            (false, Some(owners)) => owners,
+            _ => self.peers.iter().collect(),
+        };
+        let calls = peers
+            .iter()
+            .map(|p| {
+                let r = self
+                    .client
+                    .get(format!("http://{}/cluster/find", p.http))
+                    .query(&[("query", pattern)]);
+                (*p, r)
+            })
+            .collect();
+        let answers: Vec<Option<Vec<(String, bool)>>> = self.ask(calls);
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        for (peer, answer) in peers.iter().zip(answers) {
+            for (path, leaf) in answer.into_iter().flatten() {
+                if leaf {
+                    holders.entry(path.clone()).or_default().insert(peer.id);
+                }
+                let e = nodes.entry(path).or_insert(leaf);
+                *e |= leaf;
+            }
+        }
+        Ok(nodes
+            .into_iter()
+            .map(|(path, is_leaf)| find::Node { path, is_leaf })
+            .collect())
+    }
+}
+
+/// One series from several copies: the fullest is the base, and its empty
+/// slots take the other copies' values (same step and start only).
+fn merge(mut copies: Vec<Series>) -> Option<Series> {
+    copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
+    let mut it = copies.into_iter();
+    let mut base = it.next()?;
+    for other in it {
+        if other.step != base.step || other.start != base.start {
+            continue;
+        }
+        for (slot, v) in base.values.iter_mut().zip(&other.values) {
+            if slot.is_none() {
+                *slot = *v;
+            }
+        }
+    }
+    Some(base)
+}
+
+impl Source for ClusterSource<'_> {
+    fn find_leaves(&self, pattern: &str) -> Result<Vec<String>, EvalError> {
+        Ok(self
+            .find_nodes(pattern)?
+            .into_iter()
+            .filter(|n| n.is_leaf)
+            .map(|n| n.path)
+            .collect())
+    }
+
+    fn fetch(
+        &self,
+        path: &str,
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<Series>, EvalError> {
+        Ok(self
+            .fetch_many(&[path.to_string()], from, until, now)?
+            .pop()
+            .flatten())
+    }
+
+    fn fetch_many(
+        &self,
+        paths: &[String],
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<Option<Series>>, EvalError> {
+        let local = self.local.fetch_many(paths, from, until, now)?;
+        // Which peer to ask for which paths: those that listed it in find;
+        // for a path find did not see, its owners (or everyone).
+        let holders = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut per_peer: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for path in paths {
+            let ids: Vec<u64> = match holders.get(path) {
+                Some(h) => h.iter().copied().collect(),
+                None => match self.owners(path) {
+                    Some(o) => o.iter().map(|m| m.id).collect(),
+                    None => self.peers.iter().map(|m| m.id).collect(),
+                },
+            };
+            for id in ids {
+                per_peer.entry(id).or_default().push(path.clone());
+            }
+        }
+        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let paths = per_peer.get(&p.id)?;
+                let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
+                let r = self
+                    .client
+                    .post(format!("http://{}/cluster/fetch", p.http))
+                    .json(&body);
+                Some((p, r))
+            })
+            .collect();
+        let answers: Vec<Option<Vec<Fetched>>> = self.ask(calls);
+        let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
+        for f in answers.into_iter().flatten().flatten() {
+            copies
+                .entry(f.path.clone())
+                .or_default()
+                .push(Series::new(f.path, f.start, f.end, f.step, f.values));
+        }
+        Ok(paths
+            .iter()
+            .zip(local)
+            .map(|(path, mine)| {
+                let mut all = copies.remove(path).unwrap_or_default();
+                all.extend(mine);
+                merge(all)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_fill_each_others_gaps_without_adding() {
+        let a = Series::new("m", 0, 40, 10, vec![Some(1.0), None, Some(3.0), None]);
+        let b = Series::new("m", 0, 40, 10, vec![Some(1.0), Some(2.0), None, None]);
+        let m = merge(vec![a, b]).unwrap();
+        assert_eq!(m.values, vec![Some(1.0), Some(2.0), Some(3.0), None]);
+        let coarse = Series::new("m", 0, 40, 20, vec![Some(9.0), Some(9.0)]);
+        let fine = Series::new("m", 0, 40, 10, vec![Some(1.0), None, None, None]);
+        let m = merge(vec![fine, coarse]).unwrap();
+        assert_eq!(m.step, 20, "the fuller copy wins; other steps do not mix");
+    }
+}

@@ -1,0 +1,341 @@
+//! A cluster of real `graunt serve` processes on loopback: formed with
+//! `graunt cluster init` and `join`, fed through a relay that follows it
+//! (replication 2), queried on every node; the leader killed, a node added,
+//! a schema change replicated; and a node killed during a query storm.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use graunt_harness::node::{wait_for, Node};
+use graunt_harness::relay::Relay;
+use graunt_harness::{temp_dir, unix_now};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_graunt");
+
+fn cluster(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("cluster")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "graunt cluster {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn status(node: &Node) -> Value {
+    serde_json::from_str(&cluster(&[
+        "status",
+        "--node",
+        &node.addr("http").to_string(),
+        "--json",
+    ]))
+    .unwrap()
+}
+
+fn member(dir: &std::path::Path, id: u64, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "--node-id".to_string(),
+        id.to_string(),
+        "--peer-timeout".into(),
+        "1".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::serve(BIN.as_ref(), &dir.join(format!("n{id}")), &args)
+}
+
+fn send(to: std::net::SocketAddr, lines: &str) {
+    let mut s = TcpStream::connect(to).unwrap();
+    s.write_all(lines.as_bytes()).unwrap();
+}
+
+/// `metrics` × `points` lines `prefix.mI` (value I*1000+J at t0+step*J).
+fn lines(prefix: &str, metrics: usize, points: usize, t0: i64, step: i64) -> String {
+    let mut out = String::new();
+    for i in 0..metrics {
+        for j in 0..points {
+            out.push_str(&format!(
+                "{prefix}.m{i} {} {}\n",
+                i * 1000 + j,
+                t0 + step * j as i64
+            ));
+        }
+    }
+    out
+}
+
+fn render(node: &Node, query: &str) -> Value {
+    let (status, body) = node.http_request(query);
+    assert_eq!(status, 200, "{query}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn points_stored(node: &Node, query: &str) -> usize {
+    render(node, query)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["datapoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| !p[0].is_null())
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn a_cluster_forms_replicates_and_survives_its_leader() {
+    let dir = temp_dir();
+    let schemas = dir.path().join("schemas.conf");
+    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 60s:1d\n").unwrap();
+    let s = schemas.to_str().unwrap();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|id| member(dir.path(), id, &["--schemas", s]))
+        .collect();
+    let http: Vec<String> = nodes.iter().map(|n| n.addr("http").to_string()).collect();
+    cluster(&["init", "--node", &http[0]]);
+    cluster(&["join", "--node", &http[1], "--via", &http[0]]);
+    cluster(&["join", "--node", &http[2], "--via", &http[1]]);
+    let st = status(&nodes[2]);
+    assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
+    assert!(
+        st["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["health"] == "up" && m["voter"] == true),
+        "{st}"
+    );
+    assert_eq!(st["ring"]["replication"], 2);
+    let first_leader = st["leader"].as_u64().unwrap();
+
+    // A relay that follows the cluster, and a lone node given everything.
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = [\"{}\", \"{}\"]\ncluster_poll_interval = 0.2\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            http[0], http[1]
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(BIN.as_ref(), &config);
+    let lone = Node::serve(BIN.as_ref(), &dir.path().join("lone"), &["--schemas", s]);
+    let t0 = (unix_now() - 3600) / 60 * 60;
+    let data = lines("c", 200, 10, t0, 60);
+    send(relay.addr("t-line"), &data);
+    send(lone.addr("line"), &data);
+    let range = format!("from={}&until={}&format=json", t0 - 60, t0 + 600);
+    let all = format!("/render?target=c.*&{range}");
+    for n in &nodes {
+        wait_for(
+            Duration::from_secs(30),
+            "every point on every node's view",
+            || (points_stored(n, &all) == 2000).then_some(()),
+        );
+    }
+    // Replication 2: each metric is on exactly two nodes.
+    let local: usize = nodes
+        .iter()
+        .map(|n| points_stored(n, &format!("{all}&local=1")))
+        .sum();
+    assert_eq!(local, 4000, "two copies of each point");
+    // The same answers everywhere, equal to the lone node's.
+    for q in [
+        format!("/render?target=sumSeries(c.*)&{range}"),
+        format!("/render?target=highestMax(c.*,3)&{range}"),
+        format!("/render?target=c.m7&{range}"),
+    ] {
+        let want = render(&lone, &q);
+        for n in &nodes {
+            assert_eq!(render(n, &q), want, "{q} on {}", n.addr("http"));
+        }
+    }
+    let find = "/metrics/find?query=c.*&format=completer";
+    let want: Value = serde_json::from_str(&lone.http_get(find)).unwrap();
+    for n in &nodes {
+        assert_eq!(
+            serde_json::from_str::<Value>(&n.http_get(find)).unwrap(),
+            want
+        );
+    }
+
+    // The leader killed: another is elected within seconds; writes go on.
+    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    let killed_at = Instant::now();
+    nodes[first_leader as usize - 1].take().unwrap().kill9();
+    let alive: Vec<&Node> = nodes.iter().flatten().collect();
+    let new_leader = wait_for(Duration::from_secs(15), "a new leader", || {
+        let st = status(alive[0]);
+        st["leader"].as_u64().filter(|l| *l != first_leader)
+    });
+    let election = killed_at.elapsed();
+    assert!(election < Duration::from_secs(10), "{election:?}");
+    // A schema change, applied once, reaches the living nodes.
+    let new_schemas = dir.path().join("new-schemas.conf");
+    std::fs::write(&new_schemas, "[after]\npattern = ^after\\.\nretentions = 10s:1h\n\n[all]\npattern = .*\nretentions = 60s:1d\n").unwrap();
+    cluster(&[
+        "schemas",
+        "set",
+        "--node",
+        &alive[0].addr("http").to_string(),
+        "--schemas",
+        new_schemas.to_str().unwrap(),
+    ]);
+    for n in &alive {
+        wait_for(Duration::from_secs(10), "the schemas on every node", || {
+            cluster(&["schemas", "get", "--node", &n.addr("http").to_string()])
+                .contains("^after")
+                .then_some(())
+        });
+    }
+    // Writes and reads go on without the dead leader (its copies are on
+    // the survivors: RF 2 over 3 nodes).
+    let t1 = (unix_now() - 120) / 10 * 10;
+    send(relay.addr("t-line"), &lines("after", 50, 3, t1, 10));
+    for n in &alive {
+        wait_for(
+            Duration::from_secs(30),
+            "reads without the dead node",
+            || (points_stored(n, &all) == 2000).then_some(()),
+        );
+    }
+    // The new files follow the new schema: 10 s steps.
+    let got = render(
+        alive[0],
+        &format!(
+            "/render?target=after.m1&from={}&until={}&format=json",
+            t1 - 30,
+            t1 + 60
+        ),
+    );
+    let pts = got[0]["datapoints"].as_array().unwrap();
+    assert_eq!(
+        pts[1][1].as_i64().unwrap() - pts[0][1].as_i64().unwrap(),
+        10,
+        "{got}"
+    );
+
+    // A node added: the relay routes to it without a restart.
+    let n4 = member(dir.path(), 4, &["--schemas", s]);
+    cluster(&[
+        "join",
+        "--node",
+        &n4.addr("http").to_string(),
+        "--via",
+        &alive[1].addr("http").to_string(),
+    ]);
+    wait_for(
+        Duration::from_secs(15),
+        "the relay's ring to include node 4",
+        || relay.log().contains("members=4").then_some(()),
+    );
+    send(relay.addr("t-line"), &lines("late", 100, 1, t0, 60));
+    wait_for(Duration::from_secs(30), "points at the new node", || {
+        (n4.metric("graunt_points_received_total") > 0.0).then_some(())
+    });
+    let st = status(&n4);
+    assert_eq!(st["leader"].as_u64(), Some(new_leader));
+    relay.stop();
+    for n in nodes.into_iter().flatten() {
+        n.stop(Duration::from_secs(20));
+    }
+    n4.stop(Duration::from_secs(20));
+    lone.stop(Duration::from_secs(20));
+}
+
+/// One node killed while four clients query as fast as they can: every
+/// query answers, complete (replication 2), none past the peer timeout.
+#[test]
+fn a_node_killed_during_a_query_storm_leaves_every_answer_complete() {
+    let dir = temp_dir();
+    let nodes: Vec<Node> = (1..=3).map(|id| member(dir.path(), id, &[])).collect();
+    let http: Vec<String> = nodes.iter().map(|n| n.addr("http").to_string()).collect();
+    cluster(&["init", "--node", &http[0]]);
+    cluster(&["join", "--node", &http[1], "--via", &http[0]]);
+    cluster(&["join", "--node", &http[2], "--via", &http[0]]);
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = [\"{}\"]\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            http[0]
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(BIN.as_ref(), &config);
+    let t0 = (unix_now() - 3600) / 10 * 10;
+    send(relay.addr("t-line"), &lines("q", 100, 1, t0, 10));
+    let query = format!(
+        "/render?target=q.*&from={}&until={}&format=json",
+        t0 - 10,
+        t0 + 10
+    );
+    wait_for(Duration::from_secs(30), "the data", || {
+        (points_stored(&nodes[0], &query) == 100).then_some(())
+    });
+    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    let asked: Vec<std::net::SocketAddr> = nodes[..2]
+        .iter()
+        .flatten()
+        .map(|n| n.addr("http"))
+        .collect();
+    let stop = Instant::now() + Duration::from_secs(6);
+    let storm: Vec<_> = (0..4)
+        .map(|k| {
+            let (addr, query) = (asked[k % 2], query.clone());
+            std::thread::spawn(move || {
+                let mut worst = Duration::ZERO;
+                let mut answered = 0;
+                while Instant::now() < stop {
+                    let started = Instant::now();
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    write!(s, "GET {query} HTTP/1.0\r\n\r\n").unwrap();
+                    let mut out = String::new();
+                    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+                    worst = worst.max(started.elapsed());
+                    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+                    let series: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                    let n = series.as_array().map_or(0, |a| {
+                        a.iter()
+                            .filter(|s| {
+                                s["datapoints"]
+                                    .as_array()
+                                    .is_some_and(|p| p.iter().any(|p| !p[0].is_null()))
+                            })
+                            .count()
+                    });
+                    assert_eq!(n, 100, "an incomplete answer: {out:.300}");
+                    answered += 1;
+                }
+                (answered, worst)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[2].take().unwrap().kill9();
+    for h in storm {
+        let (answered, worst) = h.join().unwrap();
+        assert!(answered > 5, "{answered} answers");
+        assert!(
+            worst < Duration::from_millis(2500),
+            "a query took {worst:?} (peer timeout 1 s)"
+        );
+    }
+    relay.stop();
+    for n in nodes.into_iter().flatten() {
+        n.stop(Duration::from_secs(20));
+    }
+}
