@@ -351,24 +351,24 @@ struct FetchBody {
     now: i64,
 }
 
-/// This node's own data for some paths: `[{path, start, end, step, values}]`
+/// This node's own data for some paths, in `source::encode`'s form
 /// (paths it does not have are left out).
 async fn fetch(State(app): State<App>, Json(body): Json<FetchBody>) -> Response {
     let store = app.store.clone();
     let fetched = tokio::task::spawn_blocking(move || {
         use graunt_query::eval::Source;
         let source = StoreSource(&store);
-        body.paths
-            .iter()
-            .filter_map(|p| source.fetch(p, body.from, body.until, body.now).ok().flatten())
-            .map(|s| {
-                json!({ "path": s.name, "start": s.start, "end": s.end, "step": s.step, "values": s.values })
-            })
-            .collect::<Vec<_>>()
+        let series: Vec<_> = source
+            .fetch_many(&body.paths, body.from, body.until, body.now)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+        super::source::encode(&series)
     })
     .await;
     match fetched {
-        Ok(list) => Json(list).into_response(),
+        Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
         Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

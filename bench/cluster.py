@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Cluster reads and ring changes (issue 8).
+
+1. `/render` latency of sumSeries over 1,000 series x 1 day at 10 s on a
+   3-node cluster (each file on its two owners, as `graunt relay lookup`
+   places it with replication 2) against the same files on one node.
+   Median of sequential POSTs after a warm-up, `now` fixed.
+2. A membership change: a 4th node joins; for each of 2 relays following
+   the cluster (poll every 100 ms), the time from `graunt cluster join`
+   returning to the relay's "ring rebuilt" log line, and the rebuild itself.
+
+Usage: cargo build --release -p graunt && python3 bench/cluster.py
+"""
+
+import argparse
+import datetime
+import http.client
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import render  # noqa: E402
+
+
+def post_render(port, target):
+    body = urllib.parse.urlencode({"target": target, "from": "-1d", "now": str(render.NOW),
+                                   "format": "json"})
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    t = time.perf_counter()
+    c.request("POST", "/render", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    data = r.read()
+    elapsed = time.perf_counter() - t
+    if r.status != 200 or b"datapoints" not in data:
+        raise SystemExit("bad answer %d: %r" % (r.status, data[:300]))
+    return elapsed, data
+
+
+def latency(port, samples):
+    post_render(port, render.SUM)
+    times = [post_render(port, render.SUM)[0] for _ in range(samples)]
+    return statistics.median(times)
+
+
+def start_member(binary, data, node_id, http_port, pickle_port):
+    proc = subprocess.Popen(
+        [binary, "serve", "--data-dir", data, "--node-id", str(node_id),
+         "--http-addr", "127.0.0.1:%d" % http_port, "--pickle-addr", "127.0.0.1:%d" % pickle_port,
+         "--line-addr", "", "--carbonlink-addr", "", "--statsd-addr", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    render.wait_http(http_port, "/version")
+    return proc
+
+
+def cluster(binary, *args):
+    subprocess.run([binary, "cluster"] + list(args), check=True, stdout=subprocess.DEVNULL)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--graunt", default="target/release/graunt")
+    ap.add_argument("--python", default=".venv/bin/python")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="graunt-cluster-bench-")
+    procs = []
+    try:
+        everything = os.path.join(work, "one", "whisper")
+        os.makedirs(everything)
+        render.build_tree(args.python, everything, 1000)
+        ports = [(render.free_port(), render.free_port()) for _ in range(4)]
+        dests = ",".join("127.0.0.1:%d:%d" % (p, i + 1) for i, (_, p) in enumerate(ports[:3]))
+        names = []
+        for root, _, files in os.walk(everything):
+            for f in files:
+                rel = os.path.relpath(os.path.join(root, f), everything)
+                names.append(rel[:-4].replace(os.sep, "."))
+        out = subprocess.run([args.graunt, "relay", "lookup", "--method", "carbon_ch", "--replication", "2",
+                              "--destinations", dests], input="\n".join(names), capture_output=True,
+                             text=True, check=True).stdout
+        for line in out.splitlines():
+            name, *owners = line.split()
+            for o in owners:
+                node_id = int(o.rsplit(":", 1)[1])
+                src = os.path.join(everything, *name.split(".")) + ".wsp"
+                dst = os.path.join(work, "n%d" % node_id, "whisper", *name.split(".")) + ".wsp"
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(src, dst)
+        one, one_port = render.start_graunt(args.graunt, os.path.join(work, "one"))
+        procs.append(one)
+        single = latency(one_port, args.samples)
+        want = post_render(one_port, render.SUM)[1]
+        for i in range(3):
+            procs.append(start_member(args.graunt, os.path.join(work, "n%d" % (i + 1)), i + 1, *ports[i]))
+        http = ["127.0.0.1:%d" % h for h, _ in ports]
+        cluster(args.graunt, "init", "--node", http[0])
+        cluster(args.graunt, "join", "--node", http[1], "--via", http[0])
+        cluster(args.graunt, "join", "--node", http[2], "--via", http[0])
+        got = post_render(ports[0][0], render.SUM)[1]
+        if got != want:
+            raise SystemExit("the cluster's sum differs from the single node's")
+        three = latency(ports[0][0], args.samples)
+
+        # Two relays following the cluster; a fourth node joins.
+        logs = []
+        for r in range(2):
+            conf = os.path.join(work, "relay%d.toml" % r)
+            with open(conf, "w") as f:
+                f.write('cluster = ["%s"]\ncluster_poll_interval = 0.1\nself_metrics_interval = 3600\n' % http[0])
+                f.write('[[tenant]]\nname = "t"\nlistener = [{ protocol = "line", addr = "127.0.0.1:0" }]\n')
+            log = os.path.join(work, "relay%d.log" % r)
+            logs.append(log)
+            procs.append(subprocess.Popen([args.graunt, "relay", "--config", conf], stdout=subprocess.DEVNULL,
+                                          stderr=open(log, "w"), env=dict(os.environ, RUST_LOG="info")))
+        for log in logs:
+            for _ in range(200):
+                if " ready" in open(log).read():
+                    break
+                time.sleep(0.05)
+        procs.append(start_member(args.graunt, os.path.join(work, "n4"), 4, *ports[3]))
+        cluster(args.graunt, "join", "--node", http[3], "--via", http[0])
+        joined = datetime.datetime.now(datetime.timezone.utc)
+        results = []
+        for log in logs:
+            for _ in range(200):
+                lines = [l for l in open(log) if "ring rebuilt" in l and "members=4" in l]
+                if lines:
+                    break
+                time.sleep(0.05)
+            else:
+                raise SystemExit("relay did not rebuild: " + open(log).read()[-2000:])
+            stamp = datetime.datetime.fromisoformat(lines[0].split()[0].replace("Z", "+00:00"))
+            rebuild_us = int(lines[0].split("rebuild_us=")[1].split()[0])
+            results.append(((stamp - joined).total_seconds() * 1000, rebuild_us))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print("| measure | 3-node cluster | one node | ratio |")
+    print("| --- | --- | --- | --- |")
+    print("| sumSeries of 1,000 series x 1 day (median) | %.1f ms | %.1f ms | %.2fx |"
+          % (three * 1e3, single * 1e3, three / single))
+    for k, (after, rebuild) in enumerate(results):
+        print("relay %d: ring with the new member %.0f ms after join returned (rebuild itself %d us)"
+              % (k, after, rebuild))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
