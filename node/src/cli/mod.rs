@@ -31,6 +31,12 @@ enum Command {
     /// Cluster administration: init, join, leave, status, schemas, tenants.
     #[command(subcommand)]
     Cluster(crate::cluster::cli::ClusterCommand),
+    /// Exit 0 if a node or relay answers on its HTTP port (a container healthcheck).
+    Health {
+        /// The URL to GET.
+        #[arg(long, default_value = "http://127.0.0.1:8080/version")]
+        url: String,
+    },
     /// Whisper file tools, argument- and output-compatible with the whisper-*.py scripts.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
@@ -42,6 +48,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => crate::serve::run(args),
         Command::Agent(args) => crate::agent::run(args),
         Command::Cluster(command) => crate::cluster::cli::run(command),
+        Command::Health { url } => crate::cluster::cli::health(&url),
         Command::Relay(args) => crate::relay::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),
     }

@@ -236,3 +236,28 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `graunt health`: a GET that must answer 200 within 3 s.
+pub fn health(url: &str) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(3))
+                    .build()?;
+                let r = client.get(url).send().await?;
+                anyhow::ensure!(r.status().is_success(), "{url} answered {}", r.status());
+                Ok(())
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("graunt health: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

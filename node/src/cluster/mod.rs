@@ -155,3 +155,79 @@ pub async fn follow_schemas(
         }
     }
 }
+
+/// Forms or joins the cluster on start, for deployments with no operator
+/// at hand: with `init`, a node whose raft state is empty starts the
+/// cluster; with `join` seeds, a node that is not yet a member asks each
+/// seed in turn (retrying until one takes it). Either is a no-op once the
+/// node is a member, so restarts change nothing.
+pub async fn bootstrap(
+    node: Arc<ClusterNode>,
+    init: bool,
+    join: Vec<String>,
+    mut shutdown: crate::serve::shutdown::Shutdown,
+) {
+    if init {
+        match node.raft.is_initialized().await {
+            Ok(false) => {
+                let members = graunt_cluster::initial_membership(std::slice::from_ref(&node.me));
+                match node.raft.initialize(members).await {
+                    Ok(()) => tracing::info!("cluster initialized with this node"),
+                    Err(e) => tracing::warn!(error = %e, "cannot initialize the cluster"),
+                }
+            }
+            Ok(true) => {}
+            Err(e) => tracing::error!(error = %e, "raft stopped"),
+        }
+        // The member record, once this node leads (or someone else has it).
+        for _ in 0..300 {
+            if node.state.state().await.members.contains_key(&node.me.id) {
+                return;
+            }
+            if node.raft.current_leader().await == Some(node.me.id) {
+                match node.write(Request::SetMember(node.me.clone())).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(error = %e, "cannot record this node as a member yet"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.recv() => return,
+            }
+        }
+        return;
+    }
+    if join.is_empty() {
+        return;
+    }
+    let mut wait = Duration::from_millis(500);
+    loop {
+        if node.state.state().await.members.contains_key(&node.me.id) {
+            return;
+        }
+        for seed in &join {
+            let resp = node
+                .client
+                .post(format!("http://{seed}/cluster/join"))
+                .json(&node.me)
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(via = %seed, "joined the cluster");
+                    return;
+                }
+                Ok(r) => {
+                    let body = r.text().await.unwrap_or_default();
+                    tracing::info!(via = %seed, answer = %body, "not joined yet; retrying");
+                }
+                Err(e) => tracing::info!(via = %seed, error = %e, "seed unreachable; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.recv() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}

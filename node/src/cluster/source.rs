@@ -364,7 +364,10 @@ mod tests {
             (back[1].name.as_str(), back[1].start, back[1].values[0]),
             ("ü", -5, None)
         );
-        assert!(decode(&encode(std::slice::from_ref(&m))[..20]).is_none(), "cut short");
+        assert!(
+            decode(&encode(std::slice::from_ref(&m))[..20]).is_none(),
+            "cut short"
+        );
         let coarse = Series::new("m", 0, 40, 20, vec![Some(9.0), Some(9.0)]);
         let fine = Series::new("m", 0, 40, 10, vec![Some(1.0), None, None, None]);
         let m = merge(vec![fine, coarse]).unwrap();

@@ -74,6 +74,11 @@ pub struct FileConfig {
     pub advertise_pickle: Option<String>,
     /// Seconds a cluster read waits for a peer before answering without it [2].
     pub peer_timeout: Option<f64>,
+    /// Start a new cluster with this node if it has no cluster state yet [false].
+    pub cluster_init: Option<bool>,
+    /// HTTP `host:port` of members to join through, tried in turn until one
+    /// takes this node (no-op once it is a member) [none].
+    pub cluster_join: Option<Vec<String>>,
 }
 
 /// The settings a node runs with.
@@ -126,6 +131,10 @@ pub struct ClusterSettings {
     pub advertise_pickle: Option<String>,
     /// How long reads wait for a peer.
     pub peer_timeout: std::time::Duration,
+    /// Start a cluster if there is none yet.
+    pub init: bool,
+    /// Seeds to join through.
+    pub join: Vec<String>,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -214,6 +223,8 @@ impl ServeConfig {
                         advertise_http: f.advertise_http.clone(),
                         advertise_pickle: f.advertise_pickle.clone(),
                         peer_timeout: std::time::Duration::from_secs_f64(t),
+                        init: f.cluster_init.unwrap_or(false),
+                        join: f.cluster_join.clone().unwrap_or_default(),
                     })
                 }
             },

@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// Seconds a cluster read waits for a peer [2].
     #[arg(long)]
     peer_timeout: Option<f64>,
+    /// Start a new cluster with this node if it has no cluster state yet.
+    #[arg(long)]
+    cluster_init: bool,
+    /// Join the cluster through this member's HTTP host:port (repeatable) if not yet a member.
+    #[arg(long = "cluster-join")]
+    cluster_join: Vec<String>,
 }
 
 /// Runs a node until SIGTERM/SIGINT.
@@ -130,6 +136,12 @@ fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         advertise_pickle,
         peer_timeout
     );
+    if args.cluster_init {
+        file.cluster_init = Some(true);
+    }
+    if !args.cluster_join.is_empty() {
+        file.cluster_join = Some(args.cluster_join);
+    }
     ServeConfig::from_file(file)
 }
 
@@ -268,7 +280,19 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     |given: &Option<String>, bound: Option<std::net::SocketAddr>, what: &str| {
                         given
                             .clone()
-                            .or_else(|| bound.map(|b| b.to_string()))
+                            .or_else(|| {
+                                // A wildcard bind is not an address peers can
+                                // use; the host name is (containers resolve
+                                // each other's by name).
+                                let b = bound?;
+                                if b.ip().is_unspecified() {
+                                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                                        .ok()?;
+                                    Some(format!("{}:{}", host.trim(), b.port()))
+                                } else {
+                                    Some(b.to_string())
+                                }
+                            })
                             .with_context(|| format!("a cluster member needs its {what} address"))
                     };
                 let me = graunt_cluster::Member {
@@ -282,6 +306,12 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 tasks.spawn(crate::cluster::follow_schemas(
                     node.clone(),
                     store.clone(),
+                    shutdown.clone(),
+                ));
+                tasks.spawn(crate::cluster::bootstrap(
+                    node.clone(),
+                    c.init,
+                    c.join.clone(),
                     shutdown.clone(),
                 ));
                 Some(node)
