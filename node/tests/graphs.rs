@@ -92,8 +92,8 @@ fn png_and_svg_graphs() {
     assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
     assert!(svg.contains("servers.web1.load") && svg.contains("servers.web2.load"));
     assert!(
-        svg_texts(&svg).contains(&"1000".to_string()),
-        "a 1000 tick for yMax=1000 (a 200 step keeps it unprefixed, as graphite)"
+        svg_texts(&svg).contains(&"1000.0".to_string()),
+        "a 1000.0 tick for yMax=1000 (a 200 step keeps it unprefixed, as graphite)"
     );
     let (_, svg) = node.http_request(&format!("{base}&format=svg&hideLegend=true"));
     assert!(!svg.contains("servers.web1.load"), "legend hidden");
@@ -165,14 +165,15 @@ fn axes_areas_and_pies_follow_graphite_parameters() {
         svg_texts(&body)
     };
 
-    // graphite's steps: data 5..45 gives 0, 10, ... 50; yStep overrides.
+    // graphite's steps and labels: data 5..45 gives 0, 10.0, ... 50.0 (Python
+    // prints the floats); yStep overrides.
     let t = svg("");
-    for label in ["0", "10", "20", "30", "40", "50"] {
+    for label in ["0", "10.0", "20.0", "30.0", "40.0", "50.0"] {
         assert!(t.contains(&label.to_string()), "{label} in {t:?}");
     }
     let t = svg("yStep=25&yMin=0&yMax=50");
     assert!(
-        t.contains(&"25".to_string()) && !t.contains(&"10".to_string()),
+        t.contains(&"25.0".to_string()) && !t.contains(&"10.0".to_string()),
         "{t:?}"
     );
     // Units: scaled data shows SI and binary prefixes.
@@ -183,11 +184,11 @@ fn axes_areas_and_pies_follow_graphite_parameters() {
     let bin = svg_texts(&node.http_request(&format!("{scaled}&yUnitSystem=binary")).1);
     assert!(bin.iter().any(|l| l.ends_with(" Mi")), "{bin:?}");
     let none = svg_texts(&node.http_request(&format!("{scaled}&yUnitSystem=none")).1);
-    assert!(none.iter().any(|l| l == "40000000"), "{none:?}");
+    assert!(none.iter().any(|l| l == "40000000.0"), "{none:?}");
     // logBase: powers of the base.
     let t = svg("logBase=10");
     assert!(
-        t.contains(&"1".to_string()) && t.contains(&"100".to_string()),
+        t.contains(&"1.0".to_string()) && t.contains(&"100.0".to_string()),
         "{t:?}"
     );
     // xFormat and the x labels' timezone.
@@ -207,7 +208,7 @@ fn axes_areas_and_pies_follow_graphite_parameters() {
         t.iter().any(|l| l.ends_with(" k")),
         "right axis in thousands: {t:?}"
     );
-    assert!(t.contains(&"16".to_string()), "left axis in units: {t:?}");
+    assert!(t.contains(&"16.0".to_string()), "left axis in units: {t:?}");
     // uniqueLegend: one entry per name.
     let (_, body) = node.http_request(&format!(
         "/render?target=servers.web1.load&target=servers.web1.load&from=-4h&now={NOW}\

@@ -155,7 +155,7 @@ impl YAxis {
             .map(|i| start + f64::from(i) * step)
             .take_while(|v| *v <= top + EPSILON * step)
             .take(1001)
-            .map(|v| (v, linear_label(v, step, span, units)))
+            .map(|v| (v, make_label(v, Some(step), span, units)))
             .collect();
         Ok(YAxis {
             bottom,
@@ -179,13 +179,7 @@ impl YAxis {
         let mut labels = Vec::new();
         let mut v = base.powf((bottom.log(base) - EPSILON).ceil());
         while v < top * (1.0 + EPSILON) && labels.len() < 1000 {
-            let (x, prefix) = format_units(v, None, units);
-            let prefix = if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix} ")
-            };
-            labels.push((v, format!("{} {prefix}", g(x)).trim_end().to_string()));
+            labels.push((v, make_label(v, None, top - bottom, units)));
             v *= base;
         }
         Ok(YAxis {
@@ -247,25 +241,20 @@ fn choose_step(lo: f64, hi: f64, binary: bool) -> f64 {
     best.map_or(variance.max(1.0), |b| b.1)
 }
 
-/// graphite's makeLabel for a linear axis.
-fn linear_label(v: f64, step: f64, span: f64, units: Units) -> String {
-    let (x, prefix) = format_units(v, Some(step), units);
-    let (s, span_prefix) = format_units(span, Some(step), units);
-    let prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix} ")
-    };
+/// graphite's makeLabel: `value` with the prefix its size (and the step,
+/// on a linear axis) allows; the digits depend on the axis' span. Python
+/// formats these floats, so whole numbers still print as `20.0`.
+fn make_label(v: f64, step: Option<f64>, span: f64, units: Units) -> String {
+    let (x, prefix) = format_units(v, step, units);
+    let (s, span_prefix) = format_units(span, step, units);
     let text = if x < 0.1 {
         format!("{} {prefix}", g(x))
     } else if x < 1.0 {
         format!("{x:.2} {prefix}")
-    } else if s > 10.0 || span_prefix != prefix.trim_end() {
-        if x.fract() == 0.0 {
-            format!("{} {prefix}", x as i64)
-        } else {
-            format!("{x:.1} {prefix}")
-        }
+    } else if s > 10.0 || !prefix.is_empty() || span_prefix != prefix {
+        // (graphite compares the span's prefix with the label's after adding
+        // a space to the latter: any prefixed label takes this branch.)
+        format!("{x:.1} {prefix}")
     } else if s > 3.0 {
         format!("{x:.1} {prefix}")
     } else if s > 0.1 {
@@ -435,25 +424,29 @@ mod tests {
 
     #[test]
     fn y_labels_follow_graphite() {
-        assert_eq!(
-            labels(0.0, 100.0, Units::Si),
-            ["0", "20", "40", "60", "80", "100"]
-        );
-        assert_eq!(
-            labels(10.0, 90.0, Units::Si),
-            ["0", "20", "40", "60", "80", "100"]
-        );
+        // As graphite-web 1.1.10's _LinearAxisTics labels these ranges.
         assert_eq!(
             labels(0.0, 2_500_000.0, Units::Si),
-            ["0", "500 k", "1 M", "1.5 M", "2 M", "2.5 M"]
+            ["0", "500.0 k", "1000.0 k", "1500.0 k", "2000.0 k", "2500.0 k"]
         );
+        let tens = ["0", "20.0", "40.0", "60.0", "80.0", "100.0"];
+        assert_eq!(labels(0.0, 100.0, Units::Si), tens);
+        assert_eq!(labels(10.0, 90.0, Units::Si), tens);
         assert_eq!(
             labels(0.0, 4096.0, Units::Binary),
-            ["0", "1 Ki", "2 Ki", "3 Ki", "4 Ki"]
+            ["0", "1.0 Ki", "2.0 Ki", "3.0 Ki", "4.0 Ki"]
         );
         assert_eq!(
             labels(0.0, 0.5, Units::Si),
             ["0", "0.10", "0.20", "0.30", "0.40", "0.50"]
+        );
+        assert_eq!(
+            labels(5.0, 45.0, Units::Si),
+            ["0", "10.0", "20.0", "30.0", "40.0", "50.0"]
+        );
+        assert_eq!(
+            labels(3.0, 7.0, Units::Si),
+            ["3.0", "4.0", "5.0", "6.0", "7.0"]
         );
         let flat = YAxis::new(5.0, 5.0, YRequest::default(), Units::Si).unwrap();
         assert!(flat.bottom < 5.0 && flat.top > 5.0);
@@ -492,7 +485,7 @@ mod tests {
         };
         let a = YAxis::new(3.0, 50_000.0, req, Units::Si).unwrap();
         let t: Vec<&str> = a.labels.iter().map(|l| l.1.as_str()).collect();
-        assert_eq!(t, ["1", "10", "100", "1 k", "10 k", "100 k"]);
+        assert_eq!(t, ["1.0", "10.0", "100.0", "1.0 k", "10.0 k", "100.0 k"]);
         assert!(YAxis::new(0.0, 10.0, req, Units::Si).is_err());
     }
 
@@ -503,7 +496,8 @@ mod tests {
         let axis = XAxis::new(start, 1_700_000_000, 740.0, &tz, None);
         // 86400 s / 740 px = 117 s per pixel: every 4 hours, "%a %H:%M".
         assert!(axis.labels.iter().all(|(t, _)| t % (4 * 3600) == 0));
-        assert_eq!(axis.labels[0].1, "Wed 00:00");
+        // 2023-11-13 22:13 to 2023-11-14 22:13 UTC: the first is Tuesday 00:00.
+        assert_eq!(axis.labels[0].1, "Tue 00:00");
         let axis = XAxis::new(start, 1_700_000_000, 740.0, &tz, Some("%H"));
         assert_eq!(axis.labels[0].1, "00");
     }
