@@ -2,7 +2,9 @@
 //! bucky does). statsd in; every flush, the aggregated metrics go to a remote
 //! node or relay over carbon plaintext or pickle, under the host's name
 //! prefix. While the far end is down they wait in a bounded buffer (oldest
-//! dropped and counted past the bound) and are sent once it is back.
+//! dropped and counted past the bound) and are sent once it is back. Over
+//! pickle to a graunt node or relay, delivery is acknowledged: a restart of
+//! the far end neither loses nor repeats a flush.
 //!
 //! ```text
 //! statsd (UDP/TCP) ─▶ Aggregator ─flush─▶ buffer ─▶ forwarder ─TCP─▶ node/relay
@@ -23,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::ack::{Link, State as LinkState};
 use crate::serve::shutdown::{self, Shutdown};
 use crate::statsd::StatsdFile;
 
@@ -255,6 +258,97 @@ async fn forward(
     }
 }
 
+/// Sends the buffer as acknowledged pickle (`crate::ack`): frames a graunt
+/// node or relay has not acknowledged when its connection ends (a restart,
+/// a crash) are sent again on the next one, so nothing is lost or doubled.
+async fn forward_pickle(
+    destination: String,
+    buffer: Arc<Buffer>,
+    mut shutdown: Shutdown,
+    drain: Duration,
+) {
+    let mut link: Option<Link> = None;
+    let mut resend: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if shutdown.is_down() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + drain);
+        }
+        if let Some(l) = &mut link {
+            if l.poll() == LinkState::Closing {
+                tracing::info!(%destination, "destination closed the connection; reconnecting");
+                if let Some(l) = link.take() {
+                    resend.extend(l.close().await);
+                }
+            }
+        }
+        let idle = buffer.is_empty() && resend.is_empty();
+        if let Some(d) = deadline {
+            if idle || tokio::time::Instant::now() >= d {
+                if let Some(l) = link.take() {
+                    let acknowledges = l.acknowledges();
+                    let unsure = l.close().await;
+                    if acknowledges {
+                        resend.extend(unsure);
+                    }
+                }
+                let left = buffer.lines.lock().map(|q| q.len()).unwrap_or(0);
+                if left > 0 || !resend.is_empty() {
+                    tracing::error!(points = left, frames = resend.len(), %destination, "stopping with points not sent");
+                }
+                return;
+            }
+        }
+        if idle {
+            let readable = async {
+                match &link {
+                    Some(l) => l.readable().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = buffer.ready.notified() => {}
+                _ = shutdown.recv(), if deadline.is_none() => {}
+                _ = readable => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            continue;
+        }
+        if link.is_none() {
+            match Link::connect(&destination).await {
+                Ok(l) => {
+                    tracing::info!(%destination, "connected");
+                    link = Some(l);
+                    backoff = Duration::from_millis(100);
+                }
+                Err(_) => {
+                    tracing::warn!(%destination, retry_in = ?backoff, "destination unreachable; buffering");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.recv(), if deadline.is_none() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let l = link.as_mut().expect("connected above");
+        if l.full() {
+            tokio::select! {
+                _ = l.readable() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            continue;
+        }
+        let frame = match resend.pop_front() {
+            Some(f) => f,
+            None => encode(Protocol::Pickle, &buffer.take(5000)),
+        };
+        l.send(frame).await;
+    }
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -350,13 +444,21 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     // The forwarder stops on its own signal, after the last flush is in the
     // buffer.
     let (stop_forwarder, forwarder_shutdown) = shutdown::channel();
-    let forwarder = tokio::spawn(forward(
-        destination.clone(),
-        protocol,
-        buffer.clone(),
-        forwarder_shutdown,
-        Duration::from_secs(5),
-    ));
+    let forwarder = match protocol {
+        Protocol::Pickle => tokio::spawn(forward_pickle(
+            destination.clone(),
+            buffer.clone(),
+            forwarder_shutdown,
+            Duration::from_secs(5),
+        )),
+        Protocol::Plaintext => tokio::spawn(forward(
+            destination.clone(),
+            protocol,
+            buffer.clone(),
+            forwarder_shutdown,
+            Duration::from_secs(5),
+        )),
+    };
     tracing::info!(%destination, ?protocol, "ready");
     crate::serve::wait_for_signal().await?;
     tracing::info!("shutting down: last flush, then sending what is buffered");

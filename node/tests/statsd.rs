@@ -285,6 +285,48 @@ fn the_agent_speaks_pickle() {
     node.stop(Duration::from_secs(20));
 }
 
+/// The node restarts (SIGTERM, then up again on its port) while the agent
+/// flushes every second over pickle: every increment is stored (the
+/// stopping node drains and acknowledges what the agent sent; what it did
+/// not take the agent sends again).
+#[test]
+fn the_agent_loses_nothing_when_the_node_restarts() {
+    let dir = temp_dir();
+    let schemas = second_schema(dir.path());
+    let data = dir.path().join("data");
+    let node = Node::serve(BIN.as_ref(), &data, &["--schemas", &schemas]);
+    let pickle = node.addr("pickle").to_string();
+    let agent = Agent::start(&["--destination", &pickle, "--protocol", "pickle"]);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let statsd = agent.statsd;
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(7) {
+            udp.send_to(b"ticks:1|c", statsd).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(3000));
+    node.stop(Duration::from_secs(20));
+    let node = Node::serve(
+        BIN.as_ref(),
+        &data,
+        &["--schemas", &schemas, "--pickle-addr", &pickle],
+    );
+    let sent = sender.join().unwrap() as f64;
+    wait_for(
+        Duration::from_secs(20),
+        "every increment at the node",
+        || (total(&node, "stats.counters.ticks.count") >= sent).then_some(()),
+    );
+    assert_eq!(total(&node, "stats.counters.ticks.count"), sent);
+    agent.stop();
+    node.stop(Duration::from_secs(20));
+}
+
 #[test]
 fn listeners_with_their_own_prefix_and_tcp() {
     let dir = temp_dir();
