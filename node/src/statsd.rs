@@ -59,6 +59,11 @@ pub struct StatsdFile {
     pub key_name_sanitize: Option<bool>,
     /// Listeners besides `statsd_addr`, each with its own prefix.
     pub listener: Option<Vec<ListenerFile>>,
+    /// Distinct keys held between flushes; samples of more new keys are
+    /// dropped and counted [100000].
+    pub max_keys: Option<usize>,
+    /// Timings per timer and members per set held between flushes [100000].
+    pub max_samples: Option<usize>,
 }
 
 /// One `histogram` entry: bins are numbers or `"inf"`.
@@ -156,6 +161,8 @@ impl StatsdFile {
             calculated_timer_metrics: self.calculated_timer_metrics.clone().unwrap_or_default(),
             key_name_sanitize: self.key_name_sanitize.unwrap_or(true),
             listener_prefix: prefix.filter(|p| !p.is_empty()),
+            max_keys: self.max_keys.unwrap_or(d.max_keys).max(1),
+            max_samples: self.max_samples.unwrap_or(d.max_samples).max(1),
         })
     }
 
@@ -358,10 +365,16 @@ async fn flush_every(
             _ = shutdown.recv() => true,
             _ = tick.tick() => false,
         };
-        let lines = aggregator
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .flush(now_ms());
+        let (lines, dropped) = {
+            let mut a = aggregator.lock().unwrap_or_else(|e| e.into_inner());
+            (a.flush(now_ms()), a.take_dropped())
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "statsd samples dropped past max_keys / max_samples since the last flush"
+            );
+        }
         let sink = sink.clone();
         let _ = tokio::task::spawn_blocking(move || sink(lines)).await;
         if last {

@@ -54,6 +54,13 @@ pub struct Config {
     /// Prepended to every name this listener flushes (a tenant's namespace,
     /// e.g. `smc`), before `global_prefix`.
     pub listener_prefix: Option<String>,
+    /// Distinct keys held between flushes (all kinds together); samples of
+    /// further new keys are dropped and counted, so random keys from a
+    /// hostile client cannot grow memory without bound. (etsy has no bound.)
+    pub max_keys: usize,
+    /// Samples kept per timer and members per set between flushes; further
+    /// ones are dropped and counted (a timer's count still counts them).
+    pub max_samples: usize,
 }
 
 impl Default for Config {
@@ -79,6 +86,8 @@ impl Default for Config {
             calculated_timer_metrics: Vec::new(),
             key_name_sanitize: true,
             listener_prefix: None,
+            max_keys: 100_000,
+            max_samples: 100_000,
         }
     }
 }
@@ -175,6 +184,7 @@ pub struct Aggregator {
     last_flush: i64,
     flush_time_ms: f64,
     flush_length: f64,
+    dropped: u64,
 }
 
 impl Aggregator {
@@ -200,6 +210,7 @@ impl Aggregator {
             last_flush: started,
             flush_time_ms: 0.0,
             flush_length: 0.0,
+            dropped: 0,
         }
     }
 
@@ -221,6 +232,10 @@ impl Aggregator {
         self.bad_lines += packet.bad as f64;
         for s in packet.samples {
             let key = s.key;
+            if !self.has_room(key.as_ref(), &s.kind) {
+                self.dropped += 1;
+                continue;
+            }
             match s.kind {
                 Kind::Counter => {
                     let add = s.value * (1.0 / s.rate);
@@ -235,7 +250,11 @@ impl Aggregator {
                     let count = 1.0 / s.rate;
                     match self.timers.get_mut(key.as_ref()) {
                         Some(t) => {
-                            t.push(s.value);
+                            if t.len() < self.config.max_samples {
+                                t.push(s.value);
+                            } else {
+                                self.dropped += 1;
+                            }
                             *self.timer_counters.entry(key.into_owned()).or_insert(0.0) += count;
                         }
                         None => {
@@ -261,7 +280,11 @@ impl Aggregator {
                 Kind::Set(member) => {
                     if let Some(set) = self.sets.get_mut(key.as_ref()) {
                         if !set.contains(member) {
-                            set.insert(member.to_string());
+                            if set.len() < self.config.max_samples {
+                                set.insert(member.to_string());
+                            } else {
+                                self.dropped += 1;
+                            }
                         }
                     } else {
                         self.sets
@@ -270,6 +293,28 @@ impl Aggregator {
                 }
             }
         }
+    }
+
+    /// Whether a sample may be kept: its key is already held, or there is
+    /// room for one more key.
+    fn has_room(&self, key: &str, kind: &Kind) -> bool {
+        let held = match kind {
+            Kind::Counter => self.counters.contains_key(key),
+            Kind::Timer => self.timers.contains_key(key),
+            Kind::Gauge { .. } => self.gauges.contains_key(key),
+            Kind::Set(_) => self.sets.contains_key(key),
+        };
+        held || self.keys() < self.config.max_keys
+    }
+
+    fn keys(&self) -> usize {
+        self.counters.len() + self.timers.len() + self.gauges.len() + self.sets.len()
+    }
+
+    /// Samples dropped for the bounds since the last call (for the caller
+    /// to count and log).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// etsy's `format(namespace, key, ...)`: tags of the key move to the end.
@@ -324,6 +369,24 @@ impl Aggregator {
     /// Computes one flush at `now_ms` (epoch milliseconds): the lines for
     /// the backend, then resets counters, timers and sets as etsy does.
     pub fn flush(&mut self, now_ms: i64) -> Vec<Line> {
+        let lines = self.compute_flush(now_ms);
+        // A burst of keys leaves big tables behind; give the memory back
+        // once they are mostly empty.
+        fn shrink<V>(m: &mut HashMap<String, V>) {
+            if m.capacity() > 4 * m.len() + 1024 {
+                m.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.counters);
+        shrink(&mut self.timers);
+        shrink(&mut self.timer_counters);
+        shrink(&mut self.gauges);
+        shrink(&mut self.gauges_ttl);
+        shrink(&mut self.sets);
+        lines
+    }
+
+    fn compute_flush(&mut self, now_ms: i64) -> Vec<Line> {
         let started = std::time::Instant::now();
         let ts = (now_ms as f64 / 1000.0).round() as i64;
         let interval_s = self.config.flush_interval_ms as f64 / 1000.0;
@@ -639,5 +702,29 @@ mod tests {
         ] {
             assert_eq!(js_number_string(v), s);
         }
+    }
+
+    #[test]
+    fn new_keys_past_the_bound_are_dropped_and_counted() {
+        let config = Config {
+            max_keys: 3,
+            max_samples: 2,
+            ..Config::default()
+        };
+        let mut a = Aggregator::new(config, 0);
+        a.add_packet(b"a:1|c\nb:1|c\nc:1|ms\nd:1|c\na:2|c\nc:2|ms\nc:3|ms\ns:x|s");
+        // d and s are new keys past 3; the third timing of c is past 2.
+        assert_eq!(a.take_dropped(), 3);
+        assert_eq!(a.take_dropped(), 0);
+        let lines = a.flush(10_000);
+        let value = |name: &str| lines.iter().find(|l| l.name == name).map(|l| l.value);
+        assert_eq!(value("stats.counters.a.count"), Some(3.0));
+        assert_eq!(value("stats.counters.d.count"), None);
+        assert_eq!(
+            value("stats.timers.c.count"),
+            Some(3.0),
+            "counted, not kept"
+        );
+        assert_eq!(value("stats.timers.c.upper"), Some(2.0));
     }
 }
