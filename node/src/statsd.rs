@@ -291,12 +291,20 @@ async fn receive_udp(
                 Err(_) => continue,
             },
         };
-        let mut agg = aggregator.lock().unwrap_or_else(|e| e.into_inner());
-        agg.add_packet(&buf[..n]);
-        // Drain what else is already queued without waking the runtime.
-        while let Ok(n) = socket.try_recv(&mut buf) {
+        {
+            let mut agg = aggregator.lock().unwrap_or_else(|e| e.into_inner());
             agg.add_packet(&buf[..n]);
+            // Drain what else is already queued without waking the runtime,
+            // but a bounded number: under a sustained flood the flush task
+            // (and shutdown) must get the lock and the worker back.
+            for _ in 0..1024 {
+                match socket.try_recv(&mut buf) {
+                    Ok(n) => agg.add_packet(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
         }
+        tokio::task::yield_now().await;
     }
 }
 
