@@ -162,13 +162,18 @@ fn a_cluster_forms_replicates_and_survives_its_leader() {
             assert_eq!(render(n, &q), want, "{q} on {}", n.addr("http"));
         }
     }
-    let find = "/metrics/find?query=c.*&format=completer";
-    let want: Value = serde_json::from_str(&lone.http_get(find)).unwrap();
-    for n in &nodes {
-        assert_eq!(
-            serde_json::from_str::<Value>(&n.http_get(find)).unwrap(),
-            want
-        );
+    // A glob, an exact metric and an exact branch (found on any node).
+    for find in [
+        "/metrics/find?query=c.*&format=completer",
+        "/metrics/find?query=c.m7",
+        "/metrics/find?query=c",
+    ] {
+        let want: Value = serde_json::from_str(&lone.http_get(find)).unwrap();
+        assert_ne!(want, Value::Array(vec![]), "{find}");
+        for n in &nodes {
+            let got: Value = serde_json::from_str(&n.http_get(find)).unwrap();
+            assert_eq!(got, want, "{find}");
+        }
     }
 
     // The leader killed: another is elected within seconds; writes go on.

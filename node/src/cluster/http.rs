@@ -43,7 +43,11 @@ pub fn routes(node: Arc<ClusterNode>, store: Arc<Store>) -> Router {
         .route("/cluster/schemas", get(schemas).put(set_schemas))
         .route("/cluster/tenants", get(tenants).put(set_tenants))
         .route("/cluster/find", get(find))
-        .route("/cluster/fetch", post(fetch))
+        .route(
+            "/cluster/fetch",
+            // A render of many series asks for all their names at once.
+            post(fetch).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .with_state(App { node, store })
 }
 

@@ -211,10 +211,24 @@ impl<'a> ClusterSource<'a> {
             .into_iter()
             .map(|n| (n.path, n.is_leaf))
             .collect();
-        let peers: Vec<&Member> = match (is_glob(pattern), self.owners(pattern)) {
-            (false, Some(owners)) => owners,
-            _ => self.peers.iter().collect(),
+        let owners = match (is_glob(pattern), self.owners(pattern)) {
+            (false, Some(owners)) => Some(owners),
+            _ => None,
         };
+        // An exact name is a metric on its owners, or a branch anywhere:
+        // the owners first, everyone when they know nothing of it.
+        if let Some(owners) = owners {
+            self.find_on(&owners, pattern, &mut nodes);
+            if !nodes.is_empty() {
+                return Ok(to_nodes(nodes));
+            }
+        }
+        let everyone: Vec<&Member> = self.peers.iter().collect();
+        self.find_on(&everyone, pattern, &mut nodes);
+        Ok(to_nodes(nodes))
+    }
+
+    fn find_on(&self, peers: &[&Member], pattern: &str, nodes: &mut BTreeMap<String, bool>) {
         let calls = peers
             .iter()
             .map(|p| {
@@ -237,11 +251,14 @@ impl<'a> ClusterSource<'a> {
                 *e |= leaf;
             }
         }
-        Ok(nodes
-            .into_iter()
-            .map(|(path, is_leaf)| find::Node { path, is_leaf })
-            .collect())
     }
+}
+
+fn to_nodes(nodes: BTreeMap<String, bool>) -> Vec<find::Node> {
+    nodes
+        .into_iter()
+        .map(|(path, is_leaf)| find::Node { path, is_leaf })
+        .collect()
 }
 
 /// One series from several copies: the fullest is the base, and its empty
