@@ -33,13 +33,47 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
     o: &GraphOptions,
+    deferred: Option<&mut Vec<(Vec<(i32, i32)>, RGBColor)>>,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
     match o.graph_type {
-        GraphType::Line => line::draw(root, series, o),
+        GraphType::Line => line::draw(root, series, o, deferred),
         GraphType::Pie => pie::draw(root, series, o),
+    }
+}
+
+/// Draws a one-pixel polyline into an RGB buffer (Bresenham), clipped to
+/// the image.
+fn polyline(rgb: &mut [u8], (w, h): (u32, u32), path: &[(i32, i32)], c: RGBColor) {
+    let (w, h) = (w as i32, h as i32);
+    let mut plot = |x: i32, y: i32| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            let at = ((y * w + x) * 3) as usize;
+            rgb[at..at + 3].copy_from_slice(&[c.0, c.1, c.2]);
+        }
+    };
+    for pair in path.windows(2) {
+        let ((mut x0, mut y0), (x1, y1)) = (pair[0], pair[1]);
+        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+        let mut e = dx + dy;
+        loop {
+            plot(x0, y0);
+            if x0 == x1 && y0 == y1 {
+                break;
+            }
+            let e2 = 2 * e;
+            if e2 >= dy {
+                e += dy;
+                x0 += sx;
+            }
+            if e2 <= dx {
+                e += dx;
+                y0 += sy;
+            }
+        }
     }
 }
 
@@ -48,9 +82,13 @@ pub fn png(series: &[Series], o: &GraphOptions) -> Result<Vec<u8>, String> {
     fonts();
     let (w, h) = (o.width, o.height);
     let mut rgb = vec![0u8; (w * h * 3) as usize];
+    let mut lines = Vec::new();
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        draw(root, series, o)?;
+        draw(root, series, o, Some(&mut lines))?;
+    }
+    for (path, color) in &lines {
+        polyline(&mut rgb, (w, h), path, *color);
     }
     let mut out = Vec::new();
     {
@@ -69,7 +107,7 @@ pub fn svg(series: &[Series], o: &GraphOptions) -> Result<String, String> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (o.width, o.height)).into_drawing_area();
-        draw(root, series, o)?;
+        draw(root, series, o, None)?;
     }
     Ok(out)
 }
