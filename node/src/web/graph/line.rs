@@ -46,7 +46,7 @@ pub(super) fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
     o: &GraphOptions,
-    mut deferred: Option<&mut Vec<(Vec<(i32, i32)>, RGBColor)>>,
+    mut deferred: Option<&mut super::Deferred>,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,

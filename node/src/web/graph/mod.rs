@@ -29,11 +29,15 @@ fn fonts() {
     });
 }
 
+/// One-pixel polylines (pixel coordinates and colour) left for the caller
+/// to draw into its bitmap.
+type Deferred = Vec<(Vec<(i32, i32)>, RGBColor)>;
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
     o: &GraphOptions,
-    deferred: Option<&mut Vec<(Vec<(i32, i32)>, RGBColor)>>,
+    deferred: Option<&mut Deferred>,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
