@@ -42,27 +42,18 @@ impl Receiving {
         idle: Duration,
         shutdown: &mut Shutdown,
     ) -> Option<usize> {
-        buf.reserve(want);
         if self.drain_until.is_none() {
-            // Biased: once shutdown has begun a busy client must not win the
-            // race, or a flood would keep being accepted.
-            let read = tokio::select! {
-                biased;
-                _ = shutdown.recv() => None,
-                r = stream.read_buf(buf) => Some(r),
-                _ = tokio::time::sleep(idle) => return None,
-            };
-            match read {
-                Some(Ok(n)) if n > 0 => return Some(n),
-                Some(_) => return None,
-                None if !self.acks => return None,
-                None => {
-                    self.pending.extend_from_slice(ack::DRAIN);
-                    self.flush(stream);
-                    self.drain_until = Some(Instant::now() + DRAIN);
-                }
+            let read = crate::serve::ingest::read_some(stream, buf, want, idle, shutdown).await;
+            if read.is_some() || !self.acks || !shutdown.is_down() {
+                return read;
             }
+            // Shutdown began: an acknowledging sender is asked to stop and
+            // read to its end.
+            self.pending.extend_from_slice(ack::DRAIN);
+            self.flush(stream);
+            self.drain_until = Some(Instant::now() + DRAIN);
         }
+        buf.reserve(want);
         let until = self.drain_until?;
         match tokio::time::timeout_at(until, stream.read_buf(buf)).await {
             Ok(Ok(n)) if n > 0 => Some(n),
@@ -265,5 +256,136 @@ impl Link {
                 Control::Drain => self.state = State::Closing,
             }
         }
+    }
+}
+
+/// A sender's side across connections: the current [`Link`], the frames
+/// to send again on the next one, and the reconnect backoff. The relay's
+/// outbound queues and the agent's forwarder both drive one.
+#[derive(Debug)]
+pub struct Sender {
+    addr: String,
+    link: Option<Link>,
+    resend: VecDeque<Vec<u8>>,
+    backoff: Duration,
+}
+
+impl Sender {
+    /// A sender to `addr` (`host:port`), not yet connected.
+    pub fn new(addr: String) -> Sender {
+        Sender {
+            addr,
+            link: None,
+            resend: VecDeque::new(),
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Reads what the destination said; when it is closing, the frames it
+    /// may not have taken wait for the next connection.
+    pub async fn check(&mut self) {
+        if self
+            .link
+            .as_mut()
+            .is_some_and(|l| l.poll() == State::Closing)
+        {
+            tracing::info!(destination = %self.addr, "destination closed the connection; reconnecting");
+            if let Some(l) = self.link.take() {
+                self.resend.extend(l.close().await);
+            }
+        }
+    }
+
+    /// Whether frames wait to be sent again.
+    pub fn has_resend(&self) -> bool {
+        !self.resend.is_empty()
+    }
+
+    /// Whether a connection is open.
+    pub fn connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// With nothing to send: waits for `ready`, shutdown (unless already
+    /// draining), the destination saying something, or 200 ms.
+    pub async fn idle(&self, ready: &tokio::sync::Notify, shutdown: &mut Shutdown, draining: bool) {
+        let readable = async {
+            match &self.link {
+                Some(l) => l.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ready.notified() => {}
+            _ = shutdown.recv(), if !draining => {}
+            _ = readable => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+
+    /// Whether a frame can be sent now: connects if needed (after a failed
+    /// attempt, waits out the backoff and answers false), and waits a moment
+    /// (answering false) while the destination is behind on acknowledging.
+    pub async fn ready(&mut self, shutdown: &mut Shutdown, draining: bool) -> bool {
+        if self.link.is_none() {
+            match Link::connect(&self.addr).await {
+                Ok(l) => {
+                    tracing::info!(destination = %self.addr, "connected");
+                    self.link = Some(l);
+                    self.backoff = Duration::from_millis(100);
+                }
+                Err(_) => {
+                    tracing::warn!(destination = %self.addr, retry_in = ?self.backoff, "destination unreachable; holding points");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.backoff) => {}
+                        _ = shutdown.recv(), if !draining => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                    return false;
+                }
+            }
+        }
+        match &self.link {
+            Some(l) if l.full() => {
+                tokio::select! {
+                    _ = l.readable() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The next frame waiting to be sent again, if any.
+    pub fn take_resend(&mut self) -> Option<Vec<u8>> {
+        self.resend.pop_front()
+    }
+
+    /// Sends a frame on the open link (after [`Sender::ready`] said so);
+    /// without one the frame waits to be sent again.
+    pub async fn send(&mut self, frame: Vec<u8>) {
+        match &mut self.link {
+            Some(l) => {
+                l.send(frame).await;
+            }
+            None => self.resend.push_front(frame),
+        }
+    }
+
+    /// Closes the link and hands back every frame not known to be taken:
+    /// those an acknowledging destination did not acknowledge, and those
+    /// waiting to be sent again. (A carbon destination cannot say; its
+    /// recent frames are not kept.)
+    pub async fn finish(&mut self) -> VecDeque<Vec<u8>> {
+        if let Some(l) = self.link.take() {
+            let acknowledges = l.acknowledges();
+            let unsure = l.close().await;
+            if acknowledges {
+                self.resend.extend(unsure);
+            }
+        }
+        std::mem::take(&mut self.resend)
     }
 }

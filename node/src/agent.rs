@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::ack::{Link, State as LinkState};
+use crate::ack::Sender;
 use crate::serve::shutdown::{self, Shutdown};
 use crate::statsd::StatsdFile;
 
@@ -267,85 +267,38 @@ async fn forward_pickle(
     mut shutdown: Shutdown,
     drain: Duration,
 ) {
-    let mut link: Option<Link> = None;
-    let mut resend: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut sender = Sender::new(destination.clone());
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if shutdown.is_down() && deadline.is_none() {
             deadline = Some(tokio::time::Instant::now() + drain);
         }
-        if let Some(l) = &mut link {
-            if l.poll() == LinkState::Closing {
-                tracing::info!(%destination, "destination closed the connection; reconnecting");
-                if let Some(l) = link.take() {
-                    resend.extend(l.close().await);
-                }
-            }
-        }
-        let idle = buffer.is_empty() && resend.is_empty();
+        sender.check().await;
+        let idle = buffer.is_empty() && !sender.has_resend();
         if let Some(d) = deadline {
             if idle || tokio::time::Instant::now() >= d {
-                if let Some(l) = link.take() {
-                    let acknowledges = l.acknowledges();
-                    let unsure = l.close().await;
-                    if acknowledges {
-                        resend.extend(unsure);
-                    }
-                }
+                let frames = sender.finish().await.len();
                 let left = buffer.lines.lock().map(|q| q.len()).unwrap_or(0);
-                if left > 0 || !resend.is_empty() {
-                    tracing::error!(points = left, frames = resend.len(), %destination, "stopping with points not sent");
+                if left > 0 || frames > 0 {
+                    tracing::error!(points = left, frames, %destination, "stopping with points not sent");
                 }
                 return;
             }
         }
         if idle {
-            let readable = async {
-                match &link {
-                    Some(l) => l.readable().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = buffer.ready.notified() => {}
-                _ = shutdown.recv(), if deadline.is_none() => {}
-                _ = readable => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+            sender
+                .idle(&buffer.ready, &mut shutdown, deadline.is_some())
+                .await;
             continue;
         }
-        if link.is_none() {
-            match Link::connect(&destination).await {
-                Ok(l) => {
-                    tracing::info!(%destination, "connected");
-                    link = Some(l);
-                    backoff = Duration::from_millis(100);
-                }
-                Err(_) => {
-                    tracing::warn!(%destination, retry_in = ?backoff, "destination unreachable; buffering");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.recv(), if deadline.is_none() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-        }
-        let l = link.as_mut().expect("connected above");
-        if l.full() {
-            tokio::select! {
-                _ = l.readable() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+        if !sender.ready(&mut shutdown, deadline.is_some()).await {
             continue;
         }
-        let frame = match resend.pop_front() {
+        let frame = match sender.take_resend() {
             Some(f) => f,
             None => encode(Protocol::Pickle, &buffer.take(5000)),
         };
-        l.send(frame).await;
+        sender.send(frame).await;
     }
 }
 

@@ -66,10 +66,9 @@ pub fn decode(mut bytes: &[u8]) -> Option<Vec<Series>> {
         *bytes = rest;
         Some(head)
     }
-    let u32_at =
-        |b: &mut &[u8]| take(b, 4).map(|x| u32::from_le_bytes(x.try_into().expect("4 bytes")));
-    let i64_at =
-        |b: &mut &[u8]| take(b, 8).map(|x| i64::from_le_bytes(x.try_into().expect("8 bytes")));
+    // Bytes from the network: every conversion is checked, none can panic.
+    let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
+    let i64_at = |b: &mut &[u8]| Some(i64::from_le_bytes(take(b, 8)?.try_into().ok()?));
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let len = u32_at(&mut bytes)? as usize;
@@ -86,7 +85,9 @@ pub fn decode(mut bytes: &[u8]) -> Option<Vec<Series>> {
         let values = raw
             .chunks_exact(8)
             .map(|c| {
-                let v = f64::from_le_bytes(c.try_into().expect("8 bytes"));
+                let mut v = [0u8; 8];
+                v.copy_from_slice(c);
+                let v = f64::from_le_bytes(v);
                 (!v.is_nan()).then_some(v)
             })
             .collect();
@@ -282,12 +283,7 @@ fn merge(mut copies: Vec<Series>) -> Option<Series> {
 
 impl Source for ClusterSource<'_> {
     fn find_leaves(&self, pattern: &str) -> Result<Vec<String>, EvalError> {
-        Ok(self
-            .find_nodes(pattern)?
-            .into_iter()
-            .filter(|n| n.is_leaf)
-            .map(|n| n.path)
-            .collect())
+        Ok(crate::web::leaves(self.find_nodes(pattern)?))
     }
 
     fn fetch(

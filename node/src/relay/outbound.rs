@@ -15,7 +15,7 @@ use graunt_relay::hashing::Destination;
 use tokio::sync::Notify;
 
 use super::batches::Batches;
-use crate::ack::{Link, State};
+use crate::ack::Sender;
 use crate::serve::shutdown::Shutdown;
 
 /// Points per pickle frame.
@@ -170,92 +170,39 @@ impl Outbound {
     /// Sends until shutdown, then for up to `drain` what is left.
     pub async fn run(&self, mut shutdown: Shutdown, drain: Duration) {
         let addr = format!("{}:{}", self.destination.host, self.destination.port);
-        let mut link: Option<Link> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut sender = Sender::new(addr);
         let mut deadline: Option<tokio::time::Instant> = None;
-        // Frames a destination may not have taken in when its connection
-        // ended: sent again first on the next one.
-        let mut resend: VecDeque<Vec<u8>> = VecDeque::new();
         loop {
             if shutdown.is_down() && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + drain);
             }
-            if let Some(l) = &mut link {
-                if l.poll() == State::Closing {
-                    tracing::info!(destination = %self.destination.display(), "destination closed the connection; reconnecting");
-                    if let Some(l) = link.take() {
-                        resend.extend(l.close().await);
-                    }
-                }
-            }
+            sender.check().await;
+            let idle = self.len() == 0 && self.spill_is_empty() && !sender.has_resend();
             if let Some(d) = deadline {
                 // With a spill, what is queued waits on disk for the next
                 // start; without one, sending is tried until the deadline.
-                let keep = self.spill.is_some() && link.is_none();
-                let idle = self.len() == 0 && self.spill_is_empty() && resend.is_empty();
+                let keep = self.spill.is_some() && !sender.connected();
                 if keep || idle || tokio::time::Instant::now() >= d {
-                    if let Some(l) = link.take() {
-                        let acknowledges = l.acknowledges();
-                        let unsure = l.close().await;
-                        // An acknowledging destination said what it has not
-                        // taken in; keep that. (A carbon one cannot say.)
-                        if acknowledges {
-                            resend.extend(unsure);
-                        }
-                    }
-                    self.resend_to_disk(&mut resend);
+                    let mut unsent = sender.finish().await;
+                    self.resend_to_disk(&mut unsent);
                     self.memory_to_disk();
-                    let left = self.len() + resend.len();
-                    if left > 0 {
-                        tracing::error!(destination = %self.destination.display(), points = self.len(), frames = resend.len(), "stopping with points not sent");
+                    if self.len() + unsent.len() > 0 {
+                        tracing::error!(destination = %self.destination.display(), points = self.len(), frames = unsent.len(), "stopping with points not sent");
                     }
                     return;
                 }
             }
-            if self.len() == 0 && self.spill_is_empty() && resend.is_empty() {
-                let readable = async {
-                    match &link {
-                        Some(l) => l.readable().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = self.ready.notified() => {}
-                    _ = shutdown.recv(), if deadline.is_none() => {}
-                    _ = readable => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
+            if idle {
+                sender
+                    .idle(&self.ready, &mut shutdown, deadline.is_some())
+                    .await;
                 continue;
             }
-            if link.is_none() {
-                match Link::connect(&addr).await {
-                    Ok(l) => {
-                        tracing::info!(destination = %self.destination.display(), "connected");
-                        link = Some(l);
-                        backoff = Duration::from_millis(100);
-                    }
-                    Err(_) => {
-                        tracing::warn!(destination = %self.destination.display(), retry_in = ?backoff, "destination unreachable; queueing");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = shutdown.recv(), if deadline.is_none() => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                }
-            }
-            let l = link.as_mut().expect("connected above");
-            if l.full() {
-                // The destination is behind on acknowledging: wait for it.
-                tokio::select! {
-                    _ = l.readable() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
+            if !sender.ready(&mut shutdown, deadline.is_some()).await {
                 continue;
             }
-            if let Some(frame) = resend.pop_front() {
-                l.send(frame).await;
+            if let Some(frame) = sender.take_resend() {
+                sender.send(frame).await;
                 continue;
             }
             // The disk holds the oldest points: it goes first.
@@ -287,7 +234,7 @@ impl Outbound {
                         }
                     }
                     self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
-                    l.send(frame).await;
+                    sender.send(frame).await;
                 }
                 None => {
                     let batch = self.take(BATCH);
@@ -300,7 +247,7 @@ impl Outbound {
                             .map(|p| (p.name.as_str(), p.timestamp, p.value)),
                     );
                     self.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    l.send(frame).await;
+                    sender.send(frame).await;
                 }
             }
         }

@@ -177,15 +177,17 @@ impl Spill {
 mod tests {
     use super::*;
 
+    /// A 3-byte frame of `i`s.
+    fn frame(i: u8) -> Vec<u8> {
+        let mut f = 3u32.to_be_bytes().to_vec();
+        f.extend_from_slice(&[i, i, i]);
+        f
+    }
+
     #[test]
     fn frames_come_back_in_order_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d");
-        let frame = |i: u8| {
-            let mut f = 3u32.to_be_bytes().to_vec();
-            f.extend_from_slice(&[i, i, i]);
-            f
-        };
         let mut s = Spill::open(path.clone(), 1 << 20).unwrap();
         for i in 0..5 {
             assert!(s.append(&frame(i)).unwrap());
@@ -211,11 +213,6 @@ mod tests {
     fn a_torn_tail_is_skipped_not_a_block() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d");
-        let frame = |i: u8| {
-            let mut f = 3u32.to_be_bytes().to_vec();
-            f.extend_from_slice(&[i, i, i]);
-            f
-        };
         let mut s = Spill::open(path.clone(), 1 << 20).unwrap();
         assert!(s.append(&frame(1)).unwrap());
         drop(s);

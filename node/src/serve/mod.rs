@@ -11,7 +11,7 @@
 mod carbonlink;
 pub mod config;
 mod http;
-mod ingest;
+pub(crate) mod ingest;
 mod line;
 mod pickle;
 pub(crate) mod shutdown;

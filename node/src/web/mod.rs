@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use graunt_storage::store::Store;
 
-pub use source::StoreSource;
+pub use source::{leaves, StoreSource};
 
 /// Limits on what one request may ask for.
 #[derive(Debug, Clone, Copy)]

@@ -31,14 +31,18 @@ impl StoreSource<'_> {
     }
 }
 
+/// The metric paths among found nodes.
+pub fn leaves(nodes: Vec<find::Node>) -> Vec<String> {
+    nodes
+        .into_iter()
+        .filter(|n| n.is_leaf)
+        .map(|n| n.path)
+        .collect()
+}
+
 impl Source for StoreSource<'_> {
     fn find_leaves(&self, pattern: &str) -> Result<Vec<String>, EvalError> {
-        Ok(self
-            .find_nodes(pattern)?
-            .into_iter()
-            .filter(|n| n.is_leaf)
-            .map(|n| n.path)
-            .collect())
+        Ok(leaves(self.find_nodes(pattern)?))
     }
 
     fn fetch(
