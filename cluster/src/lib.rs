@@ -1,10 +1,31 @@
 //! graunt-cluster: the raft-replicated cluster state (members, ring
-//! settings, schemas, tenants) on openraft, with a durable log and state
-//! machine on disk and raft RPC over the nodes' HTTP ports. The node wires
-//! the HTTP handlers and the admin commands; relays read the state.
+//! settings, schemas, tenants) on openraft, and what a node does as a
+//! member of it.
+//!
+//! - [`start`], [`LogStore`], [`StateMachine`], [`Network`]: the raft member
+//!   with its durable log and state on disk and its RPC client over the
+//!   nodes' HTTP ports.
+//! - [`member::ClusterNode`]: a running member (changes forwarded to the
+//!   leader, bootstrap, schemas followed by the store); [`api::routes`]: the
+//!   raft RPC server, the admin API and the peer reads under `/cluster/`.
+//! - [`hashing`]: carbon's hash rings; [`ring::of_members`]: the ring over
+//!   the members that relays and reads use.
+//! - [`source::ClusterSources`]: reads for the whole cluster as graunt-query
+//!   sources (fan-out to peers, replica merge, partial answers).
+//!
+//! ```text
+//! /render ─▶ ClusterSource ─┬─▶ own store
+//!                           └─▶ peers' /cluster/find, /cluster/fetch ─▶ merge copies
+//! graunt cluster … ─▶ /cluster/{init,join,…} ─▶ raft ─▶ StateMachine ─▶ relays, schemas
+//! ```
 
+pub mod api;
+pub mod hashing;
 mod log_store;
+pub mod member;
 mod network;
+pub mod ring;
+pub mod source;
 mod state;
 mod state_machine;
 

@@ -1,14 +1,5 @@
-//! The `graunt` binary: one command per role (see `graunt --help`). This file
-//! only parses arguments and hands over; each role lives in its own module.
-
-mod ack;
-mod agent;
-mod cli;
-mod cluster;
-mod relay;
-mod serve;
-mod statsd;
-mod web;
+//! The `graunt` binary: parses the command line and hands over to
+//! [`graunt::cli`]; every role is a library call.
 
 use std::process::ExitCode;
 
@@ -20,6 +11,5 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    cli::run(args)
+    graunt::cli::run(graunt::cli::Cli::parse())
 }

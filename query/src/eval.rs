@@ -6,11 +6,24 @@ use crate::functions;
 use crate::parser::{self, Expr};
 use crate::series::Series;
 
-/// Where series come from: the node's store today, peers later. Shared
-/// across the threads one request fetches with.
+/// Where series come from: one node's store ([`crate::source::StoreSource`])
+/// or a whole cluster (graunt-cluster's source). Shared across the threads
+/// one request fetches with.
 pub trait Source: Sync {
+    /// Every node (branches and leaves) matching a graphite path
+    /// expression, sorted.
+    fn find_nodes(&self, pattern: &str) -> Result<Vec<graunt_storage::find::Node>, EvalError>;
+
     /// Metric paths (leaves) matching a graphite path expression, sorted.
-    fn find_leaves(&self, pattern: &str) -> Result<Vec<String>, EvalError>;
+    fn find_leaves(&self, pattern: &str) -> Result<Vec<String>, EvalError> {
+        Ok(crate::source::leaves(self.find_nodes(pattern)?))
+    }
+
+    /// Parts of the data that could not be read (a peer down or slow), each
+    /// as `(who, why)`: the answer is partial when this is not empty.
+    fn partial(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// The series of one metric over `[from, until]`, or `None` if it has
     /// no data there.
     fn fetch(

@@ -7,14 +7,19 @@
 //!   name the position.
 //!
 //! - [`series`], [`eval`], [`functions`]: evaluating a target into series
-//!   over a [`eval::Source`] (the node's store), as graphite-web does.
+//!   over a [`eval::Source`], as graphite-web does.
+//! - [`source`]: the node's own store as a [`eval::Source`], and
+//!   [`source::Sources`], which the web layer asks for the source of one
+//!   request (the node's store alone, or the whole cluster).
 //! - [`pyfmt`]: Python's number formatting, for names such as `scale(a,2)`.
 //!
-//! It sits beside the node, on graunt-storage; the node's HTTP layer calls it.
+//! It sits on graunt-storage; graunt-cluster implements [`eval::Source`]
+//! over the cluster, and the node's HTTP layer calls it.
 
 pub mod eval;
 pub mod functions;
 pub mod parser;
 pub mod pyfmt;
 pub mod series;
+pub mod source;
 pub mod time;

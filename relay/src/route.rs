@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use regex::Regex;
 
-use crate::hashing::{Destination, Ring};
+use graunt_cluster::hashing::{Destination, Ring};
 
 /// A carbon relay rule: names matching `pattern` go to all of `targets`;
 /// evaluation stops at the first match unless `continue_matching`.
@@ -86,7 +86,7 @@ impl Refusal {
 }
 
 /// A tenant's fence.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Fence {
     /// Name prefixes allowed (`cust.acme.`); empty allows every name.
     pub namespaces: Vec<String>,
@@ -142,7 +142,7 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::Method;
+    use graunt_cluster::hashing::Method;
 
     #[test]
     fn rules_before_the_ring() {

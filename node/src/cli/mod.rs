@@ -1,6 +1,11 @@
 //! Command-line surface of `graunt`: the subcommands and their arguments.
 
+mod agent;
+mod cluster;
+mod relay;
 mod resize;
+mod serve;
+pub mod service;
 mod whisper;
 
 use std::process::ExitCode;
@@ -21,16 +26,16 @@ enum Command {
     /// Run a node: carbon receivers, statsd, cache and whisper storage, carbonlink, HTTP.
     // A flag given twice takes its last value (scripts append overrides).
     #[command(args_override_self = true)]
-    Serve(crate::serve::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Run a local statsd aggregator that forwards to a node or relay (as bucky).
     #[command(args_override_self = true)]
-    Agent(crate::agent::AgentArgs),
+    Agent(agent::AgentArgs),
     /// Run a relay: tenant listeners, fences, consistent-hash routing to nodes; or `relay lookup`.
     #[command(args_override_self = true)]
-    Relay(crate::relay::RelayArgs),
+    Relay(relay::RelayArgs),
     /// Cluster administration: init, join, leave, status, schemas, tenants.
     #[command(subcommand)]
-    Cluster(crate::cluster::cli::ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Exit 0 if a node or relay answers on its HTTP port (a container healthcheck).
     Health {
         /// The URL to GET.
@@ -45,11 +50,11 @@ enum Command {
 /// Runs the chosen command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => crate::serve::run(args),
-        Command::Agent(args) => crate::agent::run(args),
-        Command::Cluster(command) => crate::cluster::cli::run(command),
-        Command::Health { url } => crate::cluster::cli::health(&url),
-        Command::Relay(args) => crate::relay::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Cluster(command) => cluster::run(command),
+        Command::Health { url } => cluster::health(&url),
+        Command::Relay(args) => relay::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),
     }
 }

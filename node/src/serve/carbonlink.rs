@@ -13,17 +13,32 @@ use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::ingest::{read_some, Ingest};
-use super::shutdown::Shutdown;
+use graunt_relay::net::{accept_loop, read_some};
+use graunt_relay::receive::{Limits, Sink};
+use graunt_relay::shutdown::Shutdown;
+
+use super::sink::StoreSink;
 
 /// Accepts carbonlink connections until shutdown.
-pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Shutdown) {
-    super::accept_loop(
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<StoreSink>,
+    limits: Limits,
+    shutdown: Shutdown,
+) {
+    accept_loop(
         listener,
-        ingest,
+        limits.max_connections,
         shutdown,
         "carbonlink",
-        |stream, ingest, shutdown| Box::pin(connection(stream, ingest, shutdown)),
+        |stream, shutdown| {
+            let node = node.clone();
+            async move {
+                node.connection(1);
+                connection(stream, &node, limits, shutdown).await;
+                node.connection(-1);
+            }
+        },
     )
     .await;
 }
@@ -55,7 +70,7 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn datapoints(ingest: &Ingest, metric: &str) -> Value {
+fn datapoints(ingest: &StoreSink, metric: &str) -> Value {
     Value::List(
         ingest
             .store
@@ -68,7 +83,7 @@ fn datapoints(ingest: &Ingest, metric: &str) -> Value {
 }
 
 /// Answers one request.
-fn answer(ingest: &Ingest, payload: &[u8]) -> Value {
+fn answer(ingest: &StoreSink, payload: &[u8]) -> Value {
     if let Err(e) = graunt_relay::codec::pickle_scan::check_plain(payload) {
         return error(format!("refused request: {e}"));
     }
@@ -128,14 +143,19 @@ fn answer(ingest: &Ingest, payload: &[u8]) -> Value {
     }
 }
 
-async fn connection(mut stream: TcpStream, ingest: Arc<Ingest>, mut shutdown: Shutdown) {
+async fn connection(
+    mut stream: TcpStream,
+    ingest: &StoreSink,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         if read_some(
             &mut stream,
             &mut buf,
             4096,
-            ingest.idle_timeout,
+            limits.idle_timeout,
             &mut shutdown,
         )
         .await
@@ -146,10 +166,10 @@ async fn connection(mut stream: TcpStream, ingest: Arc<Ingest>, mut shutdown: Sh
         let mut at = 0;
         let mut out = Vec::new();
         loop {
-            match next_frame(&buf[at..], ingest.max_pickle_frame) {
+            match next_frame(&buf[at..], limits.max_pickle_frame) {
                 Ok(Some((payload, used))) => {
                     // Reads files and may wait on a file lock (set-metadata).
-                    let response = tokio::task::block_in_place(|| answer(&ingest, payload));
+                    let response = tokio::task::block_in_place(|| answer(ingest, payload));
                     let bytes = serde_pickle::value_to_vec(&response, SerOptions::new().proto_v2())
                         .unwrap_or_default();
                     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use graunt_relay::receive::Limits;
+use graunt_relay::statsd::{Listener as StatsdListener, StatsdFile};
 use graunt_storage::schema::{Aggregations, Schemas};
 use graunt_storage::store::StoreConfig;
 use graunt_storage::wal::SyncPolicy;
@@ -65,7 +67,7 @@ pub struct FileConfig {
     /// Seconds between statsd flushes [10].
     pub statsd_flush_interval: Option<f64>,
     /// statsd aggregation settings and extra listeners.
-    pub statsd: Option<crate::statsd::StatsdFile>,
+    pub statsd: Option<StatsdFile>,
     /// This node's raft id: set, the node is a cluster member [none].
     pub node_id: Option<u64>,
     /// HTTP `host:port` other members reach this node at [the bound address].
@@ -102,20 +104,15 @@ pub struct ServeConfig {
     pub instance: String,
     /// See [`FileConfig::max_future`].
     pub max_future: i64,
-    /// See [`FileConfig::max_line_length`].
-    pub max_line_length: usize,
-    /// See [`FileConfig::max_pickle_frame`].
-    pub max_pickle_frame: usize,
-    /// See [`FileConfig::max_connections`].
-    pub max_connections: usize,
-    /// See [`FileConfig::idle_timeout`].
-    pub idle_timeout: std::time::Duration,
+    /// Receiver bounds: `max_connections`, `max_line_length`,
+    /// `max_pickle_frame`, `idle_timeout` (defaults shared with the relay).
+    pub limits: Limits,
     /// See [`FileConfig::self_metrics_interval`].
     pub self_metrics_interval: std::time::Duration,
     /// Bounds on `/render` requests.
     pub render_limits: crate::web::Limits,
     /// statsd listeners.
-    pub statsd: Vec<crate::statsd::Listener>,
+    pub statsd: Vec<StatsdListener>,
     /// Cluster membership, when `node_id` is set.
     pub cluster: Option<ClusterSettings>,
 }
@@ -189,12 +186,17 @@ impl ServeConfig {
             aggregations,
             instance: f.instance.unwrap_or_else(|| "a".into()),
             max_future: f.max_future.unwrap_or(3600),
-            max_line_length: f.max_line_length.unwrap_or(16384).max(64),
-            max_pickle_frame: f
-                .max_pickle_frame
-                .unwrap_or(graunt_relay::codec::pickle::DEFAULT_MAX_FRAME),
-            max_connections: f.max_connections.unwrap_or(50_000).max(1),
-            idle_timeout: std::time::Duration::from_secs(f.idle_timeout.unwrap_or(600).max(1)),
+            limits: {
+                let d = Limits::default();
+                Limits {
+                    max_connections: f.max_connections.unwrap_or(d.max_connections).max(1),
+                    max_line_length: f.max_line_length.unwrap_or(d.max_line_length).max(64),
+                    max_pickle_frame: f.max_pickle_frame.unwrap_or(d.max_pickle_frame),
+                    idle_timeout: f
+                        .idle_timeout
+                        .map_or(d.idle_timeout, |s| std::time::Duration::from_secs(s.max(1))),
+                }
+            },
             self_metrics_interval: std::time::Duration::from_secs(
                 f.self_metrics_interval.unwrap_or(60).max(1),
             ),
@@ -263,7 +265,10 @@ mod tests {
         assert_eq!(cfg.statsd.len(), 1);
         assert_eq!(cfg.statsd[0].config.flush_interval_ms, 10_000);
         let text = std::fs::read_to_string(root.join("deploy/agent.toml")).unwrap();
-        let agent: crate::agent::AgentFile = toml::from_str(&text).unwrap();
-        assert_eq!(agent.protocol.as_deref(), Some("plaintext"));
+        let agent: graunt_relay::agent::AgentFile = toml::from_str(&text).unwrap();
+        assert_eq!(
+            agent.protocol,
+            Some(graunt_relay::agent::Protocol::Plaintext)
+        );
     }
 }

@@ -1,15 +1,19 @@
-//! The node's HTTP port: `/metrics` (Prometheus) and graphite-web's API
-//! ([`crate::web`], which also serves the UI at `/`).
+//! The node's HTTP port: `/metrics` (Prometheus), graphite-web's API
+//! ([`crate::web`], which also serves the UI at `/`) over the node's
+//! sources, and, for a cluster member, graunt-cluster's `/cluster/` routes.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
+use graunt_cluster::member::ClusterNode;
+use graunt_cluster::source::ClusterSources;
+use graunt_query::source::Sources;
+use graunt_relay::shutdown::Shutdown;
 use graunt_storage::store::Store;
 use tokio::net::TcpListener;
 
-use super::shutdown::Shutdown;
 use super::telemetry::Telemetry;
 
 #[derive(Clone)]
@@ -28,13 +32,17 @@ pub async fn serve(
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     limits: crate::web::Limits,
-    cluster: Option<Arc<crate::cluster::ClusterNode>>,
+    member: Option<Arc<ClusterNode>>,
     mut shutdown: Shutdown,
 ) {
-    let api = crate::web::Api {
-        store: store.clone(),
-        limits,
-        cluster: cluster.clone(),
+    // The one place that chooses between this node alone and the cluster.
+    let sources: Arc<dyn Sources> = match &member {
+        None => Arc::new(store.clone()),
+        Some(node) => Arc::new(ClusterSources {
+            node: node.clone(),
+            store: store.clone(),
+            handle: tokio::runtime::Handle::current(),
+        }),
     };
     let mut app = Router::new()
         .route("/metrics", get(metrics))
@@ -42,9 +50,9 @@ pub async fn serve(
             store: store.clone(),
             telemetry,
         })
-        .merge(crate::web::routes(api));
-    if let Some(node) = cluster {
-        app = app.merge(crate::cluster::routes(node, store));
+        .merge(crate::web::routes(crate::web::Api { sources, limits }));
+    if let Some(node) = member {
+        app = app.merge(graunt_cluster::api::routes(node, store));
     }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.recv().await })

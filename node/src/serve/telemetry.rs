@@ -1,4 +1,5 @@
-//! The node's own metrics: Prometheus counters served on `/metrics`, and the
+//! The node's own metrics: Prometheus counters (`graunt_*_total` for
+//! monotonic counts) and gauges served on `/metrics`, and the
 //! same figures written into the node every interval as
 //! `carbon.agents.<host>-<instance>.*`, the names carbon-cache uses.
 
@@ -10,7 +11,7 @@ use graunt_storage::store::Store;
 use graunt_storage::Datapoint;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-use super::shutdown::Shutdown;
+use graunt_relay::shutdown::Shutdown;
 
 /// Counters shared by every listener.
 pub struct Telemetry {
@@ -26,10 +27,10 @@ pub struct Telemetry {
     /// Carbonlink queries answered.
     pub cache_queries: IntCounter,
     refused_all: IntCounter,
-    committed: IntGauge,
-    updates: IntGauge,
-    creates: IntGauge,
-    errors: IntGauge,
+    committed: IntCounter,
+    updates: IntCounter,
+    creates: IntCounter,
+    errors: IntCounter,
     cache_size: IntGauge,
     cache_queues: IntGauge,
     wal_segments: IntGauge,
@@ -80,10 +81,10 @@ impl Telemetry {
             connections: gauge(&r, "connections", "Open TCP connections"),
             cache_queries: counter(&r, "cache_queries_total", "Carbonlink queries answered"),
             refused_all: IntCounter::new("refused_all", "unregistered sum").expect("valid metric"),
-            committed: gauge(&r, "committed_points_total", "Points written to whisper"),
-            updates: gauge(&r, "update_operations_total", "Whisper update_many calls"),
-            creates: gauge(&r, "creates_total", "Whisper files created"),
-            errors: gauge(&r, "write_errors_total", "Whisper writes that failed"),
+            committed: counter(&r, "committed_points_total", "Points written to whisper"),
+            updates: counter(&r, "update_operations_total", "Whisper update_many calls"),
+            creates: counter(&r, "creates_total", "Whisper files created"),
+            errors: counter(&r, "write_errors_total", "Whisper writes that failed"),
             cache_size: gauge(
                 &r,
                 "cache_points",
@@ -115,12 +116,18 @@ impl Telemetry {
     /// The Prometheus text exposition, with store figures read now.
     pub fn render(&self, store: &Store) -> String {
         let s = &store.stats;
-        self.committed
-            .set(s.committed_points.load(Ordering::Relaxed) as i64);
-        self.updates
-            .set(s.update_operations.load(Ordering::Relaxed) as i64);
-        self.creates.set(s.creates.load(Ordering::Relaxed) as i64);
-        self.errors.set(s.errors.load(Ordering::Relaxed) as i64);
+        // The store keeps its own counts; the counters catch up with them.
+        for (counter, count) in [
+            (&self.committed, &s.committed_points),
+            (&self.updates, &s.update_operations),
+            (&self.creates, &s.creates),
+            (&self.errors, &s.errors),
+        ] {
+            let (have, now) = (counter.get(), count.load(Ordering::Relaxed));
+            if now > have {
+                counter.inc_by(now - have);
+            }
+        }
         let stats = store.cache.stats();
         self.cache_size.set(stats.points as i64);
         self.cache_queues.set(stats.metrics as i64);

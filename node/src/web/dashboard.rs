@@ -22,7 +22,7 @@ const MAX_STATE: usize = 1 << 20;
 const MAX_DASHBOARDS: usize = 10_000;
 
 fn dir(api: &Api) -> PathBuf {
-    api.store.config.data_dir.join("dashboards")
+    api.sources.store().config.data_dir.join("dashboards")
 }
 
 /// Whether `name` is a dashboard name: graphite-web allows free text, but a

@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::params::{param, Params};
-use super::{Api, StoreSource};
-use crate::cluster::source::ClusterSource;
+use super::Api;
 
 /// GET `/metrics/find?query=…`.
 pub async fn find(State(api): State<Api>, Query(params): Query<Params>) -> Response {
@@ -50,20 +49,9 @@ async fn answer(api: Api, params: Params) -> Response {
             pattern.push('*');
         }
     }
-    let store = api.store.clone();
-    let local = param(&params, "local").is_some_and(|l| l != "0" && !l.is_empty());
-    let cluster = match &api.cluster {
-        Some(node) if !local => Some((node.clone(), node.state.state().await)),
-        _ => None,
-    };
-    let handle = tokio::runtime::Handle::current();
-    let found = tokio::task::spawn_blocking(move || match &cluster {
-        None => StoreSource(&store).find_nodes(&pattern),
-        Some((node, state)) => {
-            ClusterSource::new(StoreSource(&store), node, state, handle).find_nodes(&pattern)
-        }
-    })
-    .await;
+    let local = is_local(&params);
+    let found =
+        tokio::task::spawn_blocking(move || api.sources.open(local).find_nodes(&pattern)).await;
     let nodes = match found {
         Ok(Ok(nodes)) => nodes,
         Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -180,9 +168,9 @@ async fn expand_answer(api: Api, params: Params) -> Response {
     let group = param(&params, "groupByExpr").is_some_and(|v| v != "0");
     let leaves_only = param(&params, "leavesOnly").is_some_and(|v| v != "0");
     let jsonp = param(&params, "jsonp").map(str::to_string);
-    let store = api.store.clone();
+    let local = is_local(&params);
     let found = tokio::task::spawn_blocking(move || {
-        let source = StoreSource(&store);
+        let source = api.sources.open(local);
         queries
             .into_iter()
             .map(|q| {
@@ -214,8 +202,9 @@ async fn expand_answer(api: Api, params: Params) -> Response {
 
 /// `/metrics/index.json`: every metric path, sorted.
 pub async fn index(State(api): State<Api>, Query(params): Query<Params>) -> Response {
-    let store = api.store.clone();
-    let leaves = tokio::task::spawn_blocking(move || StoreSource(&store).find_nodes("**")).await;
+    let local = is_local(&params);
+    let leaves =
+        tokio::task::spawn_blocking(move || api.sources.open(local).find_nodes("**")).await;
     match leaves {
         Ok(Ok(nodes)) => {
             let paths: std::collections::BTreeSet<String> = nodes
@@ -228,4 +217,9 @@ pub async fn index(State(api): State<Api>, Query(params): Query<Params>) -> Resp
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// graphite-web's `local=1`: this node's data only (what peers ask).
+pub fn is_local(params: &Params) -> bool {
+    param(params, "local").is_some_and(|l| l != "0" && !l.is_empty())
 }

@@ -1,8 +1,9 @@
 //! graphite-web's HTTP API on the node's HTTP port: `/render` (json, csv,
 //! raw, pickle), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`,
 //! `/functions`, `/version`, graphite-web's dashboard endpoints and the
-//! browser UI at `/`. Requests are evaluated by graunt-query over
-//! the node's store (whisper files overlaid with the cache).
+//! browser UI at `/`. Requests are evaluated by graunt-query over the
+//! source [`Api::sources`] opens for each request: this node's store, or the
+//! whole cluster; this layer does not know which.
 
 mod dashboard;
 mod find;
@@ -11,16 +12,13 @@ mod graph;
 mod params;
 mod pyjson;
 mod render;
-mod source;
 mod ui;
 
 use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use graunt_storage::store::Store;
-
-pub use source::{leaves, StoreSource};
+use graunt_query::source::Sources;
 
 /// Limits on what one request may ask for.
 #[derive(Debug, Clone, Copy)]
@@ -46,12 +44,10 @@ impl Default for Limits {
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct Api {
-    /// The node's storage.
-    pub store: Arc<Store>,
+    /// Where each request's series come from.
+    pub sources: Arc<dyn Sources>,
     /// Request bounds.
     pub limits: Limits,
-    /// The cluster this node is a member of: reads fan out to its peers.
-    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 /// The API routes, to merge into the node's router.

@@ -15,8 +15,7 @@ use graunt_query::time;
 use jiff::Timestamp;
 
 use super::params::{param, Params};
-use super::{Api, StoreSource};
-use crate::cluster::source::ClusterSource;
+use super::Api;
 use graunt_query::eval::Source;
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -39,38 +38,21 @@ pub async fn render_post(
 }
 
 async fn respond(api: Api, params: Params) -> Response {
-    let store = api.store.clone();
-    let handle = tokio::runtime::Handle::current();
-    // graphite-web's `local=1`: this node's data only (what peers ask).
-    let local = param(&params, "local").is_some_and(|l| l != "0" && !l.is_empty());
-    let cluster = match &api.cluster {
-        Some(node) if !local => Some((node.clone(), node.state.state().await)),
-        _ => None,
-    };
+    let local = super::find::is_local(&params);
     match tokio::task::spawn_blocking(move || {
-        let mine = StoreSource(&store);
-        match &cluster {
-            None => answer(&api, &mine, &params),
-            Some((node, state)) => {
-                let source = ClusterSource::new(StoreSource(&store), node, state, handle);
-                let mut response = answer(&api, &source, &params);
-                let partial = source
-                    .partial
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if !partial.is_empty() {
-                    let text: Vec<String> = partial
-                        .iter()
-                        .map(|(peer, why)| format!("{peer}: {why}"))
-                        .collect();
-                    if let Ok(v) = axum::http::HeaderValue::from_str(&text.join("; ")) {
-                        response.headers_mut().insert("x-graunt-partial", v);
-                    }
-                }
-                response
+        let source = api.sources.open(local);
+        let mut response = answer(&api, &*source, &params);
+        let partial = source.partial();
+        if !partial.is_empty() {
+            let text: Vec<String> = partial
+                .iter()
+                .map(|(peer, why)| format!("{peer}: {why}"))
+                .collect();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&text.join("; ")) {
+                response.headers_mut().insert("x-graunt-partial", v);
             }
         }
+        response
     })
     .await
     {

@@ -2,7 +2,8 @@
 //! `aliasByMetric`, `aliasSub`, `aliasQuery`, `substr`, `upper`/`lower`,
 //! and the legend decorations `legendValue` and `cactiStyle`.
 
-use super::combine::{agg_key, aggregate_row};
+use super::aggregate::{aggregate_row, AGG_FUNCS};
+use super::helpers::{agg_key, python_replacement};
 use super::{arg_err, Args, Out};
 use crate::eval::{Context, Value};
 use crate::pyfmt::{float_repr, format_fixed as format_f};
@@ -123,7 +124,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                 };
                 for t in &types {
                     for s in &mut list {
-                        let value = super::combine::AGG_FUNCS
+                        let value = AGG_FUNCS
                             .contains(&t.as_str())
                             .then(|| aggregate_row(t, &s.points()));
                         match &system {
@@ -337,49 +338,6 @@ pub(crate) fn percent_format(fmt: &str, v: f64) -> String {
                 out.push(other);
             }
             None => out.push('%'),
-        }
-    }
-    out
-}
-
-/// Python `re.sub` replacement syntax (`\1`, `\g<1>`, `\g<name>`) in the
-/// regex crate's (`${1}`), with literal `$` escaped.
-pub(crate) fn python_replacement(replace: &str) -> String {
-    let mut out = String::new();
-    let mut chars = replace.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '$' => out.push_str("$$"),
-            '\\' => match chars.peek().copied() {
-                Some(d) if d.is_ascii_digit() => {
-                    let mut n = String::new();
-                    while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                        n.push(d);
-                        chars.next();
-                    }
-                    out.push_str(&format!("${{{n}}}"));
-                }
-                Some('g') => {
-                    chars.next();
-                    if chars.peek() == Some(&'<') {
-                        chars.next();
-                        let group: String = chars.by_ref().take_while(|&c| c != '>').collect();
-                        out.push_str(&format!("${{{group}}}"));
-                    } else {
-                        out.push_str("\\g");
-                    }
-                }
-                Some('n') => {
-                    chars.next();
-                    out.push('\n');
-                }
-                Some('\\') => {
-                    chars.next();
-                    out.push('\\');
-                }
-                _ => out.push('\\'),
-            },
-            c => out.push(c),
         }
     }
     out

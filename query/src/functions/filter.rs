@@ -2,7 +2,8 @@
 //! shorthands, `highest*`/`lowest*`, `sortBy*`, `limit`, `grep`/`exclude`,
 //! percentile and value cut-offs, `removeEmptySeries`, `useSeriesAbove`.
 
-use super::combine::{aggregate_row, check_agg, percentile};
+use super::aggregate::{aggregate_row, check_agg, percentile};
+use super::helpers::python_replacement;
 use super::{arg_err, cmp_f64, py_str, Args, Out};
 use crate::eval::{Context, Value};
 use crate::pyfmt::format_g;
@@ -315,7 +316,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
             "useSeriesAbove" => {
                 let value = a.float("value")?;
                 let search = a.string("search")?;
-                let replace = super::alias::python_replacement(&a.string("replace")?);
+                let replace = python_replacement(&a.string("replace")?);
                 let re = regex::Regex::new(&search)
                     .map_err(|e| arg_err(name, format!("invalid pattern {search:?}: {e}")))?;
                 let names: Vec<String> = list

@@ -6,7 +6,8 @@
 
 use serde_json::Value as Json;
 
-use super::combine::{aggregate_row, check_agg};
+use super::aggregate::{aggregate_row, check_agg};
+use super::helpers::constant_line;
 use super::{arg_err, py_str, Args, Out};
 use crate::eval::Context;
 use crate::pyfmt::{float_repr, format_g};
@@ -34,14 +35,6 @@ const NAMES: &[&str] = &[
     "randomWalkFunction",
     "events",
 ];
-
-/// graphite's `constantLine`: three points spanning the request.
-pub(crate) fn constant_line(ctx: &Context<'_>, value: f64, name: String) -> Series {
-    let step = ((ctx.until - ctx.from) as f64 / 2.0).trunc() as i64;
-    let mut s = Series::new(name, ctx.from, ctx.until, step.max(1), vec![Some(value); 3]);
-    s.x_files_factor = ctx.xff();
-    s
-}
 
 fn generated(
     ctx: &Context<'_>,

@@ -2,13 +2,20 @@
 //! its argument rules, None handling and the series names and tags it builds.
 //! Arguments are bound to the parameters graphite-web declares (its
 //! `/functions` catalog) and converted as its `validateParams` converts them;
-//! each family lives in its own file.
+//! each family lives in its own file. Aggregation methods (`aggregate`),
+//! series plumbing (`helpers`) and `summarize`'s bucketing (`buckets`) are
+//! their own modules because several families use them; families never
+//! import each other.
 
+mod aggregate;
 mod alias;
+mod buckets;
 pub mod catalog;
 mod combine;
 mod filter;
 mod graph;
+mod group;
+mod helpers;
 mod shift;
 mod transform;
 mod window;
@@ -407,9 +414,10 @@ pub fn call(
     let mut a = Args::bind(name, args, kwargs)?;
     let a = &mut a;
     if name == "map" || name == "mapSeries" {
-        return Ok(Value::SeriesLists(combine::map_series(a)?));
+        return Ok(Value::SeriesLists(group::map_series(a)?));
     }
     let out = combine::call(ctx, raw, name, a)
+        .or_else(|| group::call(ctx, name, a))
         .or_else(|| transform::call(ctx, name, a))
         .or_else(|| filter::call(ctx, name, a))
         .or_else(|| alias::call(ctx, name, a))

@@ -3,6 +3,8 @@
 //! and integrals, gap handling (`keepLastValue`, `interpolate`,
 //! `transformNull`), consolidation settings and `timeSlice`.
 
+use super::buckets::summarize_values;
+use super::helpers::{py_round, safe_pow};
 use super::{arg_err, py_d, py_str, Args, Out};
 use crate::eval::{Context, Value};
 use crate::pyfmt::{float_repr, format_g};
@@ -328,7 +330,7 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
                     .map_or_else(|| "0".to_string(), |v| py_str(&v));
                 let reference = a.opt_series("referenceSeries")?.filter(|r| !r.is_empty());
                 let defaults: Option<Vec<Option<f64>>> = reference.as_ref().map(|r| {
-                    super::combine::rows(r)
+                    super::helpers::rows(r)
                         .iter()
                         .map(|row| row.iter().any(Option::is_some).then_some(default))
                         .collect()
@@ -441,42 +443,9 @@ pub(super) fn call(ctx: &Context<'_>, name: &str, a: &mut Args) -> Option<Out> {
     })())
 }
 
-/// `safePow`: unknown in, unknown out; Python's math errors (a negative
-/// base with a fractional exponent, zero to a negative power, overflow)
-/// are unknown too.
-pub(crate) fn safe_pow(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    let (a, b) = (a?, b?);
-    if a == 0.0 && b < 0.0 {
-        return None;
-    }
-    let r = a.powf(b);
-    (!r.is_nan() || a.is_nan() || b.is_nan())
-        .then_some(r)
-        .filter(|r| !r.is_infinite() || a.is_infinite() || b.is_infinite())
-}
-
 /// Python's `math.log(v, base)`: `log(v) / log(base)`.
 fn py_log(v: f64, base: f64) -> f64 {
     v.ln() / base.ln()
-}
-
-/// Python's `round(x, ndigits)` on a float: the exact value rounded to
-/// `ndigits` decimals, ties to even.
-pub(crate) fn py_round(x: f64, ndigits: i64) -> f64 {
-    if !x.is_finite() {
-        return x;
-    }
-    if ndigits >= 0 {
-        let digits = ndigits.min(340) as usize;
-        return format!("{x:.digits$}").parse().unwrap_or(x);
-    }
-    let pow = 10f64.powi((-ndigits).min(308) as i32);
-    let y = x / pow;
-    let mut z = y.round();
-    if (y - z).abs() == 0.5 {
-        z = 2.0 * (y / 2.0).round();
-    }
-    z * pow
 }
 
 /// graphite-web's `_nonNegativeDelta`: `(delta, new previous)`.
@@ -598,7 +567,7 @@ pub(crate) fn compress_periodic_gaps(s: Series) -> Series {
         return s;
     };
     let start = s.start + first as i64 * s.step;
-    let (values, _) = super::window::summarize_values(&s, "last", interval, start, s.end);
+    let (values, _) = summarize_values(&s, "last", interval, start, s.end);
     let end = start + interval * (values.len() as i64 - 1);
     let mut out = s.clone();
     out.start = start;
@@ -607,19 +576,4 @@ pub(crate) fn compress_periodic_gaps(s: Series) -> Series {
     out.values = values;
     out.values_per_point = 1;
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn python_rounding() {
-        assert_eq!(py_round(2.5, 0), 2.0);
-        assert_eq!(py_round(3.5, 0), 4.0);
-        assert_eq!(py_round(0.125, 2), 0.12);
-        assert_eq!(py_round(1234.5, -2), 1200.0);
-        assert_eq!(py_round(1250.0, -2), 1200.0);
-        assert_eq!(py_round(2.675, 2), 2.67);
-    }
 }

@@ -3,17 +3,47 @@
 //! serde-pickle never runs code, but it copies shared references: a frame of
 //! a few hundred bytes that memoizes a list and fetches it twice per level
 //! doubles at every level and expands to terabytes. Plain carbon data never
-//! needs that, so this scan refuses shared containers, globals and object
-//! construction, integers over 128 bits, and frames whose strings would
-//! expand past a multiple of their own size, all in one linear pass.
+//! needs shared mutable containers, so this scan refuses them, globals and
+//! object construction, integers over 128 bits, and frames whose strings or
+//! shared tuples would expand past a multiple of their own size, all in one
+//! linear pass. Shared tuples are plain data: Python memoizes a tuple
+//! constant that appears twice (`[("a", (t, 1.0)), ("b", (t, 1.0))]` in
+//! source code shares one tuple), and a tuple cannot change after it is
+//! memoized, so its expanded size is known and counted at each use.
 
 use std::collections::HashMap;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
+    /// A string, number or constant of this many bytes.
     Atom(usize),
+    /// A tuple of atoms and tuples, this many bytes once expanded.
+    Tuple(usize),
+    /// A list, dict or anything holding one: may change after a PUT.
     Container,
     Mark,
+}
+
+impl Kind {
+    /// The expanded size of something that may be shared.
+    fn shareable(self) -> Option<usize> {
+        match self {
+            Kind::Atom(n) | Kind::Tuple(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of a tuple of `items`.
+fn tuple_of(items: impl Iterator<Item = Kind>) -> Kind {
+    let mut size = 1usize;
+    for k in items {
+        match k.shareable() {
+            Some(n) => size = size.saturating_add(n),
+            None => return Kind::Container,
+        }
+    }
+    Kind::Tuple(size)
 }
 
 fn le(bytes: &[u8]) -> u64 {
@@ -46,25 +76,29 @@ pub fn check_plain(payload: &[u8]) -> Result<(), String> {
         *at += end + 1;
         Ok(&rest[..end])
     };
-    let pop_mark = |stack: &mut Vec<Kind>| -> Result<(), String> {
+    let pop_mark = |stack: &mut Vec<Kind>| -> Result<Vec<Kind>, String> {
+        let mut items = Vec::new();
         while let Some(k) = stack.pop() {
             if k == Kind::Mark {
-                return Ok(());
+                return Ok(items);
             }
+            items.push(k);
         }
         Err("unbalanced MARK".into())
     };
     while at < payload.len() {
         let op = payload[at];
         at += 1;
-        let mut atom = |size: usize, stack: &mut Vec<Kind>| -> Result<(), String> {
+        // Pushes `kind`, counting `size` more bytes of expansion.
+        let mut grow = |kind: Kind, size: usize, stack: &mut Vec<Kind>| -> Result<(), String> {
             expanded = expanded.saturating_add(size);
             if expanded > budget {
                 return Err("pickle expands far beyond its size".into());
             }
-            stack.push(Kind::Atom(size));
+            stack.push(kind);
             Ok(())
         };
+        let mut atom = |size: usize, stack: &mut Vec<Kind>| grow(Kind::Atom(size), size, stack);
         match op {
             b'.' => return Ok(()),
             b'(' => stack.push(Kind::Mark),
@@ -105,16 +139,25 @@ pub fn check_plain(payload: &[u8]) -> Result<(), String> {
                     usize::try_from(le(take(&mut at, width)?)).map_err(|_| "string too long")?;
                 atom(take(&mut at, n)?.len(), &mut stack)?
             }
-            b')' | b']' | b'}' | 0x8f => stack.push(Kind::Container),
-            b'l' | b't' | b'd' | 0x91 => {
+            b')' => stack.push(Kind::Tuple(1)),
+            b']' | b'}' | 0x8f => stack.push(Kind::Container),
+            b't' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(tuple_of(items.into_iter()))
+            }
+            b'l' | b'd' | 0x91 => {
                 pop_mark(&mut stack)?;
                 stack.push(Kind::Container)
             }
             0x85..=0x87 => {
+                let mut items = Vec::new();
                 for _ in 0..(op - 0x84) {
-                    stack.pop().ok_or("stack underflow")?;
+                    items.push(stack.pop().ok_or("stack underflow")?);
                 }
-                stack.push(Kind::Container)
+                if items.contains(&Kind::Mark) {
+                    return Err("TUPLE over a MARK".into());
+                }
+                stack.push(tuple_of(items.into_iter()))
             }
             b'a' => {
                 stack.pop().ok_or("stack underflow")?;
@@ -123,14 +166,15 @@ pub fn check_plain(payload: &[u8]) -> Result<(), String> {
                 stack.pop().ok_or("stack underflow")?;
                 stack.pop().ok_or("stack underflow")?;
             }
-            b'e' | b'u' | 0x90 | b'1' => pop_mark(&mut stack)?,
+            b'e' | b'u' | 0x90 | b'1' => {
+                pop_mark(&mut stack)?;
+            }
             b'0' => {
                 stack.pop().ok_or("stack underflow")?;
             }
-            b'2' => match stack.last() {
-                Some(Kind::Atom(n)) => {
-                    let n = *n;
-                    atom(n, &mut stack)?
+            b'2' => match stack.last().copied() {
+                Some(k) if k.shareable().is_some() => {
+                    grow(k, k.shareable().unwrap_or(0), &mut stack)?
                 }
                 _ => return Err("DUP of a container".into()),
             },
@@ -156,12 +200,11 @@ pub fn check_plain(payload: &[u8]) -> Result<(), String> {
                     b'h' => le(take(&mut at, 1)?),
                     _ => le(take(&mut at, 4)?),
                 };
-                match memo.get(&key) {
-                    Some(Kind::Atom(n)) => {
-                        let n = *n;
-                        atom(n, &mut stack)?
-                    }
-                    Some(_) => return Err("shared reference to a container".into()),
+                match memo.get(&key).copied() {
+                    Some(k) => match k.shareable() {
+                        Some(n) => grow(k, n, &mut stack)?,
+                        None => return Err("shared reference to a container".into()),
+                    },
                     None => return Err("GET of an unknown memo key".into()),
                 }
             }
@@ -222,5 +265,21 @@ mod tests {
         many.extend_from_slice(b"l.");
         assert!(check_plain(&many).unwrap_err().contains("expands"));
         assert!(check_plain(b"\x80\x02]").unwrap_err().contains("STOP"));
+        // A tuple memoized and fetched twice per level: refused once the
+        // copies pass the budget, long before 2^40.
+        let mut tuples = b"\x80\x02K\x01\x85q\x00".to_vec();
+        for i in 0..40u8 {
+            tuples.extend_from_slice(&[b'h', i, b'h', i, 0x86, b'q', i + 1]);
+        }
+        tuples.push(b'.');
+        assert!(check_plain(&tuples).unwrap_err().contains("expands"));
+    }
+
+    #[test]
+    fn a_shared_tuple_constant_passes() {
+        // pickle.dumps([("a", (1700000000, 1.0)), ("b", (1700000000, 1.0))], 2)
+        // where both tuples are one constant: the second is a memo GET.
+        let p = b"\x80\x02]q\x00(X\x01\x00\x00\x00aq\x01J\x00\xf1SeG?\xf0\x00\x00\x00\x00\x00\x00\x86q\x02\x86q\x03X\x01\x00\x00\x00bq\x04h\x02\x86q\x05e.";
+        assert_eq!(check_plain(p), Ok(()));
     }
 }

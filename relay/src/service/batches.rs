@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use graunt_relay::codec::Point;
+use crate::codec::Point;
 
 /// Queued points, oldest first.
 #[derive(Debug, Default)]

@@ -1,21 +1,39 @@
-//! The node's side of the cluster: its raft member, the admin and raft RPC
-//! endpoints under `/cluster/`, the `graunt cluster` command, reads that fan
-//! out to every peer, and storage rules that follow the replicated schemas.
+//! A running cluster member ([`ClusterNode`]): its raft member and state,
+//! changes forwarded to the leader, the start-up bootstrap (init or join),
+//! and storage rules that follow the replicated schemas.
 
-pub mod cli;
-mod http;
-pub mod source;
-
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use graunt_cluster::{ClusterState, Member, Raft, Request, StateMachine};
-use graunt_relay::hashing::{Destination, Method, Ring};
 use graunt_storage::schema::{Aggregations, Schemas};
 use graunt_storage::store::Store;
 
-pub use http::routes;
+use crate::{Member, Raft, Request, StateMachine};
+
+/// Why a change could not be replicated.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known, or the leader is this node and refused.
+    #[error("no leader to take the change: {0}")]
+    NoLeader(String),
+    /// The leader could not be reached.
+    #[error("cannot reach the leader at {leader}: {source}")]
+    Unreachable {
+        /// Its HTTP address.
+        leader: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The leader answered with an error.
+    #[error("the leader at {leader} refused the change: {body}")]
+    Refused {
+        /// Its HTTP address.
+        leader: String,
+        /// What it said.
+        body: String,
+    },
+}
 
 /// A running cluster member.
 pub struct ClusterNode {
@@ -37,12 +55,12 @@ impl ClusterNode {
         me: Member,
         data_dir: &std::path::Path,
         peer_timeout: Duration,
-    ) -> anyhow::Result<Arc<ClusterNode>> {
-        let (raft, state) = graunt_cluster::start(me.id, &data_dir.join("raft")).await?;
+    ) -> Result<Arc<ClusterNode>, crate::StartError> {
+        let (raft, state) = crate::start(me.id, &data_dir.join("raft")).await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .context("cannot build the HTTP client")?;
+            .map_err(|e| crate::StartError::Raft(format!("cannot build the HTTP client: {e}")))?;
         Ok(Arc::new(ClusterNode {
             me,
             raft,
@@ -64,7 +82,7 @@ impl ClusterNode {
 
     /// Replicates a change: applied here if this node leads, else sent to
     /// the leader.
-    pub async fn write(&self, request: Request) -> anyhow::Result<u64> {
+    pub async fn write(&self, request: Request) -> Result<u64, WriteError> {
         match self.raft.client_write(request.clone()).await {
             Ok(r) => Ok(r.data.version),
             Err(e) => {
@@ -73,44 +91,29 @@ impl ClusterNode {
                     .and_then(|f| f.leader_node.as_ref().map(|n| n.addr.clone()))
                     .or_else(|| self.leader_http())
                     .filter(|l| *l != self.me.http)
-                    .ok_or_else(|| anyhow::anyhow!("no leader to take the change: {e}"))?;
+                    .ok_or_else(|| WriteError::NoLeader(e.to_string()))?;
                 let resp = self
                     .client
                     .post(format!("http://{leader}/cluster/write"))
                     .json(&request)
                     .send()
                     .await
-                    .with_context(|| format!("cannot reach the leader at {leader}"))?;
+                    .map_err(|source| WriteError::Unreachable {
+                        leader: leader.clone(),
+                        source,
+                    })?;
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
-                if !status.is_success() {
-                    anyhow::bail!("the leader at {leader} refused the change: {body}");
-                }
-                serde_json::from_str::<serde_json::Value>(&body)
+                let version = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
-                    .and_then(|v| v["version"].as_u64())
-                    .context("the leader's answer has no version")
+                    .and_then(|v| v["version"].as_u64());
+                match version {
+                    Some(v) if status.is_success() => Ok(v),
+                    _ => Err(WriteError::Refused { leader, body }),
+                }
             }
         }
     }
-}
-
-/// The ring the cluster's relays route by, over its members (each member
-/// one destination, its id as instance).
-pub fn ring(state: &ClusterState) -> Option<(Ring, Vec<Member>)> {
-    let members: Vec<Member> = state.members.values().cloned().collect();
-    let destinations: Vec<Destination> = members
-        .iter()
-        .filter_map(|m| Destination::parse(&m.destination()).ok())
-        .collect();
-    if destinations.len() != members.len() || members.is_empty() {
-        return None;
-    }
-    let method = Method::parse(&state.ring.method).ok()?;
-    // Members are distinct nodes even on one host: copies go to distinct
-    // members, not distinct hosts.
-    let ring = Ring::new(method, destinations, state.ring.replication.max(1), false).ok()?;
-    Some((ring, members))
 }
 
 /// Keeps the store's rules equal to the cluster's schemas: applied to the
@@ -118,8 +121,9 @@ pub fn ring(state: &ClusterState) -> Option<(Ring, Vec<Member>)> {
 pub async fn follow_schemas(
     node: Arc<ClusterNode>,
     store: Arc<Store>,
-    mut shutdown: crate::serve::shutdown::Shutdown,
+    shutdown: impl Future<Output = ()>,
 ) {
+    tokio::pin!(shutdown);
     let mut changes = node.state.subscribe();
     let mut applied: Option<(Option<String>, Option<String>)> = None;
     loop {
@@ -151,7 +155,7 @@ pub async fn follow_schemas(
         }
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
-            _ = shutdown.recv() => return,
+            _ = &mut shutdown => return,
         }
     }
 }
@@ -165,12 +169,13 @@ pub async fn bootstrap(
     node: Arc<ClusterNode>,
     init: bool,
     join: Vec<String>,
-    mut shutdown: crate::serve::shutdown::Shutdown,
+    shutdown: impl Future<Output = ()>,
 ) {
+    tokio::pin!(shutdown);
     if init {
         match node.raft.is_initialized().await {
             Ok(false) => {
-                let members = graunt_cluster::initial_membership(std::slice::from_ref(&node.me));
+                let members = crate::initial_membership(std::slice::from_ref(&node.me));
                 match node.raft.initialize(members).await {
                     Ok(()) => tracing::info!("cluster initialized with this node"),
                     Err(e) => tracing::warn!(error = %e, "cannot initialize the cluster"),
@@ -192,7 +197,7 @@ pub async fn bootstrap(
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = shutdown.recv() => return,
+                _ = &mut shutdown => return,
             }
         }
         return;
@@ -226,7 +231,7 @@ pub async fn bootstrap(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.recv() => return,
+            _ = &mut shutdown => return,
         }
         wait = (wait * 2).min(Duration::from_secs(5));
     }

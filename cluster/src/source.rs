@@ -4,24 +4,58 @@
 //! one replica is filled from another, never added twice), and leaves the
 //! functions to run once over the merged series. A peer that fails or
 //! misses the timeout is named in [`ClusterSource::partial`]; the answer
-//! is what the others had.
+//! is what the others had. [`ClusterSources`] opens one per request for
+//! the web layer, which never names the cluster.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use graunt_cluster::Member;
 use graunt_query::eval::{EvalError, Source};
 use graunt_query::series::Series;
-use graunt_relay::hashing::Ring;
+use graunt_query::source::{Sources, StoreSource};
 use graunt_storage::find;
+use graunt_storage::store::Store;
 use serde_json::json;
 
-use crate::web::StoreSource;
+use crate::hashing::Ring;
+use crate::member::ClusterNode;
+use crate::Member;
+
+/// The sources of a cluster member's requests: the whole cluster, or its
+/// own store for `local=1`.
+pub struct ClusterSources {
+    /// The member.
+    pub node: Arc<ClusterNode>,
+    /// Its store.
+    pub store: Arc<Store>,
+    /// Runs the calls to peers (sources are used on blocking threads).
+    pub handle: tokio::runtime::Handle,
+}
+
+impl Sources for ClusterSources {
+    fn open(&self, local: bool) -> Box<dyn Source + Send> {
+        let own = StoreSource(self.store.clone());
+        if local {
+            return Box::new(own);
+        }
+        let state = self.handle.block_on(self.node.state.state());
+        Box::new(ClusterSource::new(
+            own,
+            &self.node,
+            &state,
+            self.handle.clone(),
+        ))
+    }
+
+    fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
 
 /// One request's view of the cluster.
-pub struct ClusterSource<'a> {
-    local: StoreSource<'a>,
+pub struct ClusterSource {
+    local: StoreSource,
     peers: Vec<Member>,
     ring: Option<(Ring, Vec<Member>)>,
     client: reqwest::Client,
@@ -30,7 +64,7 @@ pub struct ClusterSource<'a> {
     /// Which peers reported each path (so a fetch asks only those).
     holders: Mutex<HashMap<String, BTreeSet<u64>>>,
     /// Peers that did not answer in time, with why.
-    pub partial: Mutex<BTreeMap<String, String>>,
+    partial: Mutex<BTreeMap<String, String>>,
 }
 
 /// Series as peers send them to each other: per series a `u32` name length,
@@ -100,15 +134,15 @@ fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '[', '{'])
 }
 
-impl<'a> ClusterSource<'a> {
+impl ClusterSource {
     /// A source over `local` and the `peers` (this node's view of the
     /// state); `handle` runs the HTTP calls (callers are blocking threads).
     pub fn new(
-        local: StoreSource<'a>,
-        node: &super::ClusterNode,
-        state: &graunt_cluster::ClusterState,
+        local: StoreSource,
+        node: &ClusterNode,
+        state: &crate::ClusterState,
         handle: tokio::runtime::Handle,
-    ) -> ClusterSource<'a> {
+    ) -> ClusterSource {
         ClusterSource {
             local,
             peers: state
@@ -117,7 +151,7 @@ impl<'a> ClusterSource<'a> {
                 .filter(|m| m.id != node.me.id)
                 .cloned()
                 .collect(),
-            ring: super::ring(state),
+            ring: crate::ring::of_members(state),
             client: node.client.clone(),
             handle,
             timeout: node.peer_timeout,
@@ -204,31 +238,6 @@ impl<'a> ClusterSource<'a> {
             .collect()
     }
 
-    /// Every node matching `pattern` on this node and its peers.
-    pub fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
-        let mut nodes: BTreeMap<String, bool> = self
-            .local
-            .find_nodes(pattern)?
-            .into_iter()
-            .map(|n| (n.path, n.is_leaf))
-            .collect();
-        let owners = match (is_glob(pattern), self.owners(pattern)) {
-            (false, Some(owners)) => Some(owners),
-            _ => None,
-        };
-        // An exact name is a metric on its owners, or a branch anywhere:
-        // the owners first, everyone when they know nothing of it.
-        if let Some(owners) = owners {
-            self.find_on(&owners, pattern, &mut nodes);
-            if !nodes.is_empty() {
-                return Ok(to_nodes(nodes));
-            }
-        }
-        let everyone: Vec<&Member> = self.peers.iter().collect();
-        self.find_on(&everyone, pattern, &mut nodes);
-        Ok(to_nodes(nodes))
-    }
-
     fn find_on(&self, peers: &[&Member], pattern: &str, nodes: &mut BTreeMap<String, bool>) {
         let calls = peers
             .iter()
@@ -281,9 +290,39 @@ fn merge(mut copies: Vec<Series>) -> Option<Series> {
     Some(base)
 }
 
-impl Source for ClusterSource<'_> {
-    fn find_leaves(&self, pattern: &str) -> Result<Vec<String>, EvalError> {
-        Ok(crate::web::leaves(self.find_nodes(pattern)?))
+impl Source for ClusterSource {
+    /// Every node matching `pattern` on this node and its peers.
+    fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
+        let mut nodes: BTreeMap<String, bool> = self
+            .local
+            .find_nodes(pattern)?
+            .into_iter()
+            .map(|n| (n.path, n.is_leaf))
+            .collect();
+        let owners = match (is_glob(pattern), self.owners(pattern)) {
+            (false, Some(owners)) => Some(owners),
+            _ => None,
+        };
+        // An exact name is a metric on its owners, or a branch anywhere:
+        // the owners first, everyone when they know nothing of it.
+        if let Some(owners) = owners {
+            self.find_on(&owners, pattern, &mut nodes);
+            if !nodes.is_empty() {
+                return Ok(to_nodes(nodes));
+            }
+        }
+        let everyone: Vec<&Member> = self.peers.iter().collect();
+        self.find_on(&everyone, pattern, &mut nodes);
+        Ok(to_nodes(nodes))
+    }
+
+    fn partial(&self) -> Vec<(String, String)> {
+        self.partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(peer, why)| (peer.clone(), why.clone()))
+            .collect()
     }
 
     fn fetch(

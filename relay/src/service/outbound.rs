@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use graunt_relay::codec::Point;
-use graunt_relay::hashing::Destination;
+use crate::codec::Point;
+use graunt_cluster::hashing::Destination;
 use tokio::sync::Notify;
 
 use super::batches::Batches;
 use crate::ack::Sender;
-use crate::serve::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Points per pickle frame.
 const BATCH: usize = 5000;
@@ -84,7 +84,7 @@ impl Outbound {
             chunks.push(&points[start..]);
         }
         for chunk in chunks {
-            let frame = graunt_relay::codec::pickle::encode_frame(
+            let frame = crate::codec::pickle::encode_frame(
                 chunk
                     .iter()
                     .map(|p| (p.name.as_str(), p.timestamp, p.value)),
@@ -241,7 +241,7 @@ impl Outbound {
                     if batch.is_empty() {
                         continue;
                     }
-                    let frame = graunt_relay::codec::pickle::encode_frame(
+                    let frame = crate::codec::pickle::encode_frame(
                         batch
                             .iter()
                             .map(|p| (p.name.as_str(), p.timestamp, p.value)),

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use graunt_cluster::ClusterState;
-use graunt_relay::route::Router;
 
-use super::{make_outbound, Pipeline, RelayFile, Routing};
-use crate::serve::shutdown::Shutdown;
+use super::config::QueueConfig;
+use super::make_outbound;
+use super::pipeline::{Pipeline, Routing};
+use crate::route::Router;
+use crate::shutdown::Shutdown;
 
 /// Asks the nodes, in turn, for the cluster's state.
 async fn fetch_state(client: &reqwest::Client, nodes: &[String]) -> Option<ClusterState> {
@@ -40,36 +42,56 @@ fn client() -> reqwest::Client {
 }
 
 fn router(state: &ClusterState) -> Option<Router> {
-    crate::cluster::ring(state).map(|(ring, _)| Router::new(ring, Vec::new()))
+    graunt_cluster::ring::of_members(state).map(|(ring, _)| Router::new(ring, Vec::new()))
 }
 
 /// The first router, once some node answers with members (waiting for the
-/// cluster to form, saying so every few seconds).
-pub(super) async fn first_router(nodes: &[String]) -> anyhow::Result<Router> {
+/// cluster to form, saying so every few seconds); `None` if shutdown came
+/// first.
+pub(super) async fn first_router(nodes: &[String], mut shutdown: Shutdown) -> Option<Router> {
     let client = client();
     let mut said = Instant::now();
     loop {
         if let Some(r) = fetch_state(&client, nodes).await.as_ref().and_then(router) {
-            return Ok(r);
+            return Some(r);
         }
         if said.elapsed() > Duration::from_secs(5) {
             tracing::warn!(nodes = ?nodes, "waiting for the cluster's state (no member answers yet; run `graunt cluster init`?)");
             said = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.recv() => return None,
+        }
     }
 }
 
+/// What following the cluster needs.
+pub(super) struct Following {
+    /// Nodes' HTTP addresses from the config.
+    pub nodes: Vec<String>,
+    /// Between looks at the state.
+    pub interval: Duration,
+    /// Whose routing is swapped.
+    pub pipeline: Arc<Pipeline>,
+    /// How new members' queues are made.
+    pub queues: QueueConfig,
+    /// Where new members' senders run.
+    pub senders: Arc<Mutex<tokio::task::JoinSet<()>>>,
+    /// The senders' own stop signal.
+    pub senders_shutdown: Shutdown,
+}
+
 /// Follows the cluster until shutdown.
-pub(super) async fn follow(
-    nodes: Vec<String>,
-    interval: Duration,
-    pipeline: Arc<Pipeline>,
-    file: RelayFile,
-    senders: Arc<Mutex<tokio::task::JoinSet<()>>>,
-    senders_shutdown: Shutdown,
-    mut shutdown: Shutdown,
-) {
+pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
+    let Following {
+        nodes,
+        interval,
+        pipeline,
+        queues,
+        senders,
+        senders_shutdown,
+    } = f;
     let client = client();
     let mut version = None;
     let mut learned: Vec<String> = Vec::new();
@@ -105,7 +127,7 @@ pub(super) async fn follow(
         for d in router.destinations() {
             match current.outbound.iter().find(|o| o.destination == *d) {
                 Some(o) => outbound.push(o.clone()),
-                None => match make_outbound(&file, d) {
+                None => match make_outbound(&queues, d) {
                     Ok(o) => {
                         let (run, s) = (o.clone(), senders_shutdown.clone());
                         senders

@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use graunt_cluster::hashing::{Destination, Method, Ring};
 use graunt_harness::{oracle_python, workspace_root};
-use graunt_relay::hashing::{Destination, Method, Ring};
 
 fn names() -> Vec<String> {
     let mut rng = 0x2545F4914F6CDD1Du64;

@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The largest frame a spill holds (a node refuses larger ones).
-const MAX_FRAME: u64 = graunt_relay::codec::pickle::DEFAULT_MAX_FRAME as u64;
+const MAX_FRAME: u64 = crate::codec::pickle::DEFAULT_MAX_FRAME as u64;
 
 /// Bytes per segment file before the next one starts.
 const SEGMENT_BYTES: u64 = 64 << 20;

@@ -1,16 +1,16 @@
-//! Both ends of acknowledged pickle (`graunt_relay::codec::ack`) over tokio
+//! Both ends of acknowledged pickle ([`crate::codec::ack`]) over tokio
 //! streams: [`Receiving`] for a node's or relay's pickle listener,
 //! [`Link`] for a relay's connection to a destination.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use graunt_relay::codec::ack::{self, Control};
+use crate::codec::ack::{self, Control};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::serve::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// How long a stopping receiver waits for an acknowledging sender to close.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ impl Receiving {
         shutdown: &mut Shutdown,
     ) -> Option<usize> {
         if self.drain_until.is_none() {
-            let read = crate::serve::ingest::read_some(stream, buf, want, idle, shutdown).await;
+            let read = crate::net::read_some(stream, buf, want, idle, shutdown).await;
             if read.is_some() || !self.acks || !shutdown.is_down() {
                 return read;
             }

@@ -4,26 +4,43 @@
 
 use std::sync::Arc;
 
-use graunt_relay::codec::plaintext::{for_each_line, parse_line};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 
-use super::ingest::{read_some, Ingest};
-use super::shutdown::Shutdown;
+use super::{refuse, refuse_record, Limits, Protocol, Sink};
+use crate::codec::plaintext::{for_each_line, parse_line};
+use crate::net::{accept_loop, read_some};
+use crate::shutdown::Shutdown;
 
 /// Accepts plaintext connections until shutdown.
-pub async fn serve_tcp(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Shutdown) {
-    super::accept_loop(
+pub async fn serve_tcp<S: Sink>(
+    listener: TcpListener,
+    sink: Arc<S>,
+    limits: Limits,
+    shutdown: Shutdown,
+) {
+    accept_loop(
         listener,
-        ingest,
+        limits.max_connections,
         shutdown,
         "line",
-        |stream, ingest, shutdown| Box::pin(connection(stream, ingest, shutdown)),
+        |stream, shutdown| {
+            let sink = sink.clone();
+            async move {
+                sink.connection(1);
+                connection(stream, &*sink, limits, shutdown).await;
+                sink.connection(-1);
+            }
+        },
     )
     .await;
 }
 
-async fn connection(mut stream: TcpStream, ingest: Arc<Ingest>, mut shutdown: Shutdown) {
+async fn connection<S: Sink>(
+    mut stream: TcpStream,
+    sink: &S,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -37,7 +54,7 @@ async fn connection(mut stream: TcpStream, ingest: Arc<Ingest>, mut shutdown: Sh
             &mut stream,
             &mut buf,
             chunk,
-            ingest.idle_timeout,
+            limits.idle_timeout,
             &mut shutdown,
         )
         .await
@@ -47,7 +64,7 @@ async fn connection(mut stream: TcpStream, ingest: Arc<Ingest>, mut shutdown: Sh
         if n >= chunk && chunk < 65536 {
             chunk *= 2;
         }
-        let bounds = ingest.bounds();
+        let bounds = sink.bounds();
         let mut points = Vec::new();
         let used = for_each_line(&buf, |line| {
             if std::mem::take(&mut skipping) {
@@ -56,30 +73,35 @@ async fn connection(mut stream: TcpStream, ingest: Arc<Ingest>, mut shutdown: Sh
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             match parse_line(line, &bounds) {
                 Ok(p) => points.push(p),
-                Err(e) => ingest.refuse("line", &e, &peer, line),
+                Err(e) => refuse_record(sink, Protocol::Line, &e, &peer, line),
             }
         });
         buf.drain(..used);
-        if buf.len() > ingest.max_line_length {
-            ingest.refuse_reason(
-                "line",
+        if buf.len() > limits.max_line_length {
+            refuse(
+                sink,
+                Protocol::Line,
                 "too_long",
-                "line longer than max_line_length",
+                &"line longer than max_line_length",
                 &peer,
                 &buf,
             );
             buf.clear();
             buf.shrink_to(4096);
+            // The rest of this line, up to its newline, is dropped too.
             skipping = true;
         }
-        if !ingest.accept(points, true, &mut shutdown).await {
+        if !sink
+            .accept(Protocol::Line, points, true, &mut shutdown)
+            .await
+        {
             break;
         }
     }
 }
 
 /// Receives plaintext datagrams until shutdown; each datagram is whole lines.
-pub async fn serve_udp(socket: UdpSocket, ingest: Arc<Ingest>, mut shutdown: Shutdown) {
+pub async fn serve_udp<S: Sink>(socket: UdpSocket, sink: Arc<S>, mut shutdown: Shutdown) {
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, from) = tokio::select! {
@@ -91,7 +113,7 @@ pub async fn serve_udp(socket: UdpSocket, ingest: Arc<Ingest>, mut shutdown: Shu
             },
         };
         let peer = from.to_string();
-        let bounds = ingest.bounds();
+        let bounds = sink.bounds();
         let mut points = Vec::new();
         let mut datagram = buf[..n].to_vec();
         if datagram.last() != Some(&b'\n') {
@@ -104,14 +126,10 @@ pub async fn serve_udp(socket: UdpSocket, ingest: Arc<Ingest>, mut shutdown: Shu
             }
             match parse_line(line, &bounds) {
                 Ok(p) => points.push(p),
-                Err(e) => ingest.refuse("udp", &e, &peer, line),
+                Err(e) => refuse_record(&*sink, Protocol::Udp, &e, &peer, line),
             }
         });
-        ingest.accept(points, false, &mut shutdown).await;
+        sink.accept(Protocol::Udp, points, false, &mut shutdown)
+            .await;
     }
-}
-
-/// Limits concurrent connections of one listener.
-pub fn limiter(max: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(max))
 }

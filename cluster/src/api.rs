@@ -1,25 +1,56 @@
 //! `/cluster/…` on the node's HTTP port: raft RPC (`raft/append`,
 //! `raft/vote`, `raft/snapshot`), the admin API `graunt cluster` talks to
 //! (`init`, `join`, `leave`, `status`, `state`, `schemas`, `tenants`,
-//! `write`), and the local reads peers fan out to (`find`, `fetch`).
+//! `write`), and the local reads peers fan out to (`find`, `fetch`), as a
+//! router the node merges into its HTTP port. A request that does not parse
+//! is a 400; 503 means no leader is known yet (retry); 502 that the leader
+//! could not be reached or refused.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Json, Query, State};
+use axum::extract::{FromRequest, Query, Request as HttpRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Json;
 use axum::Router;
-use graunt_cluster::openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use graunt_cluster::{Member, NodeId, Request, TypeConfig};
+use graunt_query::eval::Source;
+use graunt_query::source::StoreSource;
 use graunt_storage::store::Store;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ClusterNode;
-use crate::web::StoreSource;
+use crate::member::{ClusterNode, WriteError};
+use crate::{Member, NodeId, Request, TypeConfig};
+
+/// A JSON body whose rejection (not JSON, wrong fields) is a 400 that says
+/// why, where axum would answer 415 or 422.
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: HttpRequest, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(failed(StatusCode::BAD_REQUEST, e.body_text())),
+        }
+    }
+}
+
+/// A change that could not be replicated: 503 while no leader is known,
+/// 502 when the leader could not be reached or refused it.
+fn write_failed(e: WriteError) -> Response {
+    let status = match e {
+        WriteError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::Unreachable { .. } | WriteError::Refused { .. } => StatusCode::BAD_GATEWAY,
+    };
+    failed(status, e)
+}
 
 #[derive(Clone)]
 struct App {
@@ -57,18 +88,18 @@ fn failed(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 async fn append(
     State(app): State<App>,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+    Body(req): Body<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
     Json(app.node.raft.append_entries(req).await).into_response()
 }
 
-async fn vote(State(app): State<App>, Json(req): Json<VoteRequest<NodeId>>) -> Response {
+async fn vote(State(app): State<App>, Body(req): Body<VoteRequest<NodeId>>) -> Response {
     Json(app.node.raft.vote(req).await).into_response()
 }
 
 async fn snapshot(
     State(app): State<App>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+    Body(req): Body<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
     Json(app.node.raft.install_snapshot(req).await).into_response()
 }
@@ -80,7 +111,7 @@ async fn me(State(app): State<App>) -> Response {
 /// Starts a cluster of this one node (once; later nodes `join`).
 async fn init(State(app): State<App>) -> Response {
     let me = app.node.me.clone();
-    let members = graunt_cluster::initial_membership(std::slice::from_ref(&me));
+    let members = crate::initial_membership(std::slice::from_ref(&me));
     if let Err(e) = app.node.raft.initialize(members).await {
         return failed(StatusCode::CONFLICT, format!("cannot initialize: {e}"));
     }
@@ -93,7 +124,7 @@ async fn init(State(app): State<App>) -> Response {
     }
     match app.node.write(Request::SetMember(me)).await {
         Ok(version) => Json(json!({ "initialized": true, "version": version })).into_response(),
-        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        Err(e) => write_failed(e),
     }
 }
 
@@ -131,14 +162,14 @@ async fn to_leader(app: &App, path: &str, body: &serde_json::Value) -> Option<Re
 
 /// Adds a node: as a learner first (it catches up), then as a voter, then
 /// its member record.
-async fn join(State(app): State<App>, Json(member): Json<Member>) -> Response {
+async fn join(State(app): State<App>, Body(member): Body<Member>) -> Response {
     let body = serde_json::to_value(&member).unwrap_or_default();
     if let Some(r) = to_leader(&app, "/cluster/join", &body).await {
         return r;
     }
     let raft = &app.node.raft;
     if let Err(e) = raft
-        .add_learner(member.id, graunt_cluster::raft_node(&member.http), true)
+        .add_learner(member.id, crate::raft_node(&member.http), true)
         .await
     {
         return failed(
@@ -160,7 +191,7 @@ async fn join(State(app): State<App>, Json(member): Json<Member>) -> Response {
     }
     match app.node.write(Request::SetMember(member)).await {
         Ok(version) => Json(json!({ "joined": true, "version": version })).into_response(),
-        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        Err(e) => write_failed(e),
     }
 }
 
@@ -170,7 +201,7 @@ struct Leave {
 }
 
 /// Removes a node from the voters and the members.
-async fn leave(State(app): State<App>, Json(leave): Json<Leave>) -> Response {
+async fn leave(State(app): State<App>, Body(leave): Body<Leave>) -> Response {
     if let Some(r) = to_leader(&app, "/cluster/leave", &json!({ "id": leave.id })).await {
         return r;
     }
@@ -194,11 +225,11 @@ async fn leave(State(app): State<App>, Json(leave): Json<Leave>) -> Response {
     }
     match app.node.write(Request::RemoveMember(leave.id)).await {
         Ok(version) => Json(json!({ "left": true, "version": version })).into_response(),
-        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        Err(e) => write_failed(e),
     }
 }
 
-async fn write(State(app): State<App>, Json(request): Json<Request>) -> Response {
+async fn write(State(app): State<App>, Body(request): Body<Request>) -> Response {
     match app.node.raft.client_write(request).await {
         Ok(r) => Json(json!({ "version": r.data.version })).into_response(),
         Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -285,7 +316,7 @@ struct SetSchemas {
     aggregation: Option<String>,
 }
 
-async fn set_schemas(State(app): State<App>, Json(body): Json<SetSchemas>) -> Response {
+async fn set_schemas(State(app): State<App>, Body(body): Body<SetSchemas>) -> Response {
     // Refused here, with carbon's parser's message, rather than on every node.
     if let Err(e) = graunt_storage::schema::Schemas::parse(&body.schemas) {
         return failed(StatusCode::BAD_REQUEST, format!("storage-schemas: {e}"));
@@ -301,7 +332,7 @@ async fn set_schemas(State(app): State<App>, Json(body): Json<SetSchemas>) -> Re
     };
     match app.node.write(request).await {
         Ok(version) => Json(json!({ "version": version })).into_response(),
-        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        Err(e) => write_failed(e),
     }
 }
 
@@ -314,7 +345,7 @@ struct SetTenants {
     tenants: String,
 }
 
-async fn set_tenants(State(app): State<App>, Json(body): Json<SetTenants>) -> Response {
+async fn set_tenants(State(app): State<App>, Body(body): Body<SetTenants>) -> Response {
     if let Err(e) = toml::from_str::<toml::Table>(&body.tenants) {
         return failed(
             StatusCode::BAD_REQUEST,
@@ -323,7 +354,7 @@ async fn set_tenants(State(app): State<App>, Json(body): Json<SetTenants>) -> Re
     }
     match app.node.write(Request::SetTenants(body.tenants)).await {
         Ok(version) => Json(json!({ "version": version })).into_response(),
-        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        Err(e) => write_failed(e),
     }
 }
 
@@ -335,7 +366,7 @@ struct FindQuery {
 /// This node's own matches: `[[path, is_leaf], …]`.
 async fn find(State(app): State<App>, Query(q): Query<FindQuery>) -> Response {
     let store = app.store.clone();
-    let found = tokio::task::spawn_blocking(move || StoreSource(&store).find_nodes(&q.query)).await;
+    let found = tokio::task::spawn_blocking(move || StoreSource(store).find_nodes(&q.query)).await;
     match found {
         Ok(Ok(nodes)) => {
             let list: Vec<(String, bool)> =
@@ -357,18 +388,17 @@ struct FetchBody {
 
 /// This node's own data for some paths, in `source::encode`'s form
 /// (paths it does not have are left out).
-async fn fetch(State(app): State<App>, Json(body): Json<FetchBody>) -> Response {
+async fn fetch(State(app): State<App>, Body(body): Body<FetchBody>) -> Response {
     let store = app.store.clone();
     let fetched = tokio::task::spawn_blocking(move || {
-        use graunt_query::eval::Source;
-        let source = StoreSource(&store);
+        let source = StoreSource(store);
         let series: Vec<_> = source
             .fetch_many(&body.paths, body.from, body.until, body.now)
             .unwrap_or_default()
             .into_iter()
             .flatten()
             .collect();
-        super::source::encode(&series)
+        crate::source::encode(&series)
     })
     .await;
     match fetched {

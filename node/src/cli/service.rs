@@ -1,0 +1,67 @@
+//! What every long-running command shares: logging to stderr, the tokio
+//! runtime, and SIGTERM/SIGINT firing the service's shutdown signal.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use graunt_relay::shutdown::{self, Shutdown};
+
+/// Sets up logging (`RUST_LOG`, default `info`), starts a runtime with
+/// `workers` threads (all cores when `None`), runs `service` with a
+/// shutdown signal fired by SIGTERM or SIGINT, and reports its error as
+/// `graunt <command>: …` with exit code 1.
+pub fn run<F, Fut>(command: &str, workers: Option<usize>, service: F) -> ExitCode
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("graunt");
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let result = builder
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let (trigger, shutdown) = shutdown::channel();
+                let signals = wait_for_signal()?;
+                tokio::spawn(async move {
+                    signals.await;
+                    trigger.fire();
+                });
+                service(shutdown).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("graunt {command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (watched from the call on).
+fn wait_for_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,68 @@
+//! Wiring a node into its cluster: the addresses it advertises, its raft
+//! member, and the tasks that bootstrap it and keep its schemas current.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use graunt_cluster::member::{self, ClusterNode};
+use graunt_relay::shutdown::Shutdown;
+use graunt_storage::store::Store;
+use tokio::net::TcpListener;
+
+use super::config::ClusterSettings;
+
+/// The address peers reach a listener at: as given, or the bound one. A
+/// wildcard bind is not an address peers can use; the host name is
+/// (containers resolve each other's by name).
+fn advertised(
+    given: &Option<String>,
+    bound: Option<SocketAddr>,
+    what: &str,
+) -> anyhow::Result<String> {
+    given
+        .clone()
+        .or_else(|| {
+            let b = bound?;
+            if b.ip().is_unspecified() {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                Some(format!("{}:{}", host.trim(), b.port()))
+            } else {
+                Some(b.to_string())
+            }
+        })
+        .with_context(|| format!("a cluster member needs its {what} address"))
+}
+
+/// Starts the raft member and the tasks that bootstrap it (init or join)
+/// and apply the cluster's schemas to the store.
+pub async fn start(
+    c: &ClusterSettings,
+    http: &TcpListener,
+    pickle: Option<SocketAddr>,
+    store: &Arc<Store>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<ClusterNode>> {
+    let me = graunt_cluster::Member {
+        id: c.id,
+        http: advertised(&c.advertise_http, http.local_addr().ok(), "HTTP")?,
+        pickle: advertised(&c.advertise_pickle, pickle, "pickle")?,
+    };
+    tracing::info!(id = me.id, http = %me.http, pickle = %me.pickle, "cluster member");
+    let node = ClusterNode::start(me, &store.config.data_dir, c.peer_timeout).await?;
+    let mut s = shutdown.clone();
+    tasks.spawn(member::follow_schemas(
+        node.clone(),
+        store.clone(),
+        async move { s.recv().await },
+    ));
+    let mut s = shutdown.clone();
+    tasks.spawn(member::bootstrap(
+        node.clone(),
+        c.init,
+        c.join.clone(),
+        async move { s.recv().await },
+    ));
+    Ok(node)
+}

@@ -1,0 +1,364 @@
+//! The relay's settings: [`RelayFile`], its TOML file as read, and
+//! [`RelayConfig`], the validated form a relay runs with (defaults filled
+//! in, protocols and durations checked, the router built). Every default is
+//! here, next to the field it fills.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use graunt_cluster::hashing::{Destination, Method, Ring};
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::receive::Limits;
+use crate::route::{Fence, Router, Rule};
+use crate::statsd::{Config as StatsdConfig, StatsdFile};
+
+/// The relay's TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// Name in `carbon.relays.<id>.*` [host name].
+    pub id: Option<String>,
+    /// `/metrics` for Prometheus ["" = off].
+    pub http_addr: Option<String>,
+    /// carbon_ch, fnv1a_ch or jump_fnv1a_ch [carbon_ch].
+    pub method: Option<String>,
+    /// Copies of each metric [1].
+    pub replication: Option<usize>,
+    /// Copies on distinct hosts (carbon's DIVERSE_REPLICAS) [true].
+    pub diverse_replicas: Option<bool>,
+    /// `host:port[:instance]` of each node (pickle).
+    pub destinations: Option<Vec<String>>,
+    /// Points queued in memory per destination [1,000,000].
+    pub max_queue: Option<usize>,
+    /// Directory for queues spilled to disk (one subdirectory per
+    /// destination) ["" = no spill: past `max_queue`, points are dropped].
+    pub queue_dir: Option<PathBuf>,
+    /// Bytes spilled per destination before new points are dropped and counted [10 GiB].
+    pub max_spill_bytes: Option<u64>,
+    /// Seconds between self-metrics [60].
+    pub self_metrics_interval: Option<f64>,
+    /// Seconds between flushes of the statsd listeners [10].
+    pub statsd_flush_interval: Option<f64>,
+    /// statsd aggregation settings for the statsd listeners.
+    pub statsd: Option<StatsdFile>,
+    /// Relay rules, evaluated before the ring.
+    pub rule: Option<Vec<RuleFile>>,
+    /// Tenants and their listeners.
+    pub tenant: Option<Vec<TenantFile>>,
+    /// HTTP `host:port` of cluster nodes: destinations, ring method and
+    /// replication then come from the cluster and follow its membership
+    /// (`destinations`, `method`, `replication` and rules are not used).
+    pub cluster: Option<Vec<String>>,
+    /// Seconds between looks at the cluster's state [0.5].
+    pub cluster_poll_interval: Option<f64>,
+    /// TCP connections per listener [50000].
+    pub max_connections: Option<usize>,
+    /// Longest plaintext line, bytes [16384].
+    pub max_line_length: Option<usize>,
+    /// Largest pickle frame, bytes [1 MiB].
+    pub max_pickle_frame: Option<usize>,
+    /// Seconds a silent client connection is kept [600].
+    pub idle_timeout: Option<u64>,
+}
+
+/// `[[rule]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Regular expression searched in the name.
+    pub pattern: String,
+    /// Destinations (from `destinations`) that receive every match.
+    pub destinations: Vec<String>,
+    /// Keep evaluating later rules [false].
+    #[serde(rename = "continue")]
+    pub continue_matching: Option<bool>,
+}
+
+/// `[[tenant]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    /// Name in counters and logs.
+    pub name: String,
+    /// Name prefixes it may write (`cust.acme.`); none means any.
+    pub namespaces: Option<Vec<String>>,
+    /// Added to the names its statsd listeners flush (e.g. `cust.acme`).
+    pub prefix: Option<String>,
+    /// Accept pickle [false].
+    pub allow_pickle: Option<bool>,
+    /// Oldest accepted timestamp, seconds before now [86400].
+    pub max_age: Option<i64>,
+    /// Furthest accepted timestamp, seconds after now [600].
+    pub max_future: Option<i64>,
+    /// Points per second, 0 = unlimited [0].
+    pub rate_limit: Option<f64>,
+    /// Its listeners.
+    pub listener: Vec<ListenerFile>,
+}
+
+/// A tenant listener's protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// Carbon plaintext, TCP and UDP on one address.
+    Line,
+    /// Carbon pickle (TCP).
+    Pickle,
+    /// statsd (UDP), aggregated here.
+    Statsd,
+}
+
+impl ListenerProtocol {
+    /// Its name in the config file and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerProtocol::Line => "line",
+            ListenerProtocol::Pickle => "pickle",
+            ListenerProtocol::Statsd => "statsd",
+        }
+    }
+}
+
+/// `[[tenant.listener]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// `line` (TCP and UDP), `pickle` or `statsd`.
+    pub protocol: ListenerProtocol,
+    /// Address.
+    pub addr: String,
+}
+
+impl RelayFile {
+    /// Reads a relay's TOML file; no file means every default.
+    pub fn read(path: Option<&Path>) -> Result<RelayFile, Error> {
+        match path {
+            None => Ok(RelayFile::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::io(format!("cannot read {}", p.display()), e))?;
+                toml::from_str(&text).map_err(|e| Error::config(format!("in {}: {e}", p.display())))
+            }
+        }
+    }
+
+    /// The router of a relay that does not follow a cluster: its rules,
+    /// then its ring over `destinations`.
+    pub fn router(&self) -> Result<Router, Error> {
+        let destinations: Vec<Destination> = self
+            .destinations
+            .iter()
+            .flatten()
+            .map(|d| Destination::parse(d).map_err(Error::Config))
+            .collect::<Result<_, _>>()?;
+        if destinations.is_empty() {
+            return Err(Error::config(
+                "no destinations: list the nodes as destinations = [\"host:port:instance\", …]",
+            ));
+        }
+        let method =
+            Method::parse(self.method.as_deref().unwrap_or("carbon_ch")).map_err(Error::Config)?;
+        let ring = Ring::new(
+            method,
+            destinations.clone(),
+            self.replication.unwrap_or(1),
+            self.diverse_replicas.unwrap_or(true),
+        )
+        .map_err(Error::Config)?;
+        let mut rules = Vec::new();
+        for r in self.rule.iter().flatten() {
+            let pattern = regex::Regex::new(&r.pattern)
+                .map_err(|e| Error::config(format!("rule pattern {:?}: {e}", r.pattern)))?;
+            let targets = r
+                .destinations
+                .iter()
+                .map(|d| {
+                    let want = Destination::parse(d).map_err(Error::Config)?;
+                    destinations.iter().position(|x| *x == want).ok_or_else(|| {
+                        Error::config(format!("rule destination {d} is not in destinations"))
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            rules.push(Rule {
+                pattern,
+                targets,
+                continue_matching: r.continue_matching.unwrap_or(false),
+            });
+        }
+        Ok(Router::new(ring, rules))
+    }
+}
+
+/// Where points go when the relay does not follow a cluster.
+#[derive(Debug, Clone)]
+pub enum Destinations {
+    /// A fixed router from the file.
+    Fixed(Router),
+    /// The cluster's members, asked through these HTTP addresses.
+    Cluster {
+        /// Nodes' HTTP `host:port`.
+        nodes: Vec<String>,
+        /// How often the state is looked at.
+        poll_interval: Duration,
+    },
+}
+
+/// A tenant as the relay runs it.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// Its name.
+    pub name: String,
+    /// Its fence (namespaces, freshness, rate).
+    pub fence: Fence,
+    /// Whether its pickle listeners take frames.
+    pub allow_pickle: bool,
+    /// Its listeners.
+    pub listeners: Vec<(ListenerProtocol, String)>,
+    /// The statsd aggregation of its statsd listeners (with its prefix).
+    pub statsd: StatsdConfig,
+}
+
+/// Queues per destination.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Points kept in memory.
+    pub max_queue: usize,
+    /// Where queues spill to disk (none: past `max_queue`, points are dropped).
+    pub dir: Option<PathBuf>,
+    /// Bytes spilled per destination.
+    pub max_spill_bytes: u64,
+}
+
+/// A relay's validated settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Name in `carbon.relays.<id>.*`.
+    pub id: String,
+    /// `/metrics` address, if any.
+    pub http_addr: Option<String>,
+    /// Where points go.
+    pub destinations: Destinations,
+    /// Queues per destination.
+    pub queues: QueueConfig,
+    /// Between self-metrics.
+    pub self_metrics_interval: Duration,
+    /// Tenants and their listeners.
+    pub tenants: Vec<TenantConfig>,
+    /// Bounds of every listener.
+    pub limits: Limits,
+}
+
+impl RelayConfig {
+    /// Validates a file: defaults filled in, every setting checked.
+    pub fn from_file(file: RelayFile) -> Result<RelayConfig, Error> {
+        let destinations = match file.cluster.clone().filter(|n| !n.is_empty()) {
+            Some(nodes) => Destinations::Cluster {
+                nodes,
+                poll_interval: seconds(
+                    "cluster_poll_interval",
+                    file.cluster_poll_interval.unwrap_or(0.5),
+                )?
+                .max(Duration::from_millis(50)),
+            },
+            None => Destinations::Fixed(file.router()?),
+        };
+        let every = seconds(
+            "statsd_flush_interval",
+            file.statsd_flush_interval.unwrap_or(10.0),
+        )?;
+        let settings = file.statsd.clone().unwrap_or_default();
+        let mut tenants = Vec::new();
+        for t in file.tenant.iter().flatten() {
+            tenants.push(TenantConfig {
+                name: t.name.clone(),
+                fence: Fence::new(
+                    t.namespaces.clone().unwrap_or_default(),
+                    t.max_age.unwrap_or(86_400),
+                    t.max_future.unwrap_or(600),
+                    t.rate_limit.unwrap_or(0.0),
+                ),
+                allow_pickle: t.allow_pickle.unwrap_or(false),
+                listeners: t
+                    .listener
+                    .iter()
+                    .map(|l| (l.protocol, l.addr.clone()))
+                    .collect(),
+                statsd: settings.config(every, t.prefix.clone())?,
+            });
+        }
+        let defaults = Limits::default();
+        Ok(RelayConfig {
+            id: file.id.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().replace('.', "_"))
+                    .unwrap_or_else(|_| "relay".into())
+            }),
+            http_addr: file.http_addr.clone().filter(|a| !a.is_empty()),
+            destinations,
+            queues: QueueConfig {
+                max_queue: file.max_queue.unwrap_or(1_000_000),
+                dir: file.queue_dir.clone().filter(|p| !p.as_os_str().is_empty()),
+                max_spill_bytes: file.max_spill_bytes.unwrap_or(10 << 30),
+            },
+            self_metrics_interval: seconds(
+                "self_metrics_interval",
+                file.self_metrics_interval.unwrap_or(60.0),
+            )?
+            .max(Duration::from_millis(100)),
+            tenants,
+            limits: Limits {
+                max_connections: file
+                    .max_connections
+                    .unwrap_or(defaults.max_connections)
+                    .max(1),
+                max_line_length: file
+                    .max_line_length
+                    .unwrap_or(defaults.max_line_length)
+                    .max(64),
+                max_pickle_frame: file
+                    .max_pickle_frame
+                    .unwrap_or(defaults.max_pickle_frame)
+                    .max(1024),
+                idle_timeout: file
+                    .idle_timeout
+                    .map_or(defaults.idle_timeout, |s| Duration::from_secs(s.max(1))),
+            },
+        })
+    }
+}
+
+/// A positive number of seconds, or an error naming the setting.
+fn seconds(setting: &str, value: f64) -> Result<Duration, Error> {
+    if value.is_finite() && value > 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::config(format!(
+            "{setting} = {value}: use a positive number of seconds"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/relay.toml");
+        let file = RelayFile::read(Some(&path)).unwrap();
+        let router = file.router().unwrap();
+        assert_eq!(router.destinations().len(), 3);
+        assert_eq!(file.tenant.clone().unwrap().len(), 2);
+        let config = RelayConfig::from_file(file).unwrap();
+        assert_eq!(config.tenants.len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_listener_protocol_is_refused_when_read() {
+        let text = "destinations = [\"127.0.0.1:2004\"]\n[[tenant]]\nname = \"a\"\n[[tenant.listener]]\nprotocol = \"http\"\naddr = \"127.0.0.1:0\"\n";
+        let e = toml::from_str::<RelayFile>(text).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `http`"), "{e}");
+    }
+}

@@ -1,0 +1,283 @@
+//! `graunt relay`, the ingestion front, as a library call: [`Listeners::bind`]
+//! binds what a [`RelayConfig`] lists, [`run`] serves until its shutdown
+//! signal. Tenant listeners (plaintext TCP/UDP, pickle, statsd) check each
+//! point against the tenant's fence, the router picks destinations (relay
+//! rules, then the hash ring with replicas, or the cluster's ring when the
+//! relay follows one), and each destination's queue sends batched pickle.
+//!
+//! ```text
+//! tenant listeners ─▶ TenantSink (fence) ─▶ Router (rules, ring) ─▶ Outbound queue (+ spill) ─pickle─▶ nodes
+//! ```
+
+mod batches;
+pub mod config;
+mod follow;
+mod metrics;
+mod outbound;
+mod pipeline;
+mod spill;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use graunt_cluster::hashing::Destination;
+use tokio::net::{TcpListener, UdpSocket};
+
+use self::config::{Destinations, ListenerProtocol, QueueConfig};
+pub use self::config::{RelayConfig, RelayFile};
+use self::outbound::Outbound;
+use self::pipeline::{Pipeline, Routing, Tenant, TenantSink};
+use crate::codec::Point;
+use crate::error::Error;
+use crate::receive::{line, pickle, Limits};
+use crate::shutdown::{self, Shutdown};
+use crate::statsd::listen as statsd;
+
+/// One tenant's bound sockets.
+struct TenantListeners {
+    line: Vec<(TcpListener, UdpSocket)>,
+    pickle: Vec<TcpListener>,
+    statsd: Vec<statsd::Bound>,
+}
+
+/// A relay's bound sockets, in the config's tenant order.
+pub struct Listeners {
+    tenants: Vec<TenantListeners>,
+    http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener of `config` (port 0 lets the kernel choose).
+    pub async fn bind(config: &RelayConfig) -> Result<Listeners, Error> {
+        let mut tenants = Vec::new();
+        for t in &config.tenants {
+            let mut bound = TenantListeners {
+                line: Vec::new(),
+                pickle: Vec::new(),
+                statsd: Vec::new(),
+            };
+            for (protocol, addr) in &t.listeners {
+                let label = format!("{}-{}", t.name, protocol.name());
+                match protocol {
+                    ListenerProtocol::Line => {
+                        bound.line.push(crate::net::bind_line(addr, &label).await?)
+                    }
+                    ListenerProtocol::Pickle => {
+                        bound.pickle.push(crate::net::bind_tcp(addr, &label).await?)
+                    }
+                    ListenerProtocol::Statsd => {
+                        let one = crate::statsd::Listener {
+                            addr: addr.clone(),
+                            tcp: false,
+                            config: t.statsd.clone(),
+                        };
+                        bound.statsd.extend(statsd::bind(vec![one]).await?);
+                    }
+                }
+            }
+            tenants.push(bound);
+        }
+        let http = match &config.http_addr {
+            Some(addr) => Some(crate::net::bind_tcp(addr, "http").await?),
+            None => None,
+        };
+        Ok(Listeners { tenants, http })
+    }
+
+    /// Where a tenant's listeners of `protocol` are bound, in config order.
+    pub fn addrs(&self, tenant: usize, protocol: ListenerProtocol) -> Vec<SocketAddr> {
+        let Some(t) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        match protocol {
+            ListenerProtocol::Line => t
+                .line
+                .iter()
+                .filter_map(|(l, _)| l.local_addr().ok())
+                .collect(),
+            ListenerProtocol::Pickle => t
+                .pickle
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .collect(),
+            ListenerProtocol::Statsd => t
+                .statsd
+                .iter()
+                .filter_map(|b| b.udp.local_addr().ok())
+                .collect(),
+        }
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// A destination's outbound queue, with its spill on disk when the config
+/// has a queue directory.
+fn make_outbound(queues: &QueueConfig, d: &Destination) -> Result<Arc<Outbound>, Error> {
+    let spill = match &queues.dir {
+        Some(dir) => {
+            let name: String = d
+                .display()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let spill =
+                spill::Spill::open(dir.join(name), queues.max_spill_bytes).map_err(|e| {
+                    Error::io(
+                        format!("cannot open the queue directory {}", dir.display()),
+                        e,
+                    )
+                })?;
+            if !spill.is_empty() {
+                tracing::info!(destination = %d.display(), bytes = spill.bytes(), "replaying the queue kept on disk");
+            }
+            Some(spill)
+        }
+        None => None,
+    };
+    Ok(Arc::new(Outbound::new(d.clone(), queues.max_queue, spill)))
+}
+
+/// Runs a relay on bound listeners until `shutdown`, then stops the
+/// listeners, lets the statsd listeners flush, and sends (or spills) what
+/// is queued before it returns.
+pub async fn run(
+    config: RelayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let router = match &config.destinations {
+        Destinations::Cluster { nodes, .. } => follow::first_router(nodes, shutdown.clone())
+            .await
+            .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?,
+        Destinations::Fixed(router) => router.clone(),
+    };
+    let mut outbound: Vec<Arc<Outbound>> = Vec::new();
+    for d in router.destinations() {
+        outbound.push(make_outbound(&config.queues, d)?);
+    }
+    let pipeline = Arc::new(Pipeline {
+        routing: std::sync::RwLock::new(Arc::new(Routing {
+            router,
+            outbound: outbound.clone(),
+        })),
+        stats: metrics::Stats::new(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, bound) in config.tenants.iter().zip(listeners.tenants) {
+        let sink = Arc::new(TenantSink {
+            pipeline: pipeline.clone(),
+            tenant: Arc::new(Tenant {
+                name: t.name.clone(),
+                fence: Mutex::new(t.fence.clone()),
+                allow_pickle: t.allow_pickle,
+            }),
+        });
+        serve_tenant(&mut tasks, bound, sink, config.limits, &shutdown);
+    }
+    // The senders stop on their own signal, after the listeners (and the
+    // statsd flush) have handed over everything they took in.
+    let (stop_senders, senders_shutdown) = shutdown::channel();
+    let senders = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
+    for o in &outbound {
+        let (o, s) = (o.clone(), senders_shutdown.clone());
+        senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(async move { o.run(s, Duration::from_secs(10)).await });
+    }
+    if let Destinations::Cluster {
+        nodes,
+        poll_interval,
+    } = &config.destinations
+    {
+        tasks.spawn(follow::follow(
+            follow::Following {
+                nodes: nodes.clone(),
+                interval: *poll_interval,
+                pipeline: pipeline.clone(),
+                queues: config.queues.clone(),
+                senders: senders.clone(),
+                senders_shutdown: senders_shutdown.clone(),
+            },
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(metrics::report(
+        pipeline.clone(),
+        config.id.clone(),
+        config.self_metrics_interval,
+        shutdown.clone(),
+    ));
+    if let Some(listener) = listeners.http {
+        let p = pipeline.clone();
+        let mut s = shutdown.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let p = p.clone();
+                async move { metrics::text(&p) }
+            }),
+        );
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.recv().await })
+                .await;
+        });
+    }
+    tracing::info!(destinations = outbound.len(), "ready");
+    shutdown.clone().recv().await;
+    tracing::info!("shutting down: closing listeners, then sending what is queued");
+    while tasks.join_next().await.is_some() {}
+    stop_senders.fire();
+    let mut senders = std::mem::take(&mut *senders.lock().unwrap_or_else(|e| e.into_inner()));
+    while senders.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Starts one tenant's listeners on the relay's tasks.
+fn serve_tenant(
+    tasks: &mut tokio::task::JoinSet<()>,
+    bound: TenantListeners,
+    sink: Arc<TenantSink>,
+    limits: Limits,
+    shutdown: &Shutdown,
+) {
+    for (tcp, udp) in bound.line {
+        tasks.spawn(line::serve_tcp(tcp, sink.clone(), limits, shutdown.clone()));
+        tasks.spawn(line::serve_udp(udp, sink.clone(), shutdown.clone()));
+    }
+    for tcp in bound.pickle {
+        tasks.spawn(pickle::serve(tcp, sink.clone(), limits, shutdown.clone()));
+    }
+    if !bound.statsd.is_empty() {
+        let s = sink.clone();
+        let flushed: statsd::Sink = Arc::new(move |lines, dropped| {
+            if dropped > 0 {
+                s.pipeline.refuse(&s.tenant, "statsd_overflow", dropped);
+            }
+            let points = lines
+                .into_iter()
+                .map(|l| Point {
+                    name: l.name,
+                    timestamp: l.timestamp,
+                    value: l.value,
+                })
+                .collect();
+            s.pipeline.deliver(Some(&s.tenant), "statsd", points);
+        });
+        for task in statsd::serve(bound.statsd, flushed, shutdown.clone()) {
+            tasks.spawn(task);
+        }
+    }
+}
