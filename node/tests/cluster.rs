@@ -130,7 +130,7 @@ fn a_cluster_forms_replicates_and_survives_its_leader() {
         ),
     )
     .unwrap();
-    let relay = Relay::start(BIN.as_ref(), &config);
+    let relay = Relay::spawn(BIN.as_ref(), &config);
     let lone = Node::serve(BIN.as_ref(), &dir.path().join("lone"), &["--schemas", s]);
     let t0 = (unix_now() - 3600) / 60 * 60;
     let data = lines("c", 200, 10, t0, 60);
@@ -280,7 +280,7 @@ fn a_node_killed_during_a_query_storm_leaves_every_answer_complete() {
         ),
     )
     .unwrap();
-    let relay = Relay::start(BIN.as_ref(), &config);
+    let relay = Relay::spawn(BIN.as_ref(), &config);
     let t0 = (unix_now() - 3600) / 10 * 10;
     send(relay.addr("t-line"), &lines("q", 100, 1, t0, 10));
     let query = format!(

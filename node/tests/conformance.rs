@@ -15,7 +15,6 @@ use graunt_harness::{oracle_python, temp_dir, url_encode, workspace_root};
 use graunt_storage::whisper::{self, AggregationMethod, CreateOptions, Retention, WhisperFile};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_graunt");
 const NOW: i64 = 1_700_000_000;
 
 /// Builds the fixture tree under `root`.
@@ -226,7 +225,7 @@ fn render_json_matches_recorded_graphite_web() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let targets = recorded_targets();
     assert!(targets.len() >= 400, "{} recorded targets", targets.len());
     let mut failures = Vec::new();
@@ -291,7 +290,7 @@ fn render_variants_match_graphite_web() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     // The request's xFilesFactor steers consolidation and aggregation.
     let mut xff_paths = Vec::new();
     for target in [
@@ -355,7 +354,7 @@ fn metrics_find_matches_graphite_web() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let queries = [
         "*",
         "servers.*",
@@ -407,7 +406,7 @@ fn bad_requests_are_400_with_the_problem_named() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     for (path, expect) in [
         (
             "/render?target=sumSeries(servers.*&format=json",
@@ -509,7 +508,7 @@ fn functions_and_other_formats_match_graphite_web() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let exact = [
         "/functions?type=pie".to_string(),
         "/functions/scale".into(),
@@ -600,7 +599,7 @@ fn grafanas_calls_get_graphite_webs_answers() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     assert_eq!(node.http_get("/version"), "1.1.10");
     let functions: Value =
         serde_json::from_str(&node.http_get("/functions").replace("1e9999", "1e308")).unwrap();
@@ -654,7 +653,7 @@ fn requests_past_a_bound_are_refused_with_413() {
         "max_render_series = 3\nmax_render_points = 2000\nmax_expression_depth = 4\n",
     )
     .unwrap();
-    let node = Node::serve(BIN.as_ref(), &data, &["--config", config.to_str().unwrap()]);
+    let node = Node::start(&data, &["--config", config.to_str().unwrap()]);
     let q = format!("format=json&now={NOW}");
     let (status, body) =
         node.http_request(&format!("/render?target=servers.*.cpu.*&from=-10min&{q}"));
@@ -703,7 +702,7 @@ fn hostile_arguments_are_bounded() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     fixture(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let x = "servers.web1.cpu.user";
     for (target, range, want) in [
         ("events('x')".to_string(), "from=-9000y", 413),

@@ -7,7 +7,6 @@ use graunt_harness::node::Node;
 use graunt_harness::temp_dir;
 use graunt_storage::whisper::{self, CreateOptions, Retention, WhisperFile};
 
-const BIN: &str = env!("CARGO_BIN_EXE_graunt");
 const NOW: i64 = 1_700_000_000;
 
 fn tree(root: &std::path::Path) {
@@ -51,7 +50,7 @@ fn png_and_svg_graphs() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     tree(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let base = format!("/render?target=servers.*.load&from=-4h&now={NOW}");
 
     // The default format is PNG, at the requested size, in the given colours.
@@ -157,7 +156,7 @@ fn axes_areas_and_pies_follow_graphite_parameters() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     tree(&data.join("whisper"));
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let base = format!("/render?target=servers.*.load&from=-4h&now={NOW}");
     let svg = |q: &str| {
         let (status, body) = node.http_request(&format!("{base}&format=svg&{q}"));

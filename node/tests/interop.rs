@@ -34,7 +34,7 @@ impl Drop for Reaper {
 fn graphyte_client_sends_plaintext() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let t = now() - now() % 60 - 120;
     let script = r#"
 import sys, graphyte
@@ -72,7 +72,7 @@ sender.send("tagged", 1, timestamp=t, tags={"dc": "eu"})
 fn python_carbon_relay_forwards_pickle_to_graunt() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let relay_line = free_port();
     let relay_pickle = free_port();
     let conf = dir.path().join("conf");
@@ -158,8 +158,7 @@ fn graphite_web_reads_graunt_files_and_cache_through_carbonlink() {
         "{}",
         String::from_utf8_lossy(&tool.stderr)
     );
-    let node = Node::serve(
-        BIN.as_ref(),
+    let node = Node::start(
         &data,
         &[
             "--config",

@@ -13,16 +13,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_graunt");
 
-use graunt_harness::relay::Relay as HarnessRelay;
-
-/// The harness's relay, started from this package's binary.
-struct Relay;
-
-impl Relay {
-    fn start(config: &std::path::Path) -> HarnessRelay {
-        HarnessRelay::start(BIN.as_ref(), config)
-    }
-}
+use graunt_harness::relay::Relay;
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
@@ -63,7 +54,7 @@ fn lookup(config: &std::path::Path, names: &[&str]) -> Vec<Vec<String>> {
 fn replicas_reach_their_nodes_and_the_fence_holds() {
     let dir = temp_dir();
     let nodes: Vec<Node> = (0..3)
-        .map(|i| Node::serve(BIN.as_ref(), &dir.path().join(format!("node{i}")), &[]))
+        .map(|i| Node::start(&dir.path().join(format!("node{i}")), &[]))
         .collect();
     let destinations: Vec<String> = nodes
         .iter()
@@ -151,7 +142,8 @@ fn replicas_reach_their_nodes_and_the_fence_holds() {
     }
     // statsd through the tenant's listener lands under its prefix.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(b"logins:3|c", relay.addr("statsd")).unwrap();
+    udp.send_to(b"logins:3|c", relay.addr("acme-statsd"))
+        .unwrap();
     wait_for(Duration::from_secs(20), "statsd through the relay", || {
         nodes
             .iter()
@@ -238,7 +230,7 @@ fn lookup_agrees_with_carbon() {
 fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     let dir = temp_dir();
     let data = dir.path().join("node");
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let pickle = node.addr("pickle");
     let config = dir.path().join("relay.toml");
     std::fs::write(
@@ -253,7 +245,7 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     node.stop(Duration::from_secs(20));
     let relay = Relay::start(&config);
     let t = unix_now() - 120;
-    let send = |relay: &HarnessRelay, from: usize, to: usize| {
+    let send = |relay: &Relay, from: usize, to: usize| {
         let lines: String = (from..to)
             .map(|i| format!("spill.m{i} {i} {t}\n"))
             .collect();
@@ -267,7 +259,7 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     let relay = Relay::start(&config);
     send(&relay, 700, 1000);
     std::thread::sleep(Duration::from_millis(500));
-    let node = Node::serve(BIN.as_ref(), &data, &["--pickle-addr", &pickle.to_string()]);
+    let node = Node::start(&data, &["--pickle-addr", &pickle.to_string()]);
     wait_for(
         Duration::from_secs(30),
         "every queued point at the node",
@@ -345,7 +337,7 @@ fn carbon_daemon(dir: &std::path::Path, script: &str, section: &str, settings: &
 fn carbon_relay_feeds_graunt_relay() {
     let dir = temp_dir();
     let data = dir.path().join("node");
-    let node = Node::serve(BIN.as_ref(), &data, &[]);
+    let node = Node::start(&data, &[]);
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,
@@ -554,7 +546,7 @@ fn a_destination_killed_for_30s_loses_nothing_under_load() {
 #[test]
 fn a_relay_restarted_mid_load_delivers_every_point_once() {
     let dir = temp_dir();
-    let node = Node::serve(BIN.as_ref(), &dir.path().join("node"), &[]);
+    let node = Node::start(&dir.path().join("node"), &[]);
     let middle_addr = format!("127.0.0.1:{}", free_port());
     let middle = dir.path().join("middle.toml");
     std::fs::write(

@@ -39,7 +39,7 @@ fn plaintext_over_tcp_and_udp_keeps_good_lines_and_counts_bad_ones() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     let schemas = schemas_file(dir.path());
-    let node = Node::serve(BIN.as_ref(), &data, &["--schemas", &schemas]);
+    let node = Node::start(&data, &["--schemas", &schemas]);
     let t = now() - now() % 10 - 20;
 
     let mut batch = Vec::new();
@@ -248,8 +248,7 @@ fn carbonlink_answers_cache_queries_and_metadata() {
     let schemas = schemas_file(dir.path());
     let config = dir.path().join("graunt.toml");
     std::fs::write(&config, "max_updates_per_second = 0.01\n").unwrap();
-    let node = Node::serve(
-        BIN.as_ref(),
+    let node = Node::start(
         &data,
         &["--schemas", &schemas, "--config", config.to_str().unwrap()],
     );
@@ -323,7 +322,7 @@ fn pickle_frames_land_and_bad_frames_are_refused() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     let schemas = schemas_file(dir.path());
-    let node = Node::serve(BIN.as_ref(), &data, &["--schemas", &schemas]);
+    let node = Node::start(&data, &["--schemas", &schemas]);
     let t = now() - now() % 10 - 20;
     // Frames built by Python's pickle, as carbon-relay sends them.
     let script = format!(
@@ -393,7 +392,7 @@ fn self_metrics_are_written_as_carbon_agents() {
         "--schemas",
         schemas.to_str().unwrap(),
     ];
-    let node = Node::serve(BIN.as_ref(), &data, &args);
+    let node = Node::start(&data, &args);
     let t = now() - 20;
     send_tcp(
         &node,

@@ -76,8 +76,7 @@ fn last(node: &Node, metric: &str) -> Option<f64> {
 fn the_statsd_client_against_serve() {
     let dir = temp_dir();
     let schemas = second_schema(dir.path());
-    let node = Node::serve(
-        BIN.as_ref(),
+    let node = Node::start(
         &dir.path().join("data"),
         &["--statsd-flush-interval", "1", "--schemas", &schemas],
     );
@@ -208,7 +207,7 @@ fn the_agent_forwards_and_buffers_while_the_node_is_down() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     let schemas = second_schema(dir.path());
-    let node = Node::serve(BIN.as_ref(), &data, &["--schemas", &schemas]);
+    let node = Node::start(&data, &["--schemas", &schemas]);
     let line = node.addr("line");
     let agent = Agent::start(&[
         "--destination",
@@ -241,8 +240,7 @@ fn the_agent_forwards_and_buffers_while_the_node_is_down() {
     node.stop(Duration::from_secs(20));
     statsd_client(agent.statsd, "c.incr('jobs', 4)");
     std::thread::sleep(Duration::from_millis(2500));
-    let node = Node::serve(
-        BIN.as_ref(),
+    let node = Node::start(
         &data,
         &["--line-addr", &line.to_string(), "--schemas", &schemas],
     );
@@ -259,11 +257,7 @@ fn the_agent_forwards_and_buffers_while_the_node_is_down() {
 fn the_agent_speaks_pickle() {
     let dir = temp_dir();
     let schemas = second_schema(dir.path());
-    let node = Node::serve(
-        BIN.as_ref(),
-        &dir.path().join("data"),
-        &["--schemas", &schemas],
-    );
+    let node = Node::start(&dir.path().join("data"), &["--schemas", &schemas]);
     let agent = Agent::start(&[
         "--destination",
         &node.addr("pickle").to_string(),
@@ -294,7 +288,7 @@ fn the_agent_loses_nothing_when_the_node_restarts() {
     let dir = temp_dir();
     let schemas = second_schema(dir.path());
     let data = dir.path().join("data");
-    let node = Node::serve(BIN.as_ref(), &data, &["--schemas", &schemas]);
+    let node = Node::start(&data, &["--schemas", &schemas]);
     let pickle = node.addr("pickle").to_string();
     let agent = Agent::start(&["--destination", &pickle, "--protocol", "pickle"]);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -311,11 +305,7 @@ fn the_agent_loses_nothing_when_the_node_restarts() {
     });
     std::thread::sleep(Duration::from_millis(3000));
     node.stop(Duration::from_secs(20));
-    let node = Node::serve(
-        BIN.as_ref(),
-        &data,
-        &["--schemas", &schemas, "--pickle-addr", &pickle],
-    );
+    let node = Node::start(&data, &["--schemas", &schemas, "--pickle-addr", &pickle]);
     let sent = sender.join().unwrap() as f64;
     wait_for(
         Duration::from_secs(20),
@@ -338,8 +328,7 @@ fn listeners_with_their_own_prefix_and_tcp() {
          [[statsd.listener]]\naddr = \"127.0.0.1:0\"\nprefix = \"smc\"\ntcp = true\n",
     )
     .unwrap();
-    let node = Node::serve(
-        BIN.as_ref(),
+    let node = Node::start(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap(), "--schemas", &schemas],
     );

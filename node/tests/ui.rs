@@ -13,8 +13,6 @@ use graunt_harness::webdriver::Browser;
 use graunt_harness::{temp_dir, unix_now};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_graunt");
-
 /// Two days of minutely points for three hosts' cpu and load.
 fn feed(node: &Node) {
     let now = unix_now();
@@ -75,8 +73,7 @@ fn browse_graph_and_keep_a_dashboard_in_chromium() {
     let dir = temp_dir();
     let schemas = dir.path().join("storage-schemas.conf");
     std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 1m:30d\n").unwrap();
-    let node = Node::serve(
-        BIN.as_ref(),
+    let node = Node::start(
         &dir.path().join("data"),
         &["--schemas", schemas.to_str().unwrap()],
     );
@@ -194,7 +191,7 @@ fn browse_graph_and_keep_a_dashboard_in_chromium() {
 #[test]
 fn dashboard_endpoints_refuse_bad_input() {
     let dir = temp_dir();
-    let node = Node::serve(BIN.as_ref(), &dir.path().join("data"), &[]);
+    let node = Node::start(&dir.path().join("data"), &[]);
     let (status, body) = node.http_post_form("/dashboard/save/..%2Fescape", "state=%7B%7D");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid dashboard name"), "{body}");

@@ -3,11 +3,14 @@
 //! into `.venv`, and running their scripts with a fixed clock so their output
 //! can be compared with graunt's.
 //!
-//! End-to-end tests that start the real `graunt` binary live in
-//! `node/tests/`, where Cargo guarantees the binary is built; this crate is
-//! what they, and the storage tests, share.
+//! It starts services for end-to-end tests: nodes, relays and agents
+//! in-process on port 0 ([`node::Node::start`], [`relay::Relay::start`],
+//! [`cluster::TestCluster::start`]), or the real `graunt` binary where a
+//! process matters (signals, `kill -9`, the CLI, the image). Those tests
+//! live in `node/tests/`, where Cargo guarantees the binary is built.
 
 use std::io::Write;
+pub mod in_process;
 pub mod node;
 pub mod relay;
 pub mod webdriver;

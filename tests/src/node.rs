@@ -1,6 +1,7 @@
-//! A real `graunt` process for end-to-end tests: started on port 0 for every
-//! listener, its bound addresses read back from its log, stopped with SIGTERM
-//! or SIGKILL.
+//! A node for end-to-end tests, on port 0 for every listener: in-process
+//! ([`Node::start`], the usual choice) or as a real `graunt serve` process
+//! ([`Node::serve`]: its bound addresses read back from its log, stopped with
+//! SIGTERM or SIGKILL) where a process matters.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,9 +11,17 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A running `graunt serve`.
+use crate::in_process::Service;
+
+/// How a node runs.
+enum Runner {
+    Process(Child),
+    InProcess(Service),
+}
+
+/// A running node.
 pub struct Node {
-    child: Child,
+    runner: Runner,
     addrs: HashMap<String, SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     /// Its data directory.
@@ -45,7 +54,56 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     )
 }
 
+/// Flags that put every listener of a node on a free loopback port.
+const FREE_PORTS: [&str; 10] = [
+    "--line-addr",
+    "127.0.0.1:0",
+    "--pickle-addr",
+    "127.0.0.1:0",
+    "--carbonlink-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--statsd-addr",
+    "127.0.0.1:0",
+];
+
 impl Node {
+    /// Starts a node in this process on `data_dir` with every listener on a
+    /// free loopback port, plus `extra` flags of `graunt serve`; returns
+    /// once its HTTP port answers.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.display().to_string()];
+        args.extend(FREE_PORTS.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (service, addrs) = Service::start("node", move |shutdown| async move {
+            let cfg = graunt::cli::serve_config(args).map_err(|e| format!("{e:#}"))?;
+            let listeners = graunt::serve::Listeners::bind(&cfg)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            let addrs = listeners.addrs().into_iter().collect();
+            Ok((addrs, async move {
+                graunt::serve::run(cfg, listeners, shutdown)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            }))
+        });
+        let node = Node {
+            runner: Runner::InProcess(service),
+            addrs,
+            log: Arc::new(Mutex::new(vec![
+                "(an in-process node keeps no log; Node::serve runs a process)".into(),
+            ])),
+            data_dir: data_dir.to_path_buf(),
+        };
+        if node.addrs.contains_key("http") {
+            wait_for(Duration::from_secs(20), "the node's HTTP port", || {
+                (node.http_request("/version").0 == 200).then_some(())
+            });
+        }
+        node
+    }
+
     /// Starts `graunt serve` on `data_dir` with every listener on a free
     /// loopback port, plus `extra` arguments, and waits until it is ready.
     pub fn serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Node {
@@ -53,15 +111,7 @@ impl Node {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--line-addr", "127.0.0.1:0", "--pickle-addr", "127.0.0.1:0"])
-            .args([
-                "--carbonlink-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--statsd-addr",
-                "127.0.0.1:0",
-            ])
+            .args(FREE_PORTS)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -79,13 +129,13 @@ impl Node {
             }
         });
         let mut node = Node {
-            child,
+            runner: Runner::Process(child),
             addrs: HashMap::new(),
             log,
             data_dir: data_dir.to_path_buf(),
         };
         wait_for(Duration::from_secs(20), "the node to be ready", || {
-            if let Ok(Some(status)) = node.child.try_wait() {
+            if let Ok(Some(status)) = node.child().try_wait() {
                 panic!("graunt serve exited with {status}:\n{}", node.log());
             }
             let lines = node.log.lock().unwrap().clone();
@@ -107,9 +157,19 @@ impl Node {
         self.addrs[protocol]
     }
 
-    /// Its process id.
+    fn child(&mut self) -> &mut Child {
+        match &mut self.runner {
+            Runner::Process(c) => c,
+            Runner::InProcess(_) => panic!("an in-process node has no process: use Node::serve"),
+        }
+    }
+
+    /// Its process id (a node started with [`Node::serve`]).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.runner {
+            Runner::Process(c) => c.id(),
+            Runner::InProcess(_) => panic!("an in-process node has no process: use Node::serve"),
+        }
     }
 
     /// Everything it logged so far.
@@ -195,12 +255,19 @@ impl Node {
             .unwrap_or(0.0)
     }
 
-    /// SIGTERM, then waits (up to `timeout`) for it to exit.
+    /// Stops it as SIGTERM does (a process gets SIGTERM; an in-process
+    /// node its shutdown signal), then waits (up to `timeout`) for a clean
+    /// end: listeners closed, the cache written to whisper.
     pub fn stop(mut self, timeout: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
+        use std::os::unix::process::ExitStatusExt;
+        if let Runner::InProcess(service) = &mut self.runner {
+            service.stop(timeout);
+            return ExitStatus::from_raw(0);
+        }
+        let pid = self.pid().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let status = wait_for(timeout, "graunt to exit after SIGTERM", || {
-            self.child.try_wait().ok().flatten()
+            self.child().try_wait().ok().flatten()
         });
         assert!(status.success(), "exit status {status}:\n{}", self.log());
         status
@@ -208,14 +275,17 @@ impl Node {
 
     /// SIGKILL: the process dies at once, as in a crash.
     pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Runner::Process(child) = &mut self.runner {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! A `graunt relay` process for end-to-end tests: started from a config
-//! file, its listeners read from its log, stopped with SIGTERM (and killed
-//! if a failing test drops it).
+//! A relay for end-to-end tests, from a config file: in-process
+//! ([`Relay::start`]) or as a `graunt relay` process ([`Relay::spawn`]: its
+//! listeners read from its log, stopped with SIGTERM, killed if a failing
+//! test drops it).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -9,17 +11,50 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use graunt_relay::service::{self, RelayConfig, RelayFile};
+
+use crate::in_process::Service;
 use crate::node::wait_for;
 
 /// A running relay.
 pub struct Relay {
-    child: Child,
+    child: Option<Child>,
+    service: Option<Service>,
+    addrs: HashMap<String, SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Relay {
+    /// Starts a relay in this process from `config`; its listeners are
+    /// named as the binary logs them (`<tenant>-line`, `<tenant>-line-udp`,
+    /// `<tenant>-pickle`, `<tenant>-statsd`, `http`).
+    pub fn start(config: &Path) -> Relay {
+        let path = config.to_path_buf();
+        let (service, addrs) = Service::start("relay", move |shutdown| async move {
+            let file = RelayFile::read(Some(&path)).map_err(|e| e.to_string())?;
+            let config = RelayConfig::from_file(file).map_err(|e| e.to_string())?;
+            let listeners = service::Listeners::bind(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let addrs = listeners.addrs(&config).into_iter().collect();
+            Ok((addrs, async move {
+                service::run(config, listeners, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }))
+        });
+        Relay {
+            child: None,
+            service: Some(service),
+            addrs,
+            log: Arc::new(Mutex::new(vec![
+                "(an in-process relay keeps no log; Relay::spawn runs a process)".into(),
+            ])),
+        }
+    }
+
     /// Starts `bin relay --config config` and waits until it is ready.
-    pub fn start(bin: &Path, config: &Path) -> Relay {
+    pub fn spawn(bin: &Path, config: &Path) -> Relay {
         let mut child = Command::new(bin)
             .args(["relay", "--config", config.to_str().expect("a UTF-8 path")])
             .env("RUST_LOG", "info")
@@ -36,9 +71,18 @@ impl Relay {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut relay = Relay { child, log };
+        let mut relay = Relay {
+            child: Some(child),
+            service: None,
+            addrs: HashMap::new(),
+            log,
+        };
         wait_for(Duration::from_secs(30), "the relay to be ready", || {
-            if let Ok(Some(status)) = relay.child.try_wait() {
+            if let Some(status) = relay
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("graunt relay exited with {status}:\n{}", relay.log());
             }
             relay
@@ -59,6 +103,12 @@ impl Relay {
 
     /// The address a listener logged (`protocol=<label> addr=…`).
     pub fn addr(&self, protocol: &str) -> SocketAddr {
+        if self.service.is_some() {
+            return *self
+                .addrs
+                .get(protocol)
+                .unwrap_or_else(|| panic!("no {protocol} listener"));
+        }
         let key = format!("protocol={protocol} addr=");
         self.log
             .lock()
@@ -80,12 +130,20 @@ impl Relay {
         out
     }
 
-    /// SIGTERM, then waits for a clean exit.
+    /// Stops it as SIGTERM does, then waits for a clean end: listeners
+    /// closed, queues sent (or spilled).
     pub fn stop(mut self) {
+        if let Some(mut s) = self.service.take() {
+            s.stop(Duration::from_secs(30));
+            return;
+        }
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        unsafe { libc_kill(child.id() as i32, 15) };
         let status = wait_for(Duration::from_secs(30), "the relay to exit", || {
-            self.child.try_wait().ok().flatten()
+            child.try_wait().ok().flatten()
         });
         assert!(status.success(), "{}", self.log());
     }
@@ -99,9 +157,11 @@ extern "C" {
 /// A failed test must not leave its relay running.
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

@@ -47,6 +47,22 @@ enum Command {
     Whisper(whisper::WhisperCommand),
 }
 
+/// The validated config `graunt serve ARGS…` would run with: the same
+/// flags and `--config` file, for starting a node in-process (tests).
+pub fn serve_config<I, T>(args: I) -> anyhow::Result<crate::serve::ServeConfig>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = ["graunt".into(), "serve".into()]
+        .into_iter()
+        .chain(args.into_iter().map(Into::into));
+    match Cli::try_parse_from(argv)?.command {
+        Command::Serve(a) => serve::config(a),
+        _ => anyhow::bail!("not a serve command"),
+    }
+}
+
 /// Runs the chosen command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {

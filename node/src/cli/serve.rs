@@ -75,7 +75,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+/// The file of `--config` with the flags laid over it, validated.
+pub(super) fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let mut file = read_file(args.config.as_deref())?;
     macro_rules! flag {
         ($($name:ident),*) => { $(if args.$name.is_some() { file.$name = args.$name; })* };

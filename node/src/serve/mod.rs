@@ -62,7 +62,7 @@ impl Listeners {
         let pickle = one(&cfg.pickle_addr, "pickle").await?;
         let carbonlink = one(&cfg.carbonlink_addr, "carbonlink").await?;
         let http = one(&cfg.http_addr, "http").await?;
-        let statsd = statsd::bind(cfg.statsd.clone()).await?;
+        let statsd = statsd::bind(cfg.statsd.clone(), "statsd").await?;
         Ok(Listeners {
             line,
             pickle,
@@ -72,18 +72,42 @@ impl Listeners {
         })
     }
 
-    /// Where a listener is bound: `line` (TCP), `udp`, `pickle`,
-    /// `carbonlink`, `http`, `statsd` (the first statsd listener).
-    pub fn addr(&self, protocol: &str) -> Option<SocketAddr> {
-        match protocol {
-            "line" => self.line.as_ref()?.0.local_addr().ok(),
-            "udp" => self.line.as_ref()?.1.local_addr().ok(),
-            "pickle" => self.pickle.as_ref()?.local_addr().ok(),
-            "carbonlink" => self.carbonlink.as_ref()?.local_addr().ok(),
-            "http" => self.http.as_ref()?.local_addr().ok(),
-            "statsd" => self.statsd.first()?.udp.local_addr().ok(),
-            _ => None,
+    /// Every bound address by its label in the log: `line` (TCP), `udp`,
+    /// `pickle`, `carbonlink`, `http`, `statsd`, `statsd1`… and `statsdN-tcp`.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        let mut out = Vec::new();
+        let mut add = |label: &str, addr: std::io::Result<SocketAddr>| {
+            if let Ok(a) = addr {
+                out.push((label.to_string(), a));
+            }
+        };
+        if let Some((tcp, udp)) = &self.line {
+            add("line", tcp.local_addr());
+            add("udp", udp.local_addr());
         }
+        for (label, l) in [
+            ("pickle", &self.pickle),
+            ("carbonlink", &self.carbonlink),
+            ("http", &self.http),
+        ] {
+            if let Some(l) = l {
+                add(label, l.local_addr());
+            }
+        }
+        for b in &self.statsd {
+            add(&b.label, b.udp.local_addr());
+            if let Some(t) = &b.tcp {
+                add(&format!("{}-tcp", b.label), t.local_addr());
+            }
+        }
+        out
+    }
+
+    /// Where the listener labelled `protocol` (see [`Listeners::addrs`]) is bound.
+    pub fn addr(&self, protocol: &str) -> Option<SocketAddr> {
+        self.addrs()
+            .into_iter()
+            .find_map(|(l, a)| (l == protocol).then_some(a))
     }
 }
 

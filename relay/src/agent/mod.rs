@@ -27,7 +27,9 @@ pub struct Listeners(Vec<statsd::Bound>);
 impl Listeners {
     /// Binds every statsd listener of `config`.
     pub async fn bind(config: &AgentConfig) -> Result<Listeners, Error> {
-        Ok(Listeners(statsd::bind(config.listeners.clone()).await?))
+        Ok(Listeners(
+            statsd::bind(config.listeners.clone(), "statsd").await?,
+        ))
     }
 
     /// The UDP address of each listener, in config order.

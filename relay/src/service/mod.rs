@@ -72,7 +72,7 @@ impl Listeners {
                             tcp: false,
                             config: t.statsd.clone(),
                         };
-                        bound.statsd.extend(statsd::bind(vec![one]).await?);
+                        bound.statsd.extend(statsd::bind(vec![one], &label).await?);
                     }
                 }
             }
@@ -85,33 +85,37 @@ impl Listeners {
         Ok(Listeners { tenants, http })
     }
 
-    /// Where a tenant's listeners of `protocol` are bound, in config order.
-    pub fn addrs(&self, tenant: usize, protocol: ListenerProtocol) -> Vec<SocketAddr> {
-        let Some(t) = self.tenants.get(tenant) else {
-            return Vec::new();
-        };
-        match protocol {
-            ListenerProtocol::Line => t
-                .line
-                .iter()
-                .filter_map(|(l, _)| l.local_addr().ok())
-                .collect(),
-            ListenerProtocol::Pickle => t
-                .pickle
-                .iter()
-                .filter_map(|l| l.local_addr().ok())
-                .collect(),
-            ListenerProtocol::Statsd => t
-                .statsd
-                .iter()
-                .filter_map(|b| b.udp.local_addr().ok())
-                .collect(),
+    /// Every bound address by its label in the log: `<tenant>-line`,
+    /// `<tenant>-line-udp`, `<tenant>-pickle`, `<tenant>-statsd`, `http`
+    /// (the first of each; later ones of a tenant are not named).
+    pub fn addrs(&self, config: &RelayConfig) -> Vec<(String, SocketAddr)> {
+        let mut out = Vec::new();
+        for (t, bound) in config.tenants.iter().zip(&self.tenants) {
+            let name = &t.name;
+            if let Some((tcp, udp)) = bound.line.first() {
+                out.extend(tcp.local_addr().ok().map(|a| (format!("{name}-line"), a)));
+                out.extend(
+                    udp.local_addr()
+                        .ok()
+                        .map(|a| (format!("{name}-line-udp"), a)),
+                );
+            }
+            if let Some(p) = bound.pickle.first() {
+                out.extend(p.local_addr().ok().map(|a| (format!("{name}-pickle"), a)));
+            }
+            if let Some(s) = bound.statsd.first() {
+                out.extend(
+                    s.udp
+                        .local_addr()
+                        .ok()
+                        .map(|a| (format!("{name}-statsd"), a)),
+                );
+            }
         }
-    }
-
-    /// Where `/metrics` is served, if it is.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
+        if let Some(h) = &self.http {
+            out.extend(h.local_addr().ok().map(|a| ("http".to_string(), a)));
+        }
+        out
     }
 }
 

@@ -20,6 +20,8 @@ pub type Sink = Arc<dyn Fn(Vec<Line>, u64) + Send + Sync>;
 
 /// A statsd listener's sockets, bound.
 pub struct Bound {
+    /// Its name in logs (`statsd`, `statsd1`, `acme-statsd`…).
+    pub label: String,
     /// What it aggregates.
     pub listener: Listener,
     /// Its UDP socket.
@@ -28,29 +30,42 @@ pub struct Bound {
     pub tcp: Option<TcpListener>,
 }
 
-/// Binds every listener (logging `listening protocol=statsd…`).
-pub async fn bind(listeners: Vec<Listener>) -> Result<Vec<Bound>, Error> {
+/// Binds every listener, logging each as `listening protocol=<label>`:
+/// `label` for the first, `label1`, `label2`… for the others, with `-tcp`
+/// for their TCP sides.
+pub async fn bind(listeners: Vec<Listener>, label: &str) -> Result<Vec<Bound>, Error> {
     let mut out = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let protocol = if i == 0 {
-            "statsd".to_string()
+            label.to_string()
         } else {
-            format!("statsd{i}")
+            format!("{label}{i}")
         };
         let udp = crate::net::bind_udp(&l.addr, &protocol).await?;
         // A burst must not overflow the kernel's queue before we read it.
         let _ = set_recv_buffer(&udp, 8 << 20);
         let tcp = if l.tcp {
-            // TCP on the port UDP got, when the port was left to the kernel.
-            let addr = match udp.local_addr() {
-                Ok(a) if l.addr.ends_with(":0") => a.to_string(),
-                _ => l.addr.clone(),
+            let what = format!("{protocol}-tcp");
+            // TCP on the port UDP got when the port was left to the kernel
+            // (another socket may hold it on TCP: then any port).
+            let same = udp
+                .local_addr()
+                .ok()
+                .filter(|_| l.addr.ends_with(":0"))
+                .map(|a| a.to_string());
+            let tcp = match same {
+                Some(a) => crate::net::bind_tcp(&a, &what).await.ok(),
+                None => None,
             };
-            Some(crate::net::bind_tcp(&addr, &format!("{protocol}-tcp")).await?)
+            match tcp {
+                Some(t) => Some(t),
+                None => Some(crate::net::bind_tcp(&l.addr, &what).await?),
+            }
         } else {
             None
         };
         out.push(Bound {
+            label: protocol,
             listener: l,
             udp,
             tcp,
