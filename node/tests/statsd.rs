@@ -1,18 +1,16 @@
 //! statsd end to end: the PyPI `statsd` client against `graunt serve`, and
 //! against `graunt agent` forwarding (plaintext and pickle) to a node,
-//! including while the node is down. Real processes, real sockets.
+//! including while the node is down. Nodes and agents in-process, the
+//! client a real Python process, real sockets.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
+use graunt_harness::agent::Agent;
 use graunt_harness::node::{wait_for, Node};
 use graunt_harness::{oracle_python, temp_dir};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_graunt");
 
 /// Runs Python with the `statsd` client; `script` sees `c` (UDP client to
 /// `addr`) and `addr`.
@@ -127,79 +125,6 @@ s.sendto(b'big:' + b'1' * 65000 + b'|c', addr)
     assert!(total(&node, "stats.counters.statsd.packets_received.count") >= 3.0);
     assert!(max(&node, "stats.statsd.numStats").unwrap_or(0.0) >= 9.0);
     node.stop(Duration::from_secs(20));
-}
-
-/// A running `graunt agent` and its statsd address.
-struct Agent {
-    child: Child,
-    statsd: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Agent {
-    fn start(extra: &[&str]) -> Agent {
-        let mut child = Command::new(BIN)
-            .args([
-                "agent",
-                "--statsd-addr",
-                "127.0.0.1:0",
-                "--flush-interval",
-                "1",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let statsd = wait_for(Duration::from_secs(20), "the agent to be ready", || {
-            let lines = log.lock().unwrap().clone();
-            if !lines.iter().any(|l| l.contains(" ready")) {
-                return None;
-            }
-            lines.iter().find_map(|l| {
-                let at = l.find("protocol=statsd addr=")?;
-                l[at + "protocol=statsd addr=".len()..]
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        });
-        Agent { child, statsd, log }
-    }
-
-    fn stop(mut self) {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let status = wait_for(Duration::from_secs(20), "the agent to exit", || {
-            self.child.try_wait().ok().flatten()
-        });
-        assert!(status.success(), "{}", self.log.lock().unwrap().join("\n"));
-    }
-}
-
-/// A failed test must not leave its agent running.
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! live in `node/tests/`, where Cargo guarantees the binary is built.
 
 use std::io::Write;
+pub mod agent;
 pub mod cluster;
 pub mod in_process;
 pub mod node;

@@ -36,11 +36,16 @@ pub struct AgentArgs {
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> ExitCode {
     super::service::run("agent", Some(2), |shutdown| async move {
-        let config = AgentConfig::from_file(file(args)?)?;
+        let config = config(args)?;
         let listeners = agent::Listeners::bind(&config).await?;
         agent::run(config, listeners, shutdown).await;
         Ok(())
     })
+}
+
+/// The config file with the flags laid over it, validated.
+pub(super) fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
+    Ok(AgentConfig::from_file(file(args)?)?)
 }
 
 /// The config file with the flags laid over it.

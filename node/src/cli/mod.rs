@@ -63,6 +63,21 @@ where
     }
 }
 
+/// The validated config `graunt agent ARGS…` would run with.
+pub fn agent_config<I, T>(args: I) -> anyhow::Result<graunt_relay::agent::AgentConfig>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = ["graunt".into(), "agent".into()]
+        .into_iter()
+        .chain(args.into_iter().map(Into::into));
+    match Cli::try_parse_from(argv)?.command {
+        Command::Agent(a) => agent::config(a),
+        _ => anyhow::bail!("not an agent command"),
+    }
+}
+
 /// Runs the chosen command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
