@@ -236,7 +236,7 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     std::fs::write(
         &config,
         format!(
-            "destinations = [\"{pickle}:a\"]\nmax_queue = 100\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+            "destinations = [\"{pickle}:a\"]\nmax_queue = 100\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\nhttp_addr = \"127.0.0.1:0\"\n\
              [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
             dir.path().join("queues").display()
         ),
@@ -252,13 +252,32 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
         let mut s = TcpStream::connect(relay.addr("t-line")).unwrap();
         s.write_all(lines.as_bytes()).unwrap();
     };
+    // What a relay has read from a plaintext client.
+    let received = |relay: &Relay| {
+        relay
+            .http_get("/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("graunt_relay_received_total{protocol=\"line\",tenant=\"t\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     send(&relay, 0, 700);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        Duration::from_secs(10),
+        "the relay to read 700 points",
+        || (received(&relay) == 700.0).then_some(()),
+    );
     // The relay restarts while the node is still away: nothing may be lost.
     relay.stop();
     let relay = Relay::start(&config);
     send(&relay, 700, 1000);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        Duration::from_secs(10),
+        "the relay to read 300 points",
+        || (received(&relay) == 300.0).then_some(()),
+    );
     let node = Node::start(&data, &["--pickle-addr", &pickle.to_string()]);
     wait_for(
         Duration::from_secs(30),
