@@ -42,6 +42,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// A membership change or write raft refused: 503 when this node is no
+/// longer the leader (a new one is being elected: retry), 409 when the
+/// change conflicts with the membership (one in progress, an unknown
+/// learner), 500 when raft has stopped.
+fn raft_failed(e: &ClientWriteFailure, what: String) -> Response {
+    use openraft::error::{ClientWriteError, RaftError};
+    let status = match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(_)) => StatusCode::CONFLICT,
+        RaftError::Fatal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    failed(status, format!("{what}: {e}"))
+}
+
+/// What raft's writes and membership changes fail with.
+type ClientWriteFailure = openraft::error::RaftError<
+    NodeId,
+    openraft::error::ClientWriteError<NodeId, openraft::BasicNode>,
+>;
+
 /// A change that could not be replicated: 503 while no leader is known,
 /// 502 when the leader could not be reached or refused it.
 fn write_failed(e: WriteError) -> Response {
@@ -172,10 +194,7 @@ async fn join(State(app): State<App>, Body(member): Body<Member>) -> Response {
         .add_learner(member.id, crate::raft_node(&member.http), true)
         .await
     {
-        return failed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot add node {} as a learner: {e}", member.id),
-        );
+        return raft_failed(&e, format!("cannot add node {} as a learner", member.id));
     }
     let voters: BTreeSet<NodeId> = {
         let m = raft.metrics().borrow().clone();
@@ -184,10 +203,7 @@ async fn join(State(app): State<App>, Body(member): Body<Member>) -> Response {
         v
     };
     if let Err(e) = raft.change_membership(voters, false).await {
-        return failed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot make node {} a voter: {e}", member.id),
-        );
+        return raft_failed(&e, format!("cannot make node {} a voter", member.id));
     }
     match app.node.write(Request::SetMember(member)).await {
         Ok(version) => Json(json!({ "joined": true, "version": version })).into_response(),
@@ -218,10 +234,7 @@ async fn leave(State(app): State<App>, Body(leave): Body<Leave>) -> Response {
         return failed(StatusCode::CONFLICT, "the last member cannot leave");
     }
     if let Err(e) = raft.change_membership(voters, false).await {
-        return failed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot remove node {}: {e}", leave.id),
-        );
+        return raft_failed(&e, format!("cannot remove node {}", leave.id));
     }
     match app.node.write(Request::RemoveMember(leave.id)).await {
         Ok(version) => Json(json!({ "left": true, "version": version })).into_response(),
@@ -232,7 +245,7 @@ async fn leave(State(app): State<App>, Body(leave): Body<Leave>) -> Response {
 async fn write(State(app): State<App>, Body(request): Body<Request>) -> Response {
     match app.node.raft.client_write(request).await {
         Ok(r) => Json(json!({ "version": r.data.version })).into_response(),
-        Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => raft_failed(&e, "cannot apply the change".into()),
     }
 }
 

@@ -12,6 +12,7 @@
 //!   the members that relays and reads use.
 //! - [`source::ClusterSources`]: reads for the whole cluster as graunt-query
 //!   sources (fan-out to peers, replica merge, partial answers).
+//! - [`metrics::ClusterMetrics`]: `graunt_cluster_*` on the node's `/metrics`.
 //!
 //! ```text
 //! /render ─▶ ClusterSource ─┬─▶ own store
@@ -23,6 +24,7 @@ pub mod api;
 pub mod hashing;
 mod log_store;
 pub mod member;
+pub mod metrics;
 mod network;
 pub mod ring;
 pub mod source;

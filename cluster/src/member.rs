@@ -47,6 +47,8 @@ pub struct ClusterNode {
     pub client: reqwest::Client,
     /// How long a read waits for a peer.
     pub peer_timeout: Duration,
+    /// Its metrics.
+    pub metrics: Arc<crate::metrics::ClusterMetrics>,
 }
 
 impl ClusterNode {
@@ -67,6 +69,7 @@ impl ClusterNode {
             state,
             client,
             peer_timeout,
+            metrics: Arc::new(crate::metrics::ClusterMetrics::new()),
         }))
     }
 

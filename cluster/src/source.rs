@@ -65,6 +65,7 @@ pub struct ClusterSource {
     holders: Mutex<HashMap<String, BTreeSet<u64>>>,
     /// Peers that did not answer in time, with why.
     partial: Mutex<BTreeMap<String, String>>,
+    metrics: Arc<crate::metrics::ClusterMetrics>,
 }
 
 /// Series as peers send them to each other: per series a `u32` name length,
@@ -157,6 +158,7 @@ impl ClusterSource {
             timeout: node.peer_timeout,
             holders: Mutex::new(HashMap::new()),
             partial: Mutex::new(BTreeMap::new()),
+            metrics: node.metrics.clone(),
         }
     }
 
@@ -229,8 +231,18 @@ impl ClusterSource {
             .into_iter()
             .zip(&calls)
             .map(|(r, (peer, _))| match r {
-                Ok(v) => Some(v),
+                Ok(v) => {
+                    self.metrics
+                        .peer_calls
+                        .with_label_values(&[&peer.http, "ok"])
+                        .inc();
+                    Some(v)
+                }
                 Err(why) => {
+                    self.metrics
+                        .peer_calls
+                        .with_label_values(&[&peer.http, "failed"])
+                        .inc();
                     self.note_failure(peer, why);
                     None
                 }
@@ -317,6 +329,11 @@ impl Source for ClusterSource {
     }
 
     fn partial(&self) -> Vec<(String, String)> {
+        let partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if !partial.is_empty() {
+            self.metrics.partial_reads.inc();
+        }
+        drop(partial);
         self.partial
             .lock()
             .unwrap_or_else(|e| e.into_inner())

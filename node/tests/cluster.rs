@@ -107,6 +107,12 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
     let http = cluster.http();
     let st = cluster.status(&cluster.nodes[2]).unwrap();
     assert_eq!(st["ring"]["replication"], 2, "{st}");
+    for n in &cluster.nodes {
+        wait_for(Duration::from_secs(10), "the members in /metrics", || {
+            (n.metric("graunt_cluster_members") == 3.0 && n.metric("graunt_cluster_voters") == 3.0)
+                .then_some(())
+        });
+    }
 
     // A relay that follows the cluster, and a lone node given everything.
     let config = dir.path().join("relay.toml");
@@ -142,6 +148,11 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         .map(|n| points_stored(n, &format!("{all}&local=1")))
         .sum();
     assert_eq!(local, 4000, "two copies of each point");
+    let calls = cluster.nodes[0].http_get("/metrics");
+    assert!(
+        calls.contains("graunt_cluster_peer_calls_total{outcome=\"ok\""),
+        "{calls}"
+    );
     // The same answers everywhere, equal to the lone node's.
     for q in [
         format!("/render?target=sumSeries(c.*)&{range}"),

@@ -20,10 +20,16 @@ use super::telemetry::Telemetry;
 struct App {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
+    member: Option<Arc<ClusterNode>>,
 }
 
+/// The node's metrics, then the cluster's for a member.
 async fn metrics(State(app): State<App>) -> String {
-    app.telemetry.render(&app.store)
+    let mut text = app.telemetry.render(&app.store);
+    if let Some(node) = &app.member {
+        text.push_str(&node.metrics.render(node).await);
+    }
+    text
 }
 
 /// Serves HTTP until shutdown.
@@ -49,6 +55,7 @@ pub async fn serve(
         .with_state(App {
             store: store.clone(),
             telemetry,
+            member: member.clone(),
         })
         .merge(crate::web::routes(crate::web::Api { sources, limits }));
     if let Some(node) = member {
