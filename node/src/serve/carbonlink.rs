@@ -13,8 +13,8 @@ use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use graunt_relay::net::{accept_loop, read_some};
-use graunt_relay::receive::{Limits, Sink};
+use graunt_relay::net::read_some;
+use graunt_relay::receive::{serve_connections, Limits};
 use graunt_relay::shutdown::Shutdown;
 
 use super::sink::StoreSink;
@@ -26,18 +26,14 @@ pub async fn serve(
     limits: Limits,
     shutdown: Shutdown,
 ) {
-    accept_loop(
+    serve_connections(
         listener,
-        limits.max_connections,
+        node,
+        limits,
         shutdown,
         "carbonlink",
-        |stream, shutdown| {
-            let node = node.clone();
-            async move {
-                node.connection(1);
-                connection(stream, &node, limits, shutdown).await;
-                node.connection(-1);
-            }
+        move |stream, node, shutdown| async move {
+            connection(stream, &node, limits, shutdown).await
         },
     )
     .await;

@@ -39,7 +39,7 @@ pub struct FileConfig {
     /// Whisper files created per minute, 0 = unlimited [0].
     pub max_creates_per_minute: Option<f64>,
     /// `always`, `periodic` (every second) or `never` [periodic].
-    pub wal_sync: Option<String>,
+    pub wal_sync: Option<WalSync>,
     /// Create whisper files sparse [false].
     pub sparse_create: Option<bool>,
     /// Seconds a timestamp may be ahead of the clock [3600].
@@ -117,6 +117,18 @@ pub struct ServeConfig {
     pub cluster: Option<ClusterSettings>,
 }
 
+/// `wal_sync`: when the write-ahead log is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalSync {
+    /// After every batch (power loss loses nothing accepted).
+    Always,
+    /// Every second.
+    Periodic,
+    /// Left to the kernel.
+    Never,
+}
+
 /// A node's cluster settings.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -160,11 +172,10 @@ impl ServeConfig {
         for warning in schemas.warnings.iter().chain(&aggregations.warnings) {
             tracing::warn!("{warning}");
         }
-        let wal_sync = match f.wal_sync.as_deref().unwrap_or("periodic") {
-            "always" => SyncPolicy::Always,
-            "periodic" => SyncPolicy::Periodic,
-            "never" => SyncPolicy::Never,
-            other => bail!("wal_sync = {other:?}: use \"always\", \"periodic\" or \"never\""),
+        let wal_sync = match f.wal_sync.unwrap_or(WalSync::Periodic) {
+            WalSync::Always => SyncPolicy::Always,
+            WalSync::Periodic => SyncPolicy::Periodic,
+            WalSync::Never => SyncPolicy::Never,
         };
         let defaults = StoreConfig::default();
         let store = StoreConfig {

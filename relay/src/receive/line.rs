@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::{refuse, refuse_record, Limits, Protocol, Sink};
+use super::{refuse, refuse_record, serve_connections, Limits, Protocol, Sink};
 use crate::codec::plaintext::{for_each_line, parse_line};
-use crate::net::{accept_loop, read_some};
+use crate::net::read_some;
 use crate::shutdown::Shutdown;
 
 /// Accepts plaintext connections until shutdown.
@@ -18,18 +18,14 @@ pub async fn serve_tcp<S: Sink>(
     limits: Limits,
     shutdown: Shutdown,
 ) {
-    accept_loop(
+    serve_connections(
         listener,
-        limits.max_connections,
+        sink,
+        limits,
         shutdown,
         "line",
-        |stream, shutdown| {
-            let sink = sink.clone();
-            async move {
-                sink.connection(1);
-                connection(stream, &*sink, limits, shutdown).await;
-                sink.connection(-1);
-            }
+        move |stream, sink, shutdown| async move {
+            connection(stream, &*sink, limits, shutdown).await
         },
     )
     .await;

@@ -15,7 +15,10 @@ pub mod line;
 pub mod pickle;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::codec::{Point, RecordError, TimeBounds};
 use crate::net::LogLimiter;
@@ -98,6 +101,39 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(600),
         }
     }
+}
+
+/// Accepts `protocol` connections until shutdown (at most
+/// `limits.max_connections` at once), each served by `connection` and
+/// counted open on the sink while it lasts.
+pub async fn serve_connections<S, F, Fut>(
+    listener: TcpListener,
+    sink: Arc<S>,
+    limits: Limits,
+    shutdown: Shutdown,
+    protocol: &'static str,
+    connection: F,
+) where
+    S: Sink,
+    F: Fn(TcpStream, Arc<S>, Shutdown) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    crate::net::accept_loop(
+        listener,
+        limits.max_connections,
+        shutdown,
+        protocol,
+        |stream, shutdown| {
+            let work = connection(stream, sink.clone(), shutdown);
+            let sink = sink.clone();
+            async move {
+                sink.connection(1);
+                work.await;
+                sink.connection(-1);
+            }
+        },
+    )
+    .await;
 }
 
 static REFUSED_LOG: LogLimiter = LogLimiter::new(10);

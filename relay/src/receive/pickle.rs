@@ -10,11 +10,10 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{refuse, refuse_record, Limits, Protocol, Sink};
+use super::{refuse, refuse_record, serve_connections, Limits, Protocol, Sink};
 use crate::ack::Receiving;
 use crate::codec::pickle::{decode_frame, next_frame, FrameError};
 use crate::codec::pickle_scan::check_plain;
-use crate::net::accept_loop;
 use crate::shutdown::Shutdown;
 
 /// Accepts pickle connections until shutdown.
@@ -24,18 +23,14 @@ pub async fn serve<S: Sink>(
     limits: Limits,
     shutdown: Shutdown,
 ) {
-    accept_loop(
+    serve_connections(
         listener,
-        limits.max_connections,
+        sink,
+        limits,
         shutdown,
         "pickle",
-        |stream, shutdown| {
-            let sink = sink.clone();
-            async move {
-                sink.connection(1);
-                connection(stream, &*sink, limits, shutdown).await;
-                sink.connection(-1);
-            }
+        move |stream, sink, shutdown| async move {
+            connection(stream, &*sink, limits, shutdown).await
         },
     )
     .await;
