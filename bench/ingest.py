@@ -240,6 +240,7 @@ def main():
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--python", default=".venv/bin/python")
     ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--graunt-only", action="store_true", help="skip carbon-cache (to compare two graunt builds)")
     args = ap.parse_args()
     total = args.metrics * args.rounds
     base = int(time.time()) - int(time.time()) % 10 - args.rounds * 10
@@ -247,7 +248,10 @@ def main():
     print("%d metrics x %d rounds = %d points, %.1f MB of lines" %
           (args.metrics, args.rounds, total, sum(map(len, payloads)) / 1e6), file=sys.stderr)
     rows = []
-    for make in (lambda w, h: Graunt(args.graunt, w, h), lambda w, h: CarbonCache(os.path.abspath(args.python), w, h)):
+    peers = [lambda w, h: Graunt(args.graunt, w, h)]
+    if not args.graunt_only:
+        peers.append(lambda w, h: CarbonCache(os.path.abspath(args.python), w, h))
+    for make in peers:
         work = tempfile.mkdtemp(prefix="graunt-ingest-")
         peer = make(work, False)
         accepted, persisted, peak = throughput(peer, payloads, total, args.timeout)
@@ -268,6 +272,8 @@ def main():
     print("| --- | --- | --- | --- | --- |")
     for name, accepted, persisted, peak, per_point in rows:
         print("| %s | %s | %s | %.0f MiB | %.0f |" % (name, rate(accepted), rate(persisted), peak / 1024.0, per_point))
+    if len(rows) < 2:
+        return
     (g, c) = rows
     if g[1] and c[1] and g[2] and c[2]:
         print("\ngraunt / carbon-cache: accepted %.1fx, persisted %.1fx, memory per cached point %.2fx"

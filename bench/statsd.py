@@ -201,10 +201,11 @@ def main():
     ap.add_argument("--bucky-venv", default="/tmp/bucky-venv")
     ap.add_argument("--rates", default="250000,500000,1000000,2000000")
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--graunt-only", action="store_true", help="skip bucky (to compare two graunt builds)")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     bucky = os.path.join(args.bucky_venv, "bin", "bucky")
-    if not os.path.exists(bucky):
+    if not os.path.exists(bucky) and not args.graunt_only:
         subprocess.run([sys.executable, "-m", "venv", args.bucky_venv], check=True)
         pip = os.path.join(args.bucky_venv, "bin", "pip")
         subprocess.run([pip, "install", "-q", "--no-deps", "bucky==2.3.0"], check=True)
@@ -233,7 +234,8 @@ def main():
         return proc, port
 
     rows = run_peer("graunt agent", start_graunt, graunt_sink, rates, args.seconds)
-    rows += run_peer("bucky 2.3.0", start_bucky, bucky_sink, rates, args.seconds)
+    if not args.graunt_only:
+        rows += run_peer("bucky 2.3.0", start_bucky, bucky_sink, rates, args.seconds)
     print("| peer | offered metrics/s | aggregated metrics/s | loss |")
     print("| --- | --- | --- | --- |")
     for name, rate, offered, aggregated, loss in rows:
