@@ -3,13 +3,16 @@ replication 2 (carbon_ch), graunt relay against Python carbon-relay 1.1.10
 in the same run.
 
   python3 bench/relay.py [--lines 2000000] [--graunt target/release/graunt]
-                         [--python .venv/bin/python]
+                         [--python .venv/bin/python] [--journal off,periodic]
 
 Each destination is a sink process that unpickles every frame and counts
 the points. The client sends LINES distinct lines over 2 TCP connections as
 fast as the relay reads them; lines/s = LINES / time until the sinks hold
 2 x LINES points (every replica). Relay CPU = user + system seconds of the
-relay process over that time. Results print as Markdown rows.
+relay process over that time. graunt runs once per `--journal` mode: `off`
+(queues in memory) or a `journal_sync` mode (every batch written to the
+destinations' journals before it is acknowledged). Results print as
+Markdown rows.
 """
 import argparse
 import multiprocessing
@@ -124,14 +127,18 @@ def main():
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--python", default=".venv/bin/python")
     ap.add_argument("--graunt-only", action="store_true", help="skip carbon-relay (for quick iterations)")
+    ap.add_argument("--journal", default="off", help="graunt runs, comma-separated: off, periodic, always, never")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="graunt-relay-bench-")
 
-    def start_graunt(ports):
+    def start_graunt(ports, journal):
         port = free_port()
         conf = os.path.join(work, "relay.toml")
         with open(conf, "w") as f:
             f.write("replication = 2\nself_metrics_interval = 3600\nmax_queue = 10000000\n")
+            if journal != "off":
+                queues = os.path.join(work, "queues-%s" % journal)
+                f.write('queue_dir = "%s"\njournal_sync = "%s"\n' % (queues, journal))
             f.write("destinations = [%s]\n" % ", ".join('"127.0.0.%d:%d:a"' % (i + 1, p) for i, p in enumerate(ports)))
             f.write('[[tenant]]\nname = "bench"\nmax_age = 100000000\n')
             f.write('listener = [{ protocol = "line", addr = "127.0.0.1:%d" }]\n' % port)
@@ -168,18 +175,21 @@ def main():
                 time.sleep(0.1)
         return proc, line
 
+    rows = []
     try:
-        g = run("graunt relay", start_graunt, args.lines)
-        if args.graunt_only:
-            print("graunt relay: %.0f lines/s, %.2f CPU s" % (g[0], g[1]))
-            return 0
-        c = run("carbon-relay 1.1.10", start_carbon, args.lines)
+        for journal in args.journal.split(","):
+            name = "graunt relay" if journal == "off" else "graunt relay, journal %s" % journal
+            g = run(name, lambda ports: start_graunt(ports, journal), args.lines)
+            rows.append((name, g))
+            print("%s: %.0f lines/s, %.2f CPU s" % (name, g[0], g[1]), file=sys.stderr)
+        if not args.graunt_only:
+            rows.append(("carbon-relay 1.1.10", run("carbon-relay 1.1.10", start_carbon, args.lines)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("| peer | lines/s | relay CPU seconds | all replicas delivered |")
     print("| --- | --- | --- | --- |")
-    print("| graunt relay | %.0f | %.2f | %s |" % (g[0], g[1], "yes" if g[2] else "no"))
-    print("| carbon-relay 1.1.10 | %.0f | %.2f | %s |" % (c[0], c[1], "yes" if c[2] else "no (%.0f s)" % c[3]))
+    for name, r in rows:
+        print("| %s | %.0f | %.2f | %s |" % (name, r[0], r[1], "yes" if r[2] else "no (%.0f s)" % r[3]))
 
 
 if __name__ == "__main__":

@@ -478,16 +478,27 @@ fn steady_load(
     t0: i64,
     seconds: u64,
 ) -> std::thread::JoinHandle<usize> {
+    load_at(to, prefix, t0, seconds, 20)
+}
+
+/// [`steady_load`] with `per_tick` points every 20 ms.
+fn load_at(
+    to: SocketAddr,
+    prefix: &'static str,
+    t0: i64,
+    seconds: u64,
+    per_tick: usize,
+) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut s = TcpStream::connect(to).unwrap();
         let started = std::time::Instant::now();
         let mut sent = 0usize;
         while started.elapsed() < Duration::from_secs(seconds) {
-            let batch: String = (sent..sent + 20)
+            let batch: String = (sent..sent + per_tick)
                 .map(|i| format!("{prefix}.m{} {i} {}\n", i % 200, t0 + 10 * (i / 200) as i64))
                 .collect();
             s.write_all(batch.as_bytes()).unwrap();
-            sent += 20;
+            sent += per_tick;
             std::thread::sleep(Duration::from_millis(20));
         }
         sent
@@ -628,4 +639,125 @@ fn restart_on(data: &std::path::Path, pickle: SocketAddr) -> Node {
         }
     }
     unreachable!("returns or panics in the loop")
+}
+
+/// The chain front relay -> middle relay -> node under steady load; the
+/// node frozen so the middle relay holds what it acknowledged, then the
+/// middle relay killed with `-9` and started again, then the node resumes:
+/// every point is stored with its value (duplicates are allowed, loss is
+/// not). A relay acknowledges only what is in its journal.
+#[test]
+fn a_middle_relay_killed_holding_acknowledged_frames_loses_nothing() {
+    let dir = temp_dir();
+    let node = Node::serve(BIN.as_ref(), &dir.path().join("node"), &[]);
+    let middle_addr = format!("127.0.0.1:{}", free_port());
+    let middle = dir.path().join("middle.toml");
+    std::fs::write(
+        &middle,
+        format!(
+            "destinations = [\"{}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"mid\"\nallow_pickle = true\n\
+             listener = [{{ protocol = \"pickle\", addr = \"{middle_addr}\" }}]\n",
+            node.addr("pickle"),
+            dir.path().join("middle-queues").display()
+        ),
+    )
+    .unwrap();
+    let front = dir.path().join("front.toml");
+    std::fs::write(
+        &front,
+        format!(
+            "destinations = [\"{middle_addr}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            dir.path().join("front-queues").display()
+        ),
+    )
+    .unwrap();
+    let relay = Relay::spawn(BIN.as_ref(), &middle);
+    let front = Relay::start(&front);
+    let t0 = (unix_now() - 7200) / 10 * 10;
+    // 5,000 points/s: more than the kernel's socket buffers hold in the 3 s
+    // the node is frozen, so the middle relay queues some in its memory.
+    let load = load_at(front.addr("t-line"), "chain", t0, 10, 100);
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill(2) on our own child's pid: SIGSTOP, then SIGCONT.
+    unsafe { kill(node.pid() as i32, 19) };
+    std::thread::sleep(Duration::from_secs(3));
+    relay.kill9();
+    let relay = Relay::spawn(BIN.as_ref(), &middle);
+    unsafe { kill(node.pid() as i32, 18) };
+    let sent = load.join().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut stored = 0;
+    while stored < sent && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        stored = stored_load(&node, "chain", t0, sent);
+    }
+    assert_eq!(stored, sent, "points stored of those sent");
+    front.stop();
+    relay.stop();
+    node.stop(Duration::from_secs(20));
+}
+
+/// A relay whose destination has been down for 30 s holds what it took in
+/// its journal; killed with `-9` then, and started again, it delivers every
+/// point once the destination is back.
+#[test]
+fn a_relay_killed_while_its_destination_is_down_delivers_everything_later() {
+    let dir = temp_dir();
+    let data = dir.path().join("node");
+    let node = Node::start(&data, &[]);
+    let pickle = node.addr("pickle");
+    node.stop(Duration::from_secs(20));
+    let down = std::time::Instant::now();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "destinations = [\"{pickle}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             http_addr = \"127.0.0.1:0\"\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            dir.path().join("queues").display()
+        ),
+    )
+    .unwrap();
+    let relay = Relay::spawn(BIN.as_ref(), &config);
+    let t0 = (unix_now() - 7200) / 10 * 10;
+    let sent = load_at(relay.addr("t-line"), "down", t0, 5, 100)
+        .join()
+        .unwrap();
+    let received = |relay: &Relay| {
+        relay
+            .http_get("/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("graunt_relay_received_total{protocol=\"line\",tenant=\"t\"} ")
+            })
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "the relay to take every point",
+        || (received(&relay) == sent).then_some(()),
+    );
+    let journaled = relay.http_get("/metrics");
+    assert!(
+        journaled.contains("graunt_relay_journal_bytes{destination="),
+        "{journaled}"
+    );
+    // The destination has been away 30 s when the relay dies.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    relay.kill9();
+    let relay = Relay::spawn(BIN.as_ref(), &config);
+    let node = restart_on(&data, pickle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut stored = 0;
+    while stored < sent && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        stored = stored_load(&node, "down", t0, sent);
+    }
+    assert_eq!(stored, sent, "points stored of those sent");
+    relay.stop();
+    node.stop(Duration::from_secs(20));
 }

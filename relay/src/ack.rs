@@ -130,6 +130,9 @@ pub struct Link {
     written: u64,
     acked: u64,
     in_flight: VecDeque<(u64, Vec<u8>)>,
+    /// Frames the link no longer holds: acknowledged, or (to a receiver
+    /// that does not acknowledge) past the resend window.
+    released: u64,
     control: Vec<u8>,
     state: State,
 }
@@ -147,6 +150,7 @@ impl Link {
             written: ack::HELLO_FRAME.len() as u64,
             acked: 0,
             in_flight: VecDeque::new(),
+            released: 0,
             control: Vec::new(),
             state: State::Open,
         })
@@ -198,6 +202,7 @@ impl Link {
             while bytes > UNACKNOWLEDGED_WINDOW && self.in_flight.len() > 1 {
                 if let Some((_, f)) = self.in_flight.pop_front() {
                     bytes -= f.len() as u64;
+                    self.released += 1;
                 }
             }
         }
@@ -208,10 +213,11 @@ impl Link {
     }
 
     /// Closes the link and returns the frames the receiver may not have
-    /// taken, oldest first. An acknowledging receiver is given a few seconds
+    /// taken, oldest first, and how many frames it released before (see
+    /// [`Link::released`]). An acknowledging receiver is given a few seconds
     /// to read what was sent and say so; for one that does not acknowledge,
     /// the recent frames are returned (they may arrive twice).
-    pub async fn close(mut self) -> Vec<Vec<u8>> {
+    pub async fn close(mut self) -> (Vec<Vec<u8>>, u64) {
         let _ = self.stream.shutdown().await;
         if self.acks {
             let until = Instant::now() + DRAIN;
@@ -225,7 +231,15 @@ impl Link {
                 self.absorb();
             }
         }
-        self.in_flight.into_iter().map(|(_, f)| f).collect()
+        let unsure = self.in_flight.into_iter().map(|(_, f)| f).collect();
+        (unsure, self.released)
+    }
+
+    /// Frames sent on this link that it no longer holds, in order: the
+    /// receiver acknowledged them or (one that does not acknowledge) they
+    /// left the resend window.
+    pub fn released(&self) -> u64 {
+        self.released
     }
 
     /// Whether the receiver said it acknowledges.
@@ -251,6 +265,7 @@ impl Link {
                         .is_some_and(|(end, _)| *end <= self.acked)
                     {
                         self.in_flight.pop_front();
+                        self.released += 1;
                     }
                 }
                 Control::Drain => self.state = State::Closing,
@@ -268,6 +283,10 @@ pub struct Sender {
     link: Option<Link>,
     resend: VecDeque<Vec<u8>>,
     backoff: Duration,
+    /// Frames released by links already closed, not yet taken.
+    released: u64,
+    /// Frames the current link had released when last taken.
+    taken: u64,
 }
 
 impl Sender {
@@ -278,12 +297,37 @@ impl Sender {
             link: None,
             resend: VecDeque::new(),
             backoff: Duration::from_millis(100),
+            released: 0,
+            taken: 0,
         }
     }
 
+    /// Frames released since the last call, in the order they were sent:
+    /// acknowledged by the destination, or past the resend window of one
+    /// that does not acknowledge. A journal moves its cursor by this.
+    pub fn take_released(&mut self) -> u64 {
+        let current = self.link.as_ref().map_or(0, Link::released);
+        let n = self.released + current.saturating_sub(self.taken);
+        self.released = 0;
+        self.taken = current;
+        n
+    }
+
+    /// Forgets the frames waiting to be sent again (a journal sends them
+    /// again from disk instead).
+    pub fn clear_resend(&mut self) {
+        self.resend.clear();
+    }
+
+    fn closed(&mut self, released: u64) {
+        self.released += released.saturating_sub(self.taken);
+        self.taken = 0;
+    }
+
     /// Reads what the destination said; when it is closing, the frames it
-    /// may not have taken wait for the next connection.
-    pub async fn check(&mut self) {
+    /// may not have taken wait for the next connection. True when the
+    /// connection ended.
+    pub async fn check(&mut self) -> bool {
         if self
             .link
             .as_mut()
@@ -291,9 +335,13 @@ impl Sender {
         {
             tracing::info!(destination = %self.addr, "destination closed the connection; reconnecting");
             if let Some(l) = self.link.take() {
-                self.resend.extend(l.close().await);
+                let (unsure, released) = l.close().await;
+                self.closed(released);
+                self.resend.extend(unsure);
             }
+            return true;
         }
+        false
     }
 
     /// Whether frames wait to be sent again.
@@ -381,7 +429,8 @@ impl Sender {
     pub async fn finish(&mut self) -> VecDeque<Vec<u8>> {
         if let Some(l) = self.link.take() {
             let acknowledges = l.acknowledges();
-            let unsure = l.close().await;
+            let (unsure, released) = l.close().await;
+            self.closed(released);
             if acknowledges {
                 self.resend.extend(unsure);
             }

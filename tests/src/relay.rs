@@ -149,6 +149,26 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Its process id (a relay started with [`Relay::spawn`]).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("an in-process relay has no process: use Relay::spawn")
+            .id()
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub fn kill9(mut self) {
+        let child = self
+            .child
+            .as_mut()
+            .expect("an in-process relay has no process: use Relay::spawn");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;

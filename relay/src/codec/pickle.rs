@@ -233,9 +233,49 @@ pub fn encode_frame<'a>(points: impl IntoIterator<Item = (&'a str, i64, f64)>) -
     frame
 }
 
+/// The points in a frame [`encode_frame`] wrote, counted by walking its
+/// opcodes (no decoding); `None` for a frame of another shape.
+pub fn encoded_points(frame: &[u8]) -> Option<u64> {
+    let mut at = frame
+        .get(4..8)
+        .filter(|h| *h == [0x80, 2, b']', b'('])?
+        .len()
+        + 4;
+    let mut n = 0u64;
+    loop {
+        match *frame.get(at)? {
+            b'e' => return (frame.get(at + 1) == Some(&b'.')).then_some(n),
+            b'X' => {
+                let len = u32::from_le_bytes(frame.get(at + 1..at + 5)?.try_into().ok()?) as usize;
+                at += 5 + len;
+                at += match *frame.get(at)? {
+                    b'J' => 5,
+                    0x8a => 10,
+                    _ => return None,
+                };
+                if frame.get(at) != Some(&b'G') || frame.get(at + 9..at + 11) != Some(&[0x86, 0x86])
+                {
+                    return None;
+                }
+                at += 11;
+                n += 1;
+            }
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod encode_tests {
     use super::*;
+
+    #[test]
+    fn encoded_points_are_counted_without_decoding() {
+        let frame = encode_frame([("a.b", 1_700_000_000, 1.5), ("c", 1 << 40, -2.0)]);
+        assert_eq!(encoded_points(&frame), Some(2));
+        assert_eq!(encoded_points(&encode_frame([])), Some(0));
+        assert_eq!(encoded_points(&frame[..frame.len() - 1]), None);
+    }
 
     #[test]
     fn encoded_frames_decode() {

@@ -28,6 +28,7 @@ impl Batches {
     }
 
     /// Takes all points, oldest first.
+    #[cfg(test)]
     pub fn drain_all(&mut self) -> Vec<Point> {
         self.len = 0;
         let mut all = Vec::new();

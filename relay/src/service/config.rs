@@ -9,6 +9,7 @@ use std::time::Duration;
 use graunt_cluster::hashing::{Destination, Method, Ring};
 use serde::Deserialize;
 
+use super::journal::JournalSync;
 use crate::error::Error;
 use crate::receive::Limits;
 use crate::route::{Fence, Router, Rule};
@@ -32,11 +33,16 @@ pub struct RelayFile {
     pub destinations: Option<Vec<String>>,
     /// Points queued in memory per destination [1,000,000].
     pub max_queue: Option<usize>,
-    /// Directory for queues spilled to disk (one subdirectory per
-    /// destination) ["" = no spill: past `max_queue`, points are dropped].
+    /// Directory of the destinations' journals (one subdirectory each):
+    /// every accepted batch is written there before it is acknowledged and
+    /// kept until its destination acknowledges it ["" = none: queues in
+    /// memory only, lost if the relay dies; past `max_queue`, points are dropped].
     pub queue_dir: Option<PathBuf>,
-    /// Bytes spilled per destination before new points are dropped and counted [10 GiB].
+    /// Journal bytes per destination before new points are dropped and counted [10 GiB].
     pub max_spill_bytes: Option<u64>,
+    /// When journal writes are forced to disk: `always` (before each batch
+    /// is acknowledged), `periodic` (every second) or `never` [periodic].
+    pub journal_sync: Option<JournalSync>,
     /// Seconds between self-metrics [60].
     pub self_metrics_interval: Option<f64>,
     /// Seconds between flushes of the statsd listeners [10].
@@ -225,10 +231,12 @@ pub struct TenantConfig {
 pub struct QueueConfig {
     /// Points kept in memory.
     pub max_queue: usize,
-    /// Where queues spill to disk (none: past `max_queue`, points are dropped).
+    /// Where the journals are (none: queues in memory only).
     pub dir: Option<PathBuf>,
-    /// Bytes spilled per destination.
+    /// Journal bytes per destination.
     pub max_spill_bytes: u64,
+    /// When journal writes are forced to disk.
+    pub sync: JournalSync,
 }
 
 /// A relay's validated settings.
@@ -301,6 +309,7 @@ impl RelayConfig {
                 max_queue: file.max_queue.unwrap_or(1_000_000),
                 dir: file.queue_dir.clone().filter(|p| !p.as_os_str().is_empty()),
                 max_spill_bytes: file.max_spill_bytes.unwrap_or(10 << 30),
+                sync: file.journal_sync.unwrap_or_default(),
             },
             self_metrics_interval: seconds(
                 "self_metrics_interval",

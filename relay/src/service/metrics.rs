@@ -27,6 +27,14 @@ pub struct Stats {
     dropped: IntCounterVec,
     /// Points waiting, by destination.
     queued: IntGaugeVec,
+    /// Journal bytes not acknowledged, by destination.
+    journal_bytes: IntGaugeVec,
+    /// Journal segment files, by destination.
+    journal_segments: IntGaugeVec,
+    /// Seconds since the oldest frame not acknowledged was journaled.
+    journal_oldest: IntGaugeVec,
+    /// Frames sent again from the journal (possible duplicates).
+    resent: IntCounterVec,
     /// Open client connections.
     pub connections: IntGauge,
 }
@@ -66,17 +74,32 @@ impl Stats {
         );
         let dropped = counter(
             "dropped_points_total",
-            "Points dropped past a full queue and spill, by destination",
+            "Points dropped past a full queue or journal, by destination",
             &["destination"],
         );
-        let queued = IntGaugeVec::new(
-            Opts::new("queue_points", "Points waiting, by destination"),
+        let resent = counter(
+            "resent_frames_total",
+            "Frames sent again from the journal after a reconnect or restart (possible duplicates), by destination",
             &["destination"],
-        )
-        .expect("a valid metric");
-        registry
-            .register(Box::new(queued.clone()))
-            .expect("registered once");
+        );
+        let gauge = |name: &str, help: &str| {
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), &["destination"]).expect("a valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let queued = gauge("queue_points", "Points waiting in memory, by destination");
+        let journal_bytes = gauge(
+            "journal_bytes",
+            "Journal bytes not yet acknowledged by the destination",
+        );
+        let journal_segments = gauge("journal_segments", "Journal segment files on disk");
+        let journal_oldest = gauge(
+            "journal_oldest_unacknowledged_seconds",
+            "Age of the oldest journaled frame the destination has not acknowledged",
+        );
         let connections =
             IntGauge::new("connections", "Open client connections").expect("a valid metric");
         registry
@@ -89,6 +112,10 @@ impl Stats {
             sent,
             dropped,
             queued,
+            journal_bytes,
+            journal_segments,
+            journal_oldest,
+            resent,
             connections,
         }
     }
@@ -116,6 +143,17 @@ pub fn text(p: &Pipeline) -> String {
             o.dropped.load(Ordering::Relaxed),
         );
         p.stats.queued.with_label_values(&[&d]).set(o.len() as i64);
+        let (bytes, segments, oldest, resent) = o.journal_stats();
+        p.stats
+            .journal_bytes
+            .with_label_values(&[&d])
+            .set(bytes as i64);
+        p.stats
+            .journal_segments
+            .with_label_values(&[&d])
+            .set(segments as i64);
+        p.stats.journal_oldest.with_label_values(&[&d]).set(oldest);
+        catch_up(&p.stats.resent.with_label_values(&[&d]), resent);
     }
     let mut out = String::new();
     let _ = prometheus::TextEncoder::new().encode_utf8(&p.stats.registry.gather(), &mut out);
@@ -162,20 +200,49 @@ pub async fn report(p: Arc<Pipeline>, id: String, interval: Duration, mut shutdo
             .sum();
         let queued: usize = routing.outbound.iter().map(|o| o.len()).sum();
         let base = format!("carbon.relays.{id}");
-        let points = [
-            ("metricsReceived", (received - last_received) as f64),
-            ("metricsRefused", refused as f64),
-            ("sent", sent as f64),
-            ("dropped", dropped as f64),
-            ("queued", queued as f64),
-        ]
-        .into_iter()
-        .map(|(k, v)| Point {
-            name: format!("{base}.{k}"),
-            timestamp: now,
-            value: v,
-        })
-        .collect();
+        let mut values = vec![
+            (
+                "metricsReceived".to_string(),
+                (received - last_received) as f64,
+            ),
+            ("metricsRefused".to_string(), refused as f64),
+            ("sent".to_string(), sent as f64),
+            ("dropped".to_string(), dropped as f64),
+            ("queued".to_string(), queued as f64),
+        ];
+        for o in &routing.outbound {
+            let (bytes, segments, oldest, resent) = o.journal_stats();
+            // One node per destination: `host:port:instance` with its
+            // dots and colons made `_`.
+            let d: String = o
+                .destination
+                .display()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            for (k, v) in [
+                ("journalBytes", bytes as f64),
+                ("journalSegments", segments as f64),
+                ("oldestUnacknowledgedAge", oldest as f64),
+                ("resentFrames", resent as f64),
+            ] {
+                values.push((format!("destinations.{d}.{k}"), v));
+            }
+        }
+        let points = values
+            .into_iter()
+            .map(|(k, v)| Point {
+                name: format!("{base}.{k}"),
+                timestamp: now,
+                value: v,
+            })
+            .collect();
         last_received = received;
         p.deliver(None, "self", points);
     }

@@ -6,16 +6,16 @@
 //! relay follows one), and each destination's queue sends batched pickle.
 //!
 //! ```text
-//! tenant listeners ─▶ TenantSink (fence) ─▶ Router (rules, ring) ─▶ Outbound queue (+ spill) ─pickle─▶ nodes
+//! tenant listeners ─▶ TenantSink (fence) ─▶ Router (rules, ring) ─▶ Outbound (journal) ─pickle─▶ nodes
 //! ```
 
 mod batches;
 pub mod config;
 mod follow;
+pub mod journal;
 mod metrics;
 mod outbound;
 mod pipeline;
-mod spill;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -119,10 +119,10 @@ impl Listeners {
     }
 }
 
-/// A destination's outbound queue, with its spill on disk when the config
-/// has a queue directory.
+/// A destination's outbound queue: its journal when the config has a queue
+/// directory, else memory.
 fn make_outbound(queues: &QueueConfig, d: &Destination) -> Result<Arc<Outbound>, Error> {
-    let spill = match &queues.dir {
+    let journal = match &queues.dir {
         Some(dir) => {
             let name: String = d
                 .display()
@@ -135,26 +135,31 @@ fn make_outbound(queues: &QueueConfig, d: &Destination) -> Result<Arc<Outbound>,
                     }
                 })
                 .collect();
-            let spill =
-                spill::Spill::open(dir.join(name), queues.max_spill_bytes).map_err(|e| {
-                    Error::io(
-                        format!("cannot open the queue directory {}", dir.display()),
-                        e,
-                    )
-                })?;
-            if !spill.is_empty() {
-                tracing::info!(destination = %d.display(), bytes = spill.bytes(), "replaying the queue kept on disk");
+            let journal =
+                journal::Journal::open(dir.join(name), queues.max_spill_bytes, queues.sync)
+                    .map_err(|e| {
+                        Error::io(
+                            format!("cannot open the queue directory {}", dir.display()),
+                            e,
+                        )
+                    })?;
+            if !journal.is_empty() {
+                tracing::info!(destination = %d.display(), bytes = journal.bytes(), "sending again what the journal holds");
             }
-            Some(spill)
+            Some(journal)
         }
         None => None,
     };
-    Ok(Arc::new(Outbound::new(d.clone(), queues.max_queue, spill)))
+    Ok(Arc::new(Outbound::new(
+        d.clone(),
+        queues.max_queue,
+        journal,
+    )))
 }
 
 /// Runs a relay on bound listeners until `shutdown`, then stops the
-/// listeners, lets the statsd listeners flush, and sends (or spills) what
-/// is queued before it returns.
+/// listeners, lets the statsd listeners flush, and sends what is queued (a
+/// journal keeps what is not acknowledged for the next start).
 pub async fn run(
     config: RelayConfig,
     listeners: Listeners,
@@ -216,6 +221,9 @@ pub async fn run(
             },
             shutdown.clone(),
         ));
+    }
+    if config.queues.dir.is_some() && config.queues.sync == journal::JournalSync::Periodic {
+        tasks.spawn(sync_journals(pipeline.clone(), shutdown.clone()));
     }
     tasks.spawn(metrics::report(
         pipeline.clone(),
@@ -283,5 +291,24 @@ fn serve_tenant(
         for task in statsd::serve(bound.statsd, flushed, shutdown.clone()) {
             tasks.spawn(task);
         }
+    }
+}
+
+/// Forces every journal's appends to disk once a second
+/// (`journal_sync = "periodic"`).
+async fn sync_journals(pipeline: Arc<Pipeline>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.recv() => return,
+        }
+        let outbound = pipeline.routing().outbound.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for o in outbound {
+                o.sync();
+            }
+        })
+        .await;
     }
 }

@@ -1,25 +1,33 @@
-//! One destination's outbound side: a bounded queue of points and a task
-//! that sends them as batched pickle frames over a persistent connection,
-//! reconnecting with backoff and keeping unsent points in order. Past the
-//! memory bound, points go to the destination's spill on disk (replayed
-//! first, in order, also after a restart); past the disk bound, they are
-//! dropped, counted and logged (never silently).
+//! One destination's outbound side: a queue of points and a task that sends
+//! them as batched pickle frames over a persistent connection, reconnecting
+//! with backoff and keeping unsent points in order.
+//!
+//! With a `queue_dir`, the queue is the destination's [`Journal`]: every
+//! batch is on disk (in the page cache at least; see `journal_sync`) before
+//! [`Outbound::push`] returns, so before the relay acknowledges it to a
+//! graunt sender, and it stays there until the destination acknowledges it
+//! in turn; a relay killed at any moment loses nothing. Without one, the
+//! queue is in memory only, bounded by `max_queue`; past the bound the
+//! newest points are dropped, counted and logged (never silently).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::codec::Point;
 use graunt_cluster::hashing::Destination;
 use tokio::sync::Notify;
 
 use super::batches::Batches;
+use super::journal::Journal;
 use crate::ack::Sender;
+use crate::codec::Point;
 use crate::shutdown::Shutdown;
 
 /// Points per pickle frame.
 const BATCH: usize = 5000;
+
+/// Name bytes per pickle frame (a node refuses frames over 1 MiB).
+const BATCH_BYTES: usize = 512 << 10;
 
 /// A destination's queue and counters.
 pub struct Outbound {
@@ -32,16 +40,39 @@ pub struct Outbound {
     pub sent: AtomicU64,
     /// Points dropped past the bound.
     pub dropped: AtomicU64,
-    spill: Option<Mutex<super::spill::Spill>>,
+    journal: Option<Mutex<Journal>>,
+}
+
+/// Pickle frames of `points`, cut by count and by name bytes, concatenated.
+fn encode(points: &[Point]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0usize, 0usize);
+    for (i, p) in points.iter().enumerate() {
+        bytes += p.name.len() + 32;
+        if i > start && (i - start >= BATCH || bytes > BATCH_BYTES) {
+            out.extend(frame(&points[start..i]));
+            start = i;
+            bytes = p.name.len() + 32;
+        }
+    }
+    if start < points.len() {
+        out.extend(frame(&points[start..]));
+    }
+    out
+}
+
+fn frame(points: &[Point]) -> Vec<u8> {
+    crate::codec::pickle::encode_frame(
+        points
+            .iter()
+            .map(|p| (p.name.as_str(), p.timestamp, p.value)),
+    )
 }
 
 impl Outbound {
-    /// An empty queue holding at most `max` points.
-    pub fn new(
-        destination: Destination,
-        max: usize,
-        spill: Option<super::spill::Spill>,
-    ) -> Outbound {
+    /// An empty queue: `journal` when the relay has a `queue_dir`, else in
+    /// memory holding at most `max` points.
+    pub fn new(destination: Destination, max: usize, journal: Option<Journal>) -> Outbound {
         Outbound {
             destination,
             queue: Mutex::new(Batches::default()),
@@ -49,108 +80,68 @@ impl Outbound {
             ready: Notify::new(),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            spill: spill.map(Mutex::new),
+            journal: journal.map(Mutex::new),
         }
     }
 
-    /// Bytes waiting on disk.
-    pub fn spilled_bytes(&self) -> u64 {
-        self.spill
+    fn journal(&self) -> Option<std::sync::MutexGuard<'_, Journal>> {
+        self.journal
             .as_ref()
-            .map_or(0, |s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes())
+            .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn spill_is_empty(&self) -> bool {
-        self.spilled_bytes() == 0
+    /// Journal figures: bytes not acknowledged, segment files, seconds
+    /// since the oldest frame not acknowledged was appended, frames sent
+    /// again after a reconnect or restart. Zeros without a journal.
+    pub fn journal_stats(&self) -> (u64, usize, i64, u64) {
+        self.journal().map_or((0, 0, 0, 0), |j| {
+            (j.bytes(), j.segments(), j.oldest_age(), j.resent_frames())
+        })
     }
 
-    /// Writes points to the spill as frames; what does not fit is dropped
-    /// and counted.
-    fn to_disk(&self, spill: &Mutex<super::spill::Spill>, points: &[Point]) {
-        let mut s = spill.lock().unwrap_or_else(|e| e.into_inner());
-        let mut lost = 0u64;
-        // Chunks by count and by name bytes, as take() cuts them.
-        let mut chunks: Vec<&[Point]> = Vec::new();
-        let (mut start, mut bytes) = (0usize, 0usize);
-        for (i, p) in points.iter().enumerate() {
-            bytes += p.name.len() + 32;
-            if i > start && (i - start >= BATCH || bytes > 512 << 10) {
-                chunks.push(&points[start..i]);
-                start = i;
-                bytes = p.name.len() + 32;
-            }
-        }
-        if start < points.len() {
-            chunks.push(&points[start..]);
-        }
-        for chunk in chunks {
-            let frame = crate::codec::pickle::encode_frame(
-                chunk
-                    .iter()
-                    .map(|p| (p.name.as_str(), p.timestamp, p.value)),
-            );
-            match s.append(&frame) {
-                Ok(true) => {}
-                Ok(false) => lost += chunk.len() as u64,
-                Err(e) => {
-                    tracing::error!(destination = %self.destination.display(), error = %e, "cannot write the spill");
-                    lost += chunk.len() as u64;
-                }
-            }
-        }
-        if lost > 0 {
-            self.dropped.fetch_add(lost, Ordering::Relaxed);
-            tracing::warn!(destination = %self.destination.display(), dropped = lost, "spill full: points dropped");
-        }
-    }
-
-    /// Moves what is queued in memory to the spill (at shutdown).
-    fn memory_to_disk(&self) {
-        if let Some(spill) = &self.spill {
-            let points: Vec<Point> = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drain_all();
-            if !points.is_empty() {
-                self.to_disk(spill, &points);
-                tracing::info!(destination = %self.destination.display(), points = points.len(), "queued points kept on disk for the next start");
+    /// Forces the journal's appends to disk (the periodic sync).
+    pub fn sync(&self) {
+        if let Some(mut j) = self.journal() {
+            if let Err(e) = j.sync() {
+                // Linux may drop the unwritten pages after a failed fsync:
+                // say so loudly, the journal may not survive a power loss.
+                tracing::error!(destination = %self.destination.display(), error = %e, "journal fsync failed");
             }
         }
     }
 
-    /// Points waiting.
+    /// Points waiting in memory.
     pub fn len(&self) -> usize {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Queues points: in memory, or on disk once memory is full (and until
-    /// the disk is drained, to keep the order); without a spill, past the
-    /// bound the newest are dropped and counted.
+    /// Queues points: appended to the journal (one write for the batch), or
+    /// in memory. Past the bound (the journal's `max_spill_bytes`, or
+    /// `max_queue`) the newest are dropped and counted.
     pub fn push(&self, points: Vec<Point>) {
-        if let Some(spill) = &self.spill {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if !self.spill_is_empty() || q.len() + points.len() > self.max {
-                // Older points first: what memory holds goes to disk before these.
-                let older: Vec<Point> = q.drain_all();
-                drop(q);
-                self.to_disk(spill, &older);
-                self.to_disk(spill, &points);
-                self.ready.notify_one();
-                return;
-            }
-            q.push(points);
-            drop(q);
-            self.ready.notify_one();
+        if points.is_empty() {
             return;
         }
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mut points = points;
-        let room = self.max.saturating_sub(q.len());
-        let dropped = points.len().saturating_sub(room) as u64;
-        points.truncate(room);
-        q.push(points);
-        drop(q);
+        let n = points.len() as u64;
+        let dropped = match self.journal() {
+            Some(mut j) => match j.append(&encode(&points)) {
+                Ok(true) => 0,
+                Ok(false) => n,
+                Err(e) => {
+                    tracing::error!(destination = %self.destination.display(), error = %e, "cannot write the journal");
+                    n
+                }
+            },
+            None => {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut points = points;
+                let room = self.max.saturating_sub(q.len());
+                let dropped = points.len().saturating_sub(room) as u64;
+                points.truncate(room);
+                q.push(points);
+                dropped
+            }
+        };
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
             tracing::warn!(destination = %self.destination.display(), dropped, "destination queue full: points dropped");
@@ -158,16 +149,52 @@ impl Outbound {
         self.ready.notify_one();
     }
 
-    /// Up to `n` points, fewer if their names would make a frame past
-    /// 512 KiB (a node refuses frames over 1 MiB).
-    fn take(&self, n: usize) -> Vec<Point> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(n, 512 << 10)
+    /// Whether something waits to be sent.
+    fn has_unsent(&self) -> bool {
+        match self.journal() {
+            Some(j) => j.has_unsent(),
+            None => self.len() > 0,
+        }
     }
 
-    /// Sends until shutdown, then for up to `drain` what is left.
+    /// The next frame to send: from the journal, or cut from memory.
+    fn next_frame(&self) -> Option<Vec<u8>> {
+        if let Some(mut j) = self.journal() {
+            return match j.next_frame() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(destination = %self.destination.display(), error = %e, "cannot read the journal");
+                    None
+                }
+            };
+        }
+        let batch = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(BATCH, BATCH_BYTES);
+        (!batch.is_empty()).then(|| frame(&batch))
+    }
+
+    /// Moves the journal past what the destination released; after the
+    /// connection ended, what it had not is read again.
+    fn settle(&self, sender: &mut Sender, ended: bool) {
+        let Some(mut j) = self.journal() else { return };
+        let released = sender.take_released();
+        if released > 0 {
+            if let Err(e) = j.acknowledge(released) {
+                tracing::error!(destination = %self.destination.display(), error = %e, "cannot move the journal cursor");
+            }
+        }
+        if ended {
+            // The journal sends them again; the sender need not keep them.
+            sender.clear_resend();
+            j.rewind();
+        }
+    }
+
+    /// Sends until shutdown, then for up to `drain` what is left. With a
+    /// journal, what is left waits on disk for the next start.
     pub async fn run(&self, mut shutdown: Shutdown, drain: Duration) {
         let addr = format!("{}:{}", self.destination.host, self.destination.port);
         let mut sender = Sender::new(addr);
@@ -176,19 +203,23 @@ impl Outbound {
             if shutdown.is_down() && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + drain);
             }
-            sender.check().await;
-            let idle = self.len() == 0 && self.spill_is_empty() && !sender.has_resend();
+            let ended = sender.check().await;
+            self.settle(&mut sender, ended);
+            let idle = !self.has_unsent() && !sender.has_resend();
             if let Some(d) = deadline {
-                // With a spill, what is queued waits on disk for the next
-                // start; without one, sending is tried until the deadline.
-                let keep = self.spill.is_some() && !sender.connected();
+                let keep = self.journal.is_some() && !sender.connected();
                 if keep || idle || tokio::time::Instant::now() >= d {
-                    let mut unsent = sender.finish().await;
-                    self.resend_to_disk(&mut unsent);
-                    self.memory_to_disk();
-                    if self.len() + unsent.len() > 0 {
+                    let unsent = sender.finish().await;
+                    self.settle(&mut sender, true);
+                    if self.journal.is_none() && self.len() + unsent.len() > 0 {
                         tracing::error!(destination = %self.destination.display(), points = self.len(), frames = unsent.len(), "stopping with points not sent");
                     }
+                    if let Some(j) = self.journal() {
+                        if !j.is_empty() {
+                            tracing::info!(destination = %self.destination.display(), bytes = j.bytes(), "frames not acknowledged kept in the journal for the next start");
+                        }
+                    }
+                    self.sync();
                     return;
                 }
             }
@@ -205,79 +236,20 @@ impl Outbound {
                 sender.send(frame).await;
                 continue;
             }
-            // The disk holds the oldest points: it goes first.
-            let from_disk = match &self.spill {
-                Some(spill) if !self.spill_is_empty() => {
-                    let peeked = spill.lock().unwrap_or_else(|e| e.into_inner()).peek();
-                    match peeked {
-                        Ok(frame) => frame,
-                        Err(e) => {
-                            tracing::error!(destination = %self.destination.display(), error = %e, "cannot read the spill");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
-                    }
-                }
-                _ => None,
-            };
-            match from_disk {
-                Some(frame) => {
-                    // Once written the frame is the link's to resend: the
-                    // cursor moves even if the write fails.
-                    if let Some(spill) = &self.spill {
-                        let moved = spill
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .done(frame.len());
-                        if let Err(e) = moved {
-                            tracing::error!(destination = %self.destination.display(), error = %e, "cannot move the spill cursor");
-                        }
-                    }
-                    self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
-                    sender.send(frame).await;
-                }
-                None => {
-                    let batch = self.take(BATCH);
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    let frame = crate::codec::pickle::encode_frame(
-                        batch
-                            .iter()
-                            .map(|p| (p.name.as_str(), p.timestamp, p.value)),
-                    );
-                    self.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    sender.send(frame).await;
-                }
+            if let Some(frame) = self.next_frame() {
+                self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
+                sender.send(frame).await;
             }
         }
-    }
-
-    /// Writes frames waiting for a resend to the spill (at shutdown), ahead
-    /// of what memory holds.
-    fn resend_to_disk(&self, resend: &mut VecDeque<Vec<u8>>) {
-        let Some(spill) = &self.spill else { return };
-        if resend.is_empty() {
-            return;
-        }
-        let mut s = spill.lock().unwrap_or_else(|e| e.into_inner());
-        let frames = resend.len();
-        while let Some(frame) = resend.pop_front() {
-            match s.append(&frame) {
-                Ok(true) => {}
-                _ => {
-                    let n = frame_points(&frame);
-                    self.dropped.fetch_add(n, Ordering::Relaxed);
-                    tracing::warn!(destination = %self.destination.display(), dropped = n, "spill full: points dropped");
-                }
-            }
-        }
-        tracing::info!(destination = %self.destination.display(), frames, "frames not acknowledged kept on disk for the next start");
     }
 }
 
-/// Points in one encoded frame (for the sent counter).
+/// Points in one frame (for the sent counter): counted from the opcodes of
+/// a frame the relay encoded, decoded only if it has another shape.
 fn frame_points(frame: &[u8]) -> u64 {
+    if let Some(n) = crate::codec::pickle::encoded_points(frame) {
+        return n;
+    }
     serde_pickle::value_from_slice(&frame[4.min(frame.len())..], serde_pickle::DeOptions::new())
         .ok()
         .and_then(|v| match v {
