@@ -239,6 +239,13 @@ impl Journal {
             None => Some(self.segments.last().map_or(0, |l| l + 1)),
         };
         if let Some(n) = next {
+            if let Some((_, old, _)) = &self.writer {
+                if self.dirty && self.sync == JournalSync::Periodic {
+                    // The periodic sync only reaches the current segment:
+                    // the one left behind is on disk when this returns.
+                    old.sync_data()?;
+                }
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -299,7 +306,9 @@ impl Journal {
             // Every frame appended so far is on disk when this returns.
             file.sync_data()?;
         }
-        // New segments' directory entries too.
+        // The directory entries of segments created since the last sync are
+        // on disk when this returns, so their files are found after a
+        // power loss.
         sync_dir(&self.dir)?;
         self.dirty = false;
         Ok(())
