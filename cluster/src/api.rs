@@ -101,7 +101,45 @@ pub fn routes(node: Arc<ClusterNode>, store: Arc<Store>) -> Router {
             // A render of many series asks for all their names at once.
             post(fetch).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            authenticate,
+        ))
         .with_state(App { node, store })
+}
+
+/// Refuses a call without a valid credential (401, counted) when the
+/// cluster has a secret. The body is read here (bounded as the largest
+/// route's) because the credential covers it.
+async fn authenticate(
+    State(node): State<Arc<ClusterNode>>,
+    request: HttpRequest,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(secret) = &node.secret else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return failed(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    };
+    let valid = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| secret.verify(h, parts.method.as_str(), parts.uri.path(), &bytes));
+    if !valid {
+        node.metrics.unauthorized.inc();
+        return failed(
+            StatusCode::UNAUTHORIZED,
+            "this cluster needs its secret: give the member, relay or `graunt cluster` the same --cluster-secret-file / --secret-file",
+        );
+    }
+    next.run(HttpRequest::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 fn failed(status: StatusCode, message: impl std::fmt::Display) -> Response {
@@ -163,9 +201,7 @@ async fn to_leader(app: &App, path: &str, body: &serde_json::Value) -> Option<Re
     };
     let resp = app
         .node
-        .client
-        .post(format!("http://{leader}{path}"))
-        .json(body)
+        .call("POST", &format!("http://{leader}{path}"), body)
         .send()
         .await;
     Some(match resp {
@@ -265,11 +301,11 @@ async fn status(State(app): State<App>) -> Response {
         .collect::<Vec<_>>()
         .into_iter()
         .map(|member| {
-            let client = app.node.client.clone();
-            let url = format!("http://{}/cluster/self", member.http);
+            let call = app
+                .node
+                .get(&format!("http://{}/cluster/self", member.http));
             async move {
-                let up = client
-                    .get(url)
+                let up = call
                     .timeout(Duration::from_millis(800))
                     .send()
                     .await

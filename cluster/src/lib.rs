@@ -13,6 +13,8 @@
 //! - [`source::ClusterSources`]: reads for the whole cluster as graunt-query
 //!   sources (fan-out to peers, replica merge, partial answers).
 //! - [`metrics::ClusterMetrics`]: `graunt_cluster_*` on the node's `/metrics`.
+//! - [`secret::ClusterSecret`]: the credential every call between members,
+//!   relays and `graunt cluster` carries.
 //!
 //! ```text
 //! /render ─▶ ClusterSource ─┬─▶ own store
@@ -27,6 +29,7 @@ pub mod member;
 pub mod metrics;
 mod network;
 pub mod ring;
+pub mod secret;
 pub mod source;
 mod state;
 mod state_machine;
@@ -74,7 +77,11 @@ pub enum StartError {
 /// Starts this node's raft member with its state in `dir`. Heartbeats every
 /// 250 ms, elections after 1–2 s of silence: a lost leader is replaced
 /// within a few seconds.
-pub async fn start(id: NodeId, dir: &Path) -> Result<(Raft, StateMachine), StartError> {
+pub async fn start(
+    id: NodeId,
+    dir: &Path,
+    secret: Option<secret::ClusterSecret>,
+) -> Result<(Raft, StateMachine), StartError> {
     let storage = |source| StartError::Storage {
         dir: dir.display().to_string(),
         source,
@@ -93,7 +100,7 @@ pub async fn start(id: NodeId, dir: &Path) -> Result<(Raft, StateMachine), Start
             .validate()
             .map_err(|e| StartError::Raft(e.to_string()))?,
     );
-    let raft = Raft::new(id, config, Network::default(), log, sm.clone())
+    let raft = Raft::new(id, config, Network::new(secret), log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok((raft, sm))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use graunt_storage::schema::{Aggregations, Schemas};
 use graunt_storage::store::Store;
 
+use crate::secret::ClusterSecret;
 use crate::{Member, Raft, Request, StateMachine};
 
 /// Why a change could not be replicated.
@@ -49,6 +50,8 @@ pub struct ClusterNode {
     pub peer_timeout: Duration,
     /// Its metrics.
     pub metrics: Arc<crate::metrics::ClusterMetrics>,
+    /// The cluster's secret: calls to peers carry it, calls from them must.
+    pub secret: Option<ClusterSecret>,
 }
 
 impl ClusterNode {
@@ -57,8 +60,9 @@ impl ClusterNode {
         me: Member,
         data_dir: &std::path::Path,
         peer_timeout: Duration,
+        secret: Option<ClusterSecret>,
     ) -> Result<Arc<ClusterNode>, crate::StartError> {
-        let (raft, state) = crate::start(me.id, &data_dir.join("raft")).await?;
+        let (raft, state) = crate::start(me.id, &data_dir.join("raft"), secret.clone()).await?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -70,7 +74,23 @@ impl ClusterNode {
             client,
             peer_timeout,
             metrics: Arc::new(crate::metrics::ClusterMetrics::new()),
+            secret,
         }))
+    }
+
+    /// A signed JSON call to a peer.
+    pub fn call<T: serde::Serialize + ?Sized>(
+        &self,
+        method: &str,
+        url: &str,
+        body: &T,
+    ) -> reqwest::RequestBuilder {
+        crate::secret::json_call(&self.client, self.secret.as_ref(), method, url, body)
+    }
+
+    /// A signed GET to a peer.
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        crate::secret::get(&self.client, self.secret.as_ref(), url)
     }
 
     /// The leader's HTTP address, if one is known.
@@ -95,10 +115,9 @@ impl ClusterNode {
                     .or_else(|| self.leader_http())
                     .filter(|l| *l != self.me.http)
                     .ok_or_else(|| WriteError::NoLeader(e.to_string()))?;
+                let url = format!("http://{leader}/cluster/write");
                 let resp = self
-                    .client
-                    .post(format!("http://{leader}/cluster/write"))
-                    .json(&request)
+                    .call("POST", &url, &request)
                     .send()
                     .await
                     .map_err(|source| WriteError::Unreachable {
@@ -215,9 +234,7 @@ pub async fn bootstrap(
         }
         for seed in &join {
             let resp = node
-                .client
-                .post(format!("http://{seed}/cluster/join"))
-                .json(&node.me)
+                .call("POST", &format!("http://{seed}/cluster/join"), &node.me)
                 .send()
                 .await;
             match resp {

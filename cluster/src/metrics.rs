@@ -12,6 +12,8 @@ pub struct ClusterMetrics {
     pub peer_calls: IntCounterVec,
     /// Reads answered without some peer (`X-Graunt-Partial`).
     pub partial_reads: IntCounter,
+    /// Calls to `/cluster/*` refused for a missing or wrong credential.
+    pub unauthorized: IntCounter,
     term: IntGauge,
     leader: IntGauge,
     members: IntGauge,
@@ -57,10 +59,19 @@ impl ClusterMetrics {
         registry
             .register(Box::new(partial_reads.clone()))
             .expect("registered once");
+        let unauthorized = IntCounter::new(
+            "unauthorized_total",
+            "Calls to /cluster/* refused for a missing or wrong cluster credential",
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(unauthorized.clone()))
+            .expect("registered once");
         ClusterMetrics {
             registry,
             peer_calls,
             partial_reads,
+            unauthorized,
             term,
             leader,
             members,

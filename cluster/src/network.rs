@@ -16,21 +16,25 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::secret::ClusterSecret;
 use crate::{NodeId, TypeConfig};
 
 /// Makes a connection per peer; one HTTP client shared by all.
 #[derive(Debug, Clone)]
 pub struct Network {
     client: reqwest::Client,
+    secret: Option<ClusterSecret>,
 }
 
-impl Default for Network {
-    fn default() -> Self {
+impl Network {
+    /// Calls signed with `secret`, if the cluster has one.
+    pub fn new(secret: Option<ClusterSecret>) -> Network {
         Network {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
                 .build()
                 .unwrap_or_default(),
+            secret,
         }
     }
 }
@@ -38,6 +42,7 @@ impl Default for Network {
 /// The connection to one peer.
 pub struct Connection {
     client: reqwest::Client,
+    secret: Option<ClusterSecret>,
     target: NodeId,
     addr: String,
 }
@@ -54,7 +59,8 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("http://{}/cluster/raft/{path}", self.addr);
-        let resp = self.client.post(url).json(req).send().await.map_err(|e| {
+        let call = crate::secret::json_call(&self.client, self.secret.as_ref(), "POST", &url, req);
+        let resp = call.send().await.map_err(|e| {
             if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&e))
             } else {
@@ -75,6 +81,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             client: self.client.clone(),
+            secret: self.secret.clone(),
             target,
             addr: node.addr.clone(),
         }

@@ -66,6 +66,7 @@ pub struct ClusterSource {
     /// Peers that did not answer in time, with why.
     partial: Mutex<BTreeMap<String, String>>,
     metrics: Arc<crate::metrics::ClusterMetrics>,
+    secret: Option<crate::secret::ClusterSecret>,
 }
 
 /// Series as peers send them to each other: per series a `u32` name length,
@@ -159,6 +160,7 @@ impl ClusterSource {
             holders: Mutex::new(HashMap::new()),
             partial: Mutex::new(BTreeMap::new()),
             metrics: node.metrics.clone(),
+            secret: node.secret.clone(),
         }
     }
 
@@ -254,9 +256,8 @@ impl ClusterSource {
         let calls = peers
             .iter()
             .map(|p| {
-                let r = self
-                    .client
-                    .get(format!("http://{}/cluster/find", p.http))
+                let url = format!("http://{}/cluster/find", p.http);
+                let r = crate::secret::get(&self.client, self.secret.as_ref(), &url)
                     .query(&[("query", pattern)]);
                 (*p, r)
             })
@@ -389,10 +390,14 @@ impl Source for ClusterSource {
             .filter_map(|p| {
                 let paths = per_peer.get(&p.id)?;
                 let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
-                let r = self
-                    .client
-                    .post(format!("http://{}/cluster/fetch", p.http))
-                    .json(&body);
+                let url = format!("http://{}/cluster/fetch", p.http);
+                let r = crate::secret::json_call(
+                    &self.client,
+                    self.secret.as_ref(),
+                    "POST",
+                    &url,
+                    &body,
+                );
                 Some((p, r))
             })
             .collect();

@@ -120,9 +120,9 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         &config,
         format!(
             "cluster = [\"{}\", \"{}\"]\ncluster_poll_interval = 0.2\nself_metrics_interval = 3600\n\
-             http_addr = \"127.0.0.1:0\"\n\
+             http_addr = \"127.0.0.1:0\"\ncluster_secret_file = \"{}\"\n\
              [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
-            http[0], http[1]
+            http[0], http[1], cluster.secret_file.display()
         ),
     )
     .unwrap();
@@ -188,9 +188,24 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
     // files follow it.
     let new_schemas = dir.path().join("new-schemas.conf");
     std::fs::write(&new_schemas, "[after]\npattern = ^after\\.\nretentions = 10s:1h\n\n[all]\npattern = .*\nretentions = 60s:1d\n").unwrap();
+    let secret = cluster.secret_file.to_str().unwrap().to_string();
+    // Without the secret the change is refused.
+    let refused = Command::new(BIN)
+        .args(["cluster", "schemas", "set", "--node", &http[2], "--schemas"])
+        .arg(&new_schemas)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     self::cluster(&[
         "schemas",
         "set",
+        "--secret-file",
+        &secret,
         "--node",
         &http[2],
         "--schemas",
@@ -198,7 +213,7 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
     ]);
     for h in &http {
         wait_for(Duration::from_secs(10), "the schemas on every node", || {
-            self::cluster(&["schemas", "get", "--node", h])
+            self::cluster(&["schemas", "get", "--secret-file", &secret, "--node", h])
                 .contains("^after")
                 .then_some(())
         });
@@ -226,10 +241,66 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         "{got}"
     );
 
+    // Without the secret, or with another, the cluster's API, raft RPC and
+    // peer reads answer 401 and count it, and a node cannot join.
+    let before = cluster.nodes[0].metric("graunt_cluster_unauthorized_total");
+    let n0 = &cluster.nodes[0];
+    for (method, path) in [
+        ("GET", "/cluster/status"),
+        ("GET", "/cluster/state"),
+        ("POST", "/cluster/raft/vote"),
+        ("POST", "/cluster/raft/append"),
+        ("POST", "/cluster/join"),
+        ("POST", "/cluster/write"),
+        ("PUT", "/cluster/schemas"),
+        ("POST", "/cluster/fetch"),
+        ("GET", "/cluster/find?query=*"),
+    ] {
+        let (code, _, body) = n0.http_raw(
+            method,
+            path,
+            Some(b"{}"),
+            &[("Content-Type", "application/json")],
+        );
+        assert_eq!(
+            code,
+            401,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let forged = [("Authorization", "Graunt-HMAC-SHA256 1:00")];
+        assert_eq!(n0.http_raw(method, path, Some(b"{}"), &forged).0, 401);
+    }
+    assert_eq!(
+        n0.metric("graunt_cluster_unauthorized_total") - before,
+        18.0
+    );
+    let wrong = dir.path().join("wrong.secret");
+    std::fs::write(&wrong, "not this cluster's secret at all").unwrap();
+    let intruders: Vec<Node> = [(8, None), (9, Some(&wrong))]
+        .into_iter()
+        .map(|(id, secret): (u64, Option<&std::path::PathBuf>)| {
+            let id = id.to_string();
+            let mut args = vec!["--node-id", &id, "--cluster-join", &http[0]];
+            let w = secret.map(|p| p.display().to_string());
+            if let Some(w) = &w {
+                args.extend(["--cluster-secret-file", w]);
+            }
+            Node::start(&dir.path().join(format!("intruder{id}")), &args)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let st = cluster.status(&cluster.nodes[0]).unwrap();
+    assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
+    for i in intruders {
+        i.stop(Duration::from_secs(20));
+    }
+
     // A fourth member joins by itself; the relay routes to it without a
     // restart.
     let mut args = vec!["--node-id", "4", "--peer-timeout", "1", "--schemas", s];
     args.extend(["--cluster-join", &http[1]]);
+    args.extend(["--cluster-secret-file", &secret]);
     cluster
         .nodes
         .push(Node::start(&dir.path().join("n4"), &args));
@@ -257,16 +328,17 @@ fn the_leader_killed_is_replaced_and_reads_and_writes_go_on() {
     cluster(&["init", "--node", &http[0]]);
     cluster(&["join", "--node", &http[1], "--via", &http[0]]);
     cluster(&["join", "--node", &http[2], "--via", &http[1]]);
-    let st = status(&nodes[2]);
-    assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
-    assert!(
-        st["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["health"] == "up" && m["voter"] == true),
-        "{st}"
-    );
+    // `join` returns once the leader has the member; the new node's own
+    // copy of the state follows a moment later.
+    let st = wait_for(Duration::from_secs(10), "3 members seen by node 3", || {
+        let st = status(&nodes[2]);
+        let members = st["members"].as_array()?;
+        (members.len() == 3
+            && members
+                .iter()
+                .all(|m| m["health"] == "up" && m["voter"] == true))
+            .then_some(st)
+    });
     let first_leader = st["leader"].as_u64().unwrap();
 
     let config = dir.path().join("relay.toml");

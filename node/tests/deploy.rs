@@ -19,6 +19,10 @@ use serde_json::Value;
 
 const IMAGE: &str = "graunt:e2e";
 
+/// The compose cluster's secret, as the test wrote it.
+static SECRET: std::sync::OnceLock<graunt_cluster::secret::ClusterSecret> =
+    std::sync::OnceLock::new();
+
 struct Compose {
     project: String,
     env: Vec<(String, String)>,
@@ -102,7 +106,15 @@ fn free_port() -> u16 {
 fn http(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    // The cluster's API wants the cluster's credential.
+    let auth = match (path.starts_with("/cluster/"), SECRET.get()) {
+        (true, Some(secret)) => format!(
+            "Authorization: {}\r\n",
+            secret.sign("GET", path.split('?').next().unwrap_or(path), b"")
+        ),
+        _ => String::new(),
+    };
+    write!(s, "GET {path} HTTP/1.0\r\n{auth}\r\n").ok()?;
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out).ok()?;
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
@@ -165,7 +177,27 @@ fn the_compose_cluster_forms_and_survives_its_failures() {
         "image build: {}",
         String::from_utf8_lossy(&build.stderr)
     );
-    let mut env = vec![("GRAUNT_IMAGE".to_string(), IMAGE.to_string())];
+    let secret_dir = graunt_harness::temp_dir();
+    let secret_file = secret_dir.path().join("cluster.secret");
+    std::fs::write(
+        &secret_file,
+        format!("e2e-secret-{}-0123456789\n", std::process::id()),
+    )
+    .unwrap();
+    // Read by the image's user (nobody).
+    std::fs::set_permissions(
+        &secret_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let _ = SECRET.set(graunt_cluster::secret::ClusterSecret::read(&secret_file).unwrap());
+    let mut env = vec![
+        ("GRAUNT_IMAGE".to_string(), IMAGE.to_string()),
+        (
+            "GRAUNT_CLUSTER_SECRET_FILE".to_string(),
+            secret_file.display().to_string(),
+        ),
+    ];
     for var in [
         "NODE1_HTTP",
         "NODE2_HTTP",

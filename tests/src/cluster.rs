@@ -1,10 +1,13 @@
 //! A whole cluster in the test process: [`TestCluster::start`] starts `n`
 //! in-process members on port 0 that form the cluster themselves (the first
-//! with `--cluster-init`, the others `--cluster-join` through it), and
-//! returns once every member is a voter that the others see up.
+//! with `--cluster-init`, the others `--cluster-join` through it), all with
+//! one cluster secret, and returns once every member is a voter that the
+//! others see up.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use graunt_cluster::secret::ClusterSecret;
 
 use crate::node::{wait_for, Node};
 
@@ -12,6 +15,10 @@ use crate::node::{wait_for, Node};
 pub struct TestCluster {
     /// Its members, node `i + 1` at index `i`.
     pub nodes: Vec<Node>,
+    /// The file holding its secret (`--cluster-secret-file`,
+    /// `cluster_secret_file`, `graunt cluster --secret-file`).
+    pub secret_file: PathBuf,
+    secret: ClusterSecret,
 }
 
 impl TestCluster {
@@ -20,12 +27,23 @@ impl TestCluster {
     /// form one cluster of `n` voters.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> TestCluster {
         assert!(n > 0, "a cluster has members");
+        let secret_file = dir.join("cluster.secret");
+        std::fs::write(&secret_file, "a test cluster's secret, long enough\n")
+            .expect("write the secret");
+        let secret = ClusterSecret::read(&secret_file).expect("a valid secret");
         let mut nodes: Vec<Node> = Vec::with_capacity(n);
         for id in 1..=n {
-            let mut args: Vec<String> = ["--node-id", &id.to_string(), "--peer-timeout", "1"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut args: Vec<String> = [
+                "--node-id",
+                &id.to_string(),
+                "--peer-timeout",
+                "1",
+                "--cluster-secret-file",
+                &secret_file.display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             match nodes.first() {
                 None => args.push("--cluster-init".into()),
                 Some(first) => {
@@ -37,7 +55,11 @@ impl TestCluster {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             nodes.push(Node::start(&dir.join(format!("n{id}")), &args));
         }
-        let cluster = TestCluster { nodes };
+        let cluster = TestCluster {
+            nodes,
+            secret_file,
+            secret,
+        };
         cluster.wait_for_members(n);
         cluster
     }
@@ -61,10 +83,27 @@ impl TestCluster {
 
     /// A member's `/cluster/status`, if it answers.
     pub fn status(&self, node: &Node) -> Option<serde_json::Value> {
-        let (code, body) = node.http_request("/cluster/status");
+        let (code, body) = self.get(node, "/cluster/status");
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
             .flatten()
+    }
+
+    /// A GET of a `/cluster/…` path with the cluster's credential.
+    pub fn get(&self, node: &Node, path: &str) -> (u16, String) {
+        let auth = self
+            .secret
+            .sign("GET", path.split('?').next().unwrap_or(path), b"");
+        let (code, _, body) = node.http_raw("GET", path, None, &[("Authorization", &auth)]);
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The flags a member started by hand needs to be one of them.
+    pub fn member_flags(&self) -> Vec<String> {
+        vec![
+            "--cluster-secret-file".into(),
+            self.secret_file.display().to_string(),
+        ]
     }
 
     /// The members' HTTP addresses, in id order.

@@ -9,6 +9,20 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+/// `graunt cluster` and its options.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// File holding the cluster's secret (the members' --cluster-secret-file).
+    #[arg(long, global = true)]
+    secret_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+/// The secret calls are signed with, read once.
+static SECRET: std::sync::OnceLock<Option<graunt_cluster::secret::ClusterSecret>> =
+    std::sync::OnceLock::new();
+
 /// `graunt cluster` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -88,7 +102,21 @@ pub enum TenantsCommand {
 }
 
 /// Runs a `graunt cluster` command.
-pub fn run(command: ClusterCommand) -> ExitCode {
+pub fn run(args: ClusterArgs) -> ExitCode {
+    let secret = match args
+        .secret_file
+        .as_deref()
+        .map(graunt_cluster::secret::ClusterSecret::read)
+    {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            eprintln!("graunt cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = SECRET.set(secret);
+    let command = args.command;
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,14 +136,11 @@ async fn call(method: &str, node: &str, path: &str, body: Option<Value>) -> anyh
         .timeout(Duration::from_secs(60))
         .build()?;
     let url = format!("http://{node}{path}");
-    let request = match method {
-        "GET" => client.get(&url),
-        "PUT" => client.put(&url),
-        _ => client.post(&url),
-    };
-    let request = match body {
-        Some(b) => request.json(&b),
-        None => request,
+    let secret = SECRET.get().and_then(Option::as_ref);
+    let request = match (method, body) {
+        ("GET", _) => graunt_cluster::secret::get(&client, secret, &url),
+        (m, Some(b)) => graunt_cluster::secret::json_call(&client, secret, m, &url, &b),
+        (m, None) => graunt_cluster::secret::json_call(&client, secret, m, &url, &Value::Null),
     };
     let resp = request.send().await.with_context(|| {
         format!("cannot reach {node}: is `graunt serve --node-id …` running there?")

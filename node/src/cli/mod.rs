@@ -21,6 +21,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: carbon receivers, statsd, cache and whisper storage, carbonlink, HTTP.
@@ -34,8 +36,7 @@ enum Command {
     #[command(args_override_self = true)]
     Relay(relay::RelayArgs),
     /// Cluster administration: init, join, leave, status, schemas, tenants.
-    #[command(subcommand)]
-    Cluster(cluster::ClusterCommand),
+    Cluster(cluster::ClusterArgs),
     /// Exit 0 if a node or relay answers on its HTTP port (a container healthcheck).
     Health {
         /// The URL to GET.

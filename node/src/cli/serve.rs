@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Join the cluster through this member's HTTP host:port (repeatable) if not yet a member.
     #[arg(long = "cluster-join")]
     cluster_join: Vec<String>,
+    /// File holding the cluster's secret (the same on every member, relay and admin).
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// Runs a node until SIGTERM/SIGINT.
@@ -94,7 +97,8 @@ pub(super) fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         node_id,
         advertise_http,
         advertise_pickle,
-        peer_timeout
+        peer_timeout,
+        cluster_secret_file
     );
     if args.cluster_init {
         file.cluster_init = Some(true);

@@ -50,7 +50,11 @@ pub async fn start(
         pickle: advertised(&c.advertise_pickle, pickle, "pickle")?,
     };
     tracing::info!(id = me.id, http = %me.http, pickle = %me.pickle, "cluster member");
-    let node = ClusterNode::start(me, &store.config.data_dir, c.peer_timeout).await?;
+    if c.secret.is_none() {
+        tracing::warn!("THIS CLUSTER HAS NO SECRET: anyone who reaches the HTTP port can join a node, replace the schemas or read raft's log; set cluster_secret_file (--cluster-secret-file) on every member, relay and `graunt cluster --secret-file`");
+    }
+    let node =
+        ClusterNode::start(me, &store.config.data_dir, c.peer_timeout, c.secret.clone()).await?;
     let mut s = shutdown.clone();
     tasks.spawn(member::follow_schemas(
         node.clone(),

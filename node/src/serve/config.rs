@@ -20,9 +20,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Plaintext, TCP and UDP [`0.0.0.0:2003`].
     pub line_addr: Option<String>,
-    /// Pickle, TCP [`0.0.0.0:2004`].
+    /// Pickle, TCP [`127.0.0.1:2004`: no credential, so this host only by default].
     pub pickle_addr: Option<String>,
-    /// Carbonlink cache queries, TCP [`0.0.0.0:7002`].
+    /// Carbonlink cache queries, TCP [`127.0.0.1:7002`: this host only by default].
     pub carbonlink_addr: Option<String>,
     /// HTTP: `/metrics` and, later, the web API [`0.0.0.0:8080`].
     pub http_addr: Option<String>,
@@ -81,6 +81,11 @@ pub struct FileConfig {
     /// HTTP `host:port` of members to join through, tried in turn until one
     /// takes this node (no-op once it is a member) [none].
     pub cluster_join: Option<Vec<String>>,
+    /// A file holding the cluster's secret: calls between members, from
+    /// relays and from `graunt cluster` carry a credential made from it, and
+    /// calls without one are refused (401) [none: the cluster API is open,
+    /// and a warning says so at start].
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// The settings a node runs with.
@@ -144,6 +149,8 @@ pub struct ClusterSettings {
     pub init: bool,
     /// Seeds to join through.
     pub join: Vec<String>,
+    /// The cluster's secret.
+    pub secret: Option<graunt_cluster::secret::ClusterSecret>,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -190,8 +197,10 @@ impl ServeConfig {
         Ok(ServeConfig {
             store,
             line_addr: addr(f.line_addr, "0.0.0.0:2003"),
-            pickle_addr: addr(f.pickle_addr, "0.0.0.0:2004"),
-            carbonlink_addr: addr(f.carbonlink_addr, "0.0.0.0:7002"),
+            // Pickle and carbonlink carry no credential: only this host
+            // reaches them unless the operator says otherwise.
+            pickle_addr: addr(f.pickle_addr, "127.0.0.1:2004"),
+            carbonlink_addr: addr(f.carbonlink_addr, "127.0.0.1:7002"),
             http_addr: addr(f.http_addr, "0.0.0.0:8080"),
             schemas,
             aggregations,
@@ -238,6 +247,10 @@ impl ServeConfig {
                         peer_timeout: std::time::Duration::from_secs_f64(t),
                         init: f.cluster_init.unwrap_or(false),
                         join: f.cluster_join.clone().unwrap_or_default(),
+                        secret: match &f.cluster_secret_file {
+                            Some(p) => Some(graunt_cluster::secret::ClusterSecret::read(p)?),
+                            None => None,
+                        },
                     })
                 }
             },

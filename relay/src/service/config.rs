@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use graunt_cluster::hashing::{Destination, Method, Ring};
+use graunt_cluster::secret::ClusterSecret;
 use serde::Deserialize;
 
 use super::journal::JournalSync;
@@ -59,6 +60,9 @@ pub struct RelayFile {
     pub cluster: Option<Vec<String>>,
     /// Seconds between looks at the cluster's state [0.5].
     pub cluster_poll_interval: Option<f64>,
+    /// The cluster's secret (the members' `cluster_secret_file`), for
+    /// reading its state [none].
+    pub cluster_secret_file: Option<PathBuf>,
     /// TCP connections per listener [50000].
     pub max_connections: Option<usize>,
     /// Longest plaintext line, bytes [16384].
@@ -208,6 +212,8 @@ pub enum Destinations {
         nodes: Vec<String>,
         /// How often the state is looked at.
         poll_interval: Duration,
+        /// Signs the calls, when the cluster has a secret.
+        secret: Option<ClusterSecret>,
     },
 }
 
@@ -269,6 +275,12 @@ impl RelayConfig {
                     file.cluster_poll_interval.unwrap_or(0.5),
                 )?
                 .max(Duration::from_millis(50)),
+                secret: match &file.cluster_secret_file {
+                    Some(p) => {
+                        Some(ClusterSecret::read(p).map_err(|e| Error::config(e.to_string()))?)
+                    }
+                    None => None,
+                },
             },
             None => Destinations::Fixed(file.router()?),
         };

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use graunt_cluster::secret::ClusterSecret;
 use graunt_cluster::ClusterState;
 
 use super::config::QueueConfig;
@@ -16,10 +17,14 @@ use crate::route::Router;
 use crate::shutdown::Shutdown;
 
 /// Asks the nodes, in turn, for the cluster's state.
-async fn fetch_state(client: &reqwest::Client, nodes: &[String]) -> Option<ClusterState> {
+async fn fetch_state(
+    client: &reqwest::Client,
+    secret: Option<&ClusterSecret>,
+    nodes: &[String],
+) -> Option<ClusterState> {
     for node in nodes {
-        let Ok(resp) = client
-            .get(format!("http://{node}/cluster/state"))
+        let url = format!("http://{node}/cluster/state");
+        let Ok(resp) = graunt_cluster::secret::get(client, secret, &url)
             .send()
             .await
         else {
@@ -48,11 +53,19 @@ fn router(state: &ClusterState) -> Option<Router> {
 /// The first router, once some node answers with members (waiting for the
 /// cluster to form, saying so every few seconds); `None` if shutdown came
 /// first.
-pub(super) async fn first_router(nodes: &[String], mut shutdown: Shutdown) -> Option<Router> {
+pub(super) async fn first_router(
+    nodes: &[String],
+    secret: Option<&ClusterSecret>,
+    mut shutdown: Shutdown,
+) -> Option<Router> {
     let client = client();
     let mut said = Instant::now();
     loop {
-        if let Some(r) = fetch_state(&client, nodes).await.as_ref().and_then(router) {
+        if let Some(r) = fetch_state(&client, secret, nodes)
+            .await
+            .as_ref()
+            .and_then(router)
+        {
             return Some(r);
         }
         if said.elapsed() > Duration::from_secs(5) {
@@ -70,6 +83,8 @@ pub(super) async fn first_router(nodes: &[String], mut shutdown: Shutdown) -> Op
 pub(super) struct Following {
     /// Nodes' HTTP addresses from the config.
     pub nodes: Vec<String>,
+    /// Signs the calls, when the cluster has a secret.
+    pub secret: Option<ClusterSecret>,
     /// Between looks at the state.
     pub interval: Duration,
     /// Whose routing is swapped.
@@ -86,6 +101,7 @@ pub(super) struct Following {
 pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
     let Following {
         nodes,
+        secret,
         interval,
         pipeline,
         queues,
@@ -105,7 +121,7 @@ pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
         // nodes may be the ones that are down.
         let mut ask = nodes.clone();
         ask.extend(learned.iter().filter(|m| !nodes.contains(m)).cloned());
-        let Some(state) = fetch_state(&client, &ask).await else {
+        let Some(state) = fetch_state(&client, secret.as_ref(), &ask).await else {
             continue;
         };
         learned = state.members.values().map(|m| m.http.clone()).collect();

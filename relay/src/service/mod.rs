@@ -166,9 +166,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let router = match &config.destinations {
-        Destinations::Cluster { nodes, .. } => follow::first_router(nodes, shutdown.clone())
-            .await
-            .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?,
+        Destinations::Cluster { nodes, secret, .. } => {
+            follow::first_router(nodes, secret.as_ref(), shutdown.clone())
+                .await
+                .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?
+        }
         Destinations::Fixed(router) => router.clone(),
     };
     let mut outbound: Vec<Arc<Outbound>> = Vec::new();
@@ -208,11 +210,13 @@ pub async fn run(
     if let Destinations::Cluster {
         nodes,
         poll_interval,
+        secret,
     } = &config.destinations
     {
         tasks.spawn(follow::follow(
             follow::Following {
                 nodes: nodes.clone(),
+                secret: secret.clone(),
                 interval: *poll_interval,
                 pipeline: pipeline.clone(),
                 queues: config.queues.clone(),
