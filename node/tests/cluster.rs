@@ -337,7 +337,7 @@ fn the_leader_killed_is_replaced_and_reads_and_writes_go_on() {
             && members
                 .iter()
                 .all(|m| m["health"] == "up" && m["voter"] == true))
-            .then_some(st)
+        .then_some(st)
     });
     let first_leader = st["leader"].as_u64().unwrap();
 
