@@ -80,3 +80,115 @@ pub fn leaves(nodes: Vec<find::Node>) -> Vec<String> {
         .map(|n| n.path)
         .collect()
 }
+
+/// A [`Source`] that shows only the series under some name prefixes (a
+/// tenant's `namespaces`, like `cust.acme.`): finds list nothing else (a
+/// branch shows only as the way down to them), fetches of anything else
+/// find nothing. Every read of a request goes through its source, so globs,
+/// function arguments and `template()` cannot reach around it.
+pub struct Fenced {
+    inner: Box<dyn Source + Send>,
+    namespaces: Vec<String>,
+}
+
+impl Fenced {
+    /// `inner` seen through `namespaces`.
+    pub fn new(inner: Box<dyn Source + Send>, namespaces: Vec<String>) -> Fenced {
+        Fenced { inner, namespaces }
+    }
+
+    /// Whether a series may be read.
+    fn readable(&self, path: &str) -> bool {
+        self.namespaces.iter().any(|n| inside(path, n))
+    }
+
+    /// Whether a branch leads to a namespace (or lies inside one).
+    fn on_the_way(&self, branch: &str) -> bool {
+        self.namespaces.iter().any(|n| {
+            inside(branch, n)
+                || n.strip_prefix(branch)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+}
+
+/// Whether `path` is under the namespace `ns` (`cust.acme.` or `cust.acme`:
+/// both mean the node `acme` of `cust` and what is below it).
+fn inside(path: &str, ns: &str) -> bool {
+    let ns = ns.strip_suffix('.').unwrap_or(ns);
+    path == ns
+        || path
+            .strip_prefix(ns)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+impl Source for Fenced {
+    fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
+        Ok(self
+            .inner
+            .find_nodes(pattern)?
+            .into_iter()
+            .filter(|n| {
+                if n.is_leaf {
+                    self.readable(&n.path)
+                } else {
+                    self.on_the_way(&n.path)
+                }
+            })
+            .collect())
+    }
+
+    fn fetch(
+        &self,
+        path: &str,
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<Series>, EvalError> {
+        if !self.readable(path) {
+            return Ok(None);
+        }
+        self.inner.fetch(path, from, until, now)
+    }
+
+    fn fetch_many(
+        &self,
+        paths: &[String],
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<Option<Series>>, EvalError> {
+        let allowed: Vec<String> = paths.iter().filter(|p| self.readable(p)).cloned().collect();
+        let mut fetched = self
+            .inner
+            .fetch_many(&allowed, from, until, now)?
+            .into_iter();
+        Ok(paths
+            .iter()
+            .map(|p| {
+                if self.readable(p) {
+                    fetched.next().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+
+    fn partial(&self) -> Vec<(String, String)> {
+        self.inner.partial()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_whole_nodes() {
+        assert!(inside("cust.acme.web.load", "cust.acme."));
+        assert!(inside("cust.acme", "cust.acme"));
+        assert!(!inside("cust.acmex.web", "cust.acme."));
+        assert!(!inside("cust", "cust.acme."));
+    }
+}

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/version")]
         url: String,
     },
+    /// Print an argon2 hash of a password (read from standard input) for a `[[user]]`'s password_hash.
+    Passwd,
     /// Whisper file tools, argument- and output-compatible with the whisper-*.py scripts.
     #[command(subcommand)]
     Whisper(whisper::WhisperCommand),
@@ -86,7 +88,30 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Cluster(command) => cluster::run(command),
         Command::Health { url } => cluster::health(&url),
+        Command::Passwd => passwd(),
         Command::Relay(args) => relay::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),
+    }
+}
+
+/// `graunt passwd`: the password on standard input (its first line), its
+/// argon2 PHC string on standard output.
+fn passwd() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("graunt passwd: give the password on standard input (echo 'it' | graunt passwd)");
+        return ExitCode::FAILURE;
+    }
+    match crate::web::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("graunt passwd: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -86,6 +86,10 @@ pub struct FileConfig {
     /// calls without one are refused (401) [none: the cluster API is open,
     /// and a warning says so at start].
     pub cluster_secret_file: Option<PathBuf>,
+    /// Users of the read API and UI; none: open, as graphite-web is.
+    pub user: Option<Vec<crate::web::auth::UserFile>>,
+    /// Origins a browser may call the API from (CORS), `"*"` for any [none].
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// The settings a node runs with.
@@ -116,6 +120,8 @@ pub struct ServeConfig {
     pub self_metrics_interval: std::time::Duration,
     /// Bounds on `/render` requests.
     pub render_limits: crate::web::Limits,
+    /// Who may read, and CORS.
+    pub auth: std::sync::Arc<crate::web::auth::Auth>,
     /// statsd listeners.
     pub statsd: Vec<StatsdListener>,
     /// Cluster membership, when `node_id` is set.
@@ -254,6 +260,13 @@ impl ServeConfig {
                     })
                 }
             },
+            auth: std::sync::Arc::new(
+                crate::web::auth::Auth::new(
+                    f.user.clone().unwrap_or_default(),
+                    f.cors_origins.clone().unwrap_or_default(),
+                )
+                .map_err(anyhow::Error::msg)?,
+            ),
             render_limits: crate::web::Limits {
                 max_series: f.max_render_series.unwrap_or(100_000).max(1),
                 max_points: f.max_render_points.unwrap_or(50_000_000).max(1),

@@ -38,6 +38,7 @@ pub async fn serve(
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     limits: crate::web::Limits,
+    auth: Arc<crate::web::auth::Auth>,
     member: Option<Arc<ClusterNode>>,
     mut shutdown: Shutdown,
 ) {
@@ -57,7 +58,11 @@ pub async fn serve(
             telemetry,
             member: member.clone(),
         })
-        .merge(crate::web::routes(crate::web::Api { sources, limits }));
+        .merge(crate::web::routes(crate::web::Api {
+            sources,
+            limits,
+            auth,
+        }));
     if let Some(node) = member {
         app = app.merge(graunt_cluster::api::routes(node, store));
     }

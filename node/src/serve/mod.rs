@@ -190,6 +190,7 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
             store.clone(),
             telemetry.clone(),
             cfg.render_limits,
+            cfg.auth.clone(),
             member,
             shutdown.clone(),
         ));

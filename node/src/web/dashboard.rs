@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde_json::{json, Value};
 
+use super::auth::Identity;
 use super::Api;
 
 /// The largest dashboard state kept, bytes.
@@ -21,8 +22,15 @@ const MAX_STATE: usize = 1 << 20;
 /// Dashboards kept, at most (a bound on what clients can make the node store).
 const MAX_DASHBOARDS: usize = 10_000;
 
-fn dir(api: &Api) -> PathBuf {
-    api.sources.store().config.data_dir.join("dashboards")
+/// Where `who`'s dashboards are: `<data_dir>/dashboards/`, or for a tenant
+/// its own `<data_dir>/dashboards/@<user>/` (a dashboard name cannot hold
+/// `@`, so the two never meet).
+fn dir(api: &Api, who: &Identity) -> PathBuf {
+    let all = api.sources.store().config.data_dir.join("dashboards");
+    match (&who.namespaces, &who.user) {
+        (Some(_), Some(user)) => all.join(format!("@{user}")),
+        _ => all,
+    }
 }
 
 /// Whether `name` is a dashboard name: graphite-web allows free text, but a
@@ -53,6 +61,7 @@ fn bad_name(name: &str) -> Response {
 /// `POST /dashboard/save/<name>` with `state=<json>`.
 pub async fn save(
     State(api): State<Api>,
+    Extension(who): Extension<Identity>,
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -80,7 +89,7 @@ pub async fn save(
             format!("dashboard state is not JSON: {e}"),
         );
     }
-    let dir = dir(&api);
+    let dir = dir(&api, &who);
     let result = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{name}.json"));
@@ -112,11 +121,15 @@ pub async fn save(
 }
 
 /// `GET /dashboard/load/<name>`: `{"state": …}`.
-pub async fn load(State(api): State<Api>, Path(name): Path<String>) -> Response {
+pub async fn load(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Path(name): Path<String>,
+) -> Response {
     if !valid(&name) {
         return bad_name(&name);
     }
-    let path = dir(&api).join(format!("{name}.json"));
+    let path = dir(&api, &who).join(format!("{name}.json"));
     match tokio::fs::read_to_string(&path).await {
         Ok(text) => match serde_json::from_str::<Value>(&text) {
             Ok(state) => axum::Json(json!({ "state": state })).into_response(),
@@ -133,11 +146,15 @@ pub async fn load(State(api): State<Api>, Path(name): Path<String>) -> Response 
 }
 
 /// `POST /dashboard/delete/<name>`.
-pub async fn delete(State(api): State<Api>, Path(name): Path<String>) -> Response {
+pub async fn delete(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Path(name): Path<String>,
+) -> Response {
     if !valid(&name) {
         return bad_name(&name);
     }
-    match tokio::fs::remove_file(dir(&api).join(format!("{name}.json"))).await {
+    match tokio::fs::remove_file(dir(&api, &who).join(format!("{name}.json"))).await {
         Ok(()) => axum::Json(json!({ "success": true })).into_response(),
         Err(_) => error(
             StatusCode::NOT_FOUND,
@@ -148,12 +165,16 @@ pub async fn delete(State(api): State<Api>, Path(name): Path<String>) -> Respons
 
 /// `GET /dashboard/find?query=`: names containing each word of the query
 /// (case-insensitive), sorted, as graphite-web answers.
-pub async fn find(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn find(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let words: Vec<String> = q
         .get("query")
         .map(|s| s.split_whitespace().map(str::to_lowercase).collect())
         .unwrap_or_default();
-    let mut names: Vec<String> = match std::fs::read_dir(dir(&api)) {
+    let mut names: Vec<String> = match std::fs::read_dir(dir(&api, &who)) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
             .filter_map(|e| {

@@ -1,30 +1,36 @@
 //! `/metrics/find`: the metric tree, as graphite-web answers it in its
 //! `treejson` (default), `completer` and `json` formats.
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Extension, Form, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::auth::Identity;
 use super::params::{param, Params};
 use super::Api;
 
 /// GET `/metrics/find?query=…`.
-pub async fn find(State(api): State<Api>, Query(params): Query<Params>) -> Response {
-    answer(api, params).await
+pub async fn find(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Query(params): Query<Params>,
+) -> Response {
+    answer(api, who, params).await
 }
 
 /// POST `/metrics/find` with a form body.
 pub async fn find_post(
     State(api): State<Api>,
+    Extension(who): Extension<Identity>,
     Query(mut params): Query<Params>,
     Form(body): Form<Params>,
 ) -> Response {
     params.extend(body);
-    answer(api, params).await
+    answer(api, who, params).await
 }
 
-async fn answer(api: Api, params: Params) -> Response {
+async fn answer(api: Api, who: Identity, params: Params) -> Response {
     let Some(query) = param(&params, "query").map(str::to_string) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -51,7 +57,7 @@ async fn answer(api: Api, params: Params) -> Response {
     }
     let local = is_local(&params);
     let found =
-        tokio::task::spawn_blocking(move || api.sources.open(local).find_nodes(&pattern)).await;
+        tokio::task::spawn_blocking(move || api.open(local, &who).find_nodes(&pattern)).await;
     let nodes = match found {
         Ok(Ok(nodes)) => nodes,
         Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -145,21 +151,26 @@ fn json_response(body: serde_json::Value, jsonp: Option<&str>) -> Response {
 
 /// GET or POST `/metrics/expand?query=…`: the paths each query matches,
 /// merged and sorted (or per query with `groupByExpr=1`).
-pub async fn expand(State(api): State<Api>, Query(params): Query<Params>) -> Response {
-    expand_answer(api, params).await
+pub async fn expand(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Query(params): Query<Params>,
+) -> Response {
+    expand_answer(api, who, params).await
 }
 
 /// POST `/metrics/expand` with a form body.
 pub async fn expand_post(
     State(api): State<Api>,
+    Extension(who): Extension<Identity>,
     Query(mut params): Query<Params>,
     Form(body): Form<Params>,
 ) -> Response {
     params.extend(body);
-    expand_answer(api, params).await
+    expand_answer(api, who, params).await
 }
 
-async fn expand_answer(api: Api, params: Params) -> Response {
+async fn expand_answer(api: Api, who: Identity, params: Params) -> Response {
     let queries: Vec<String> = params
         .iter()
         .filter(|(k, _)| k == "query")
@@ -170,7 +181,7 @@ async fn expand_answer(api: Api, params: Params) -> Response {
     let jsonp = param(&params, "jsonp").map(str::to_string);
     let local = is_local(&params);
     let found = tokio::task::spawn_blocking(move || {
-        let source = api.sources.open(local);
+        let source = api.open(local, &who);
         queries
             .into_iter()
             .map(|q| {
@@ -201,10 +212,13 @@ async fn expand_answer(api: Api, params: Params) -> Response {
 }
 
 /// `/metrics/index.json`: every metric path, sorted.
-pub async fn index(State(api): State<Api>, Query(params): Query<Params>) -> Response {
+pub async fn index(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Query(params): Query<Params>,
+) -> Response {
     let local = is_local(&params);
-    let leaves =
-        tokio::task::spawn_blocking(move || api.sources.open(local).find_nodes("**")).await;
+    let leaves = tokio::task::spawn_blocking(move || api.open(local, &who).find_nodes("**")).await;
     match leaves {
         Ok(Ok(nodes)) => {
             let paths: std::collections::BTreeSet<String> = nodes

@@ -5,6 +5,7 @@
 //! source [`Api::sources`] opens for each request: this node's store, or the
 //! whole cluster; this layer does not know which.
 
+pub mod auth;
 mod dashboard;
 mod find;
 mod functions;
@@ -18,7 +19,8 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use graunt_query::source::Sources;
+use graunt_query::eval::Source;
+use graunt_query::source::{Fenced, Sources};
 
 /// Limits on what one request may ask for.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +50,20 @@ pub struct Api {
     pub sources: Arc<dyn Sources>,
     /// Request bounds.
     pub limits: Limits,
+    /// Who may read, and CORS.
+    pub auth: Arc<auth::Auth>,
+}
+
+impl Api {
+    /// The source of one request by `who`: a tenant sees only its
+    /// namespaces. Called on a blocking thread.
+    pub fn open(&self, local: bool, who: &auth::Identity) -> Box<dyn Source + Send> {
+        let source = self.sources.open(local);
+        match &who.namespaces {
+            Some(ns) => Box::new(Fenced::new(source, ns.clone())),
+            None => source,
+        }
+    }
 }
 
 /// The API routes, to merge into the node's router.
@@ -73,6 +89,11 @@ pub fn routes(api: Api) -> Router {
         .route("/dashboard/find/", get(dashboard::find))
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
+        // Every route above needs a login when users are configured.
+        .layer(axum::middleware::from_fn_with_state(
+            api.auth.clone(),
+            auth::guard,
+        ))
         .route("/version", get(version))
         .route("/version/", get(version))
         .with_state(api)

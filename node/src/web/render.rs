@@ -5,7 +5,7 @@
 //! dygraph and rickshaw. Bad targets, times and parameters are a 400 naming
 //! the problem; a request past a bound is a 413.
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Extension, Form, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use graunt_query::eval::{evaluate_target, Context, EvalError};
@@ -14,6 +14,7 @@ use graunt_query::series::Series;
 use graunt_query::time;
 use jiff::Timestamp;
 
+use super::auth::Identity;
 use super::params::{param, Params};
 use super::Api;
 use graunt_query::eval::Source;
@@ -23,24 +24,29 @@ fn bad_request(message: impl Into<String>) -> Response {
 }
 
 /// GET `/render?target=…`.
-pub async fn render(State(api): State<Api>, Query(params): Query<Params>) -> Response {
-    respond(api, params).await
+pub async fn render(
+    State(api): State<Api>,
+    Extension(who): Extension<Identity>,
+    Query(params): Query<Params>,
+) -> Response {
+    respond(api, who, params).await
 }
 
 /// POST `/render` with a form body (Grafana's way), query string merged in.
 pub async fn render_post(
     State(api): State<Api>,
+    Extension(who): Extension<Identity>,
     Query(mut params): Query<Params>,
     Form(body): Form<Params>,
 ) -> Response {
     params.extend(body);
-    respond(api, params).await
+    respond(api, who, params).await
 }
 
-async fn respond(api: Api, params: Params) -> Response {
+async fn respond(api: Api, who: Identity, params: Params) -> Response {
     let local = super::find::is_local(&params);
     match tokio::task::spawn_blocking(move || {
-        let source = api.sources.open(local);
+        let source = api.open(local, &who);
         let mut response = answer(&api, &*source, &params);
         let partial = source.partial();
         if !partial.is_empty() {

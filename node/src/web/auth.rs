@@ -1,0 +1,295 @@
+//! Who may read: optional users on the read API and the UI, and CORS for
+//! browsers on other origins (Grafana). With no `[[user]]` configured the
+//! API is open, as graphite-web's is. A user logs in with HTTP Basic (a
+//! `password_hash`: an argon2 PHC string, `graunt passwd` prints one) or
+//! `Authorization: Bearer <token>`; a user with `namespaces` is a tenant and
+//! every read sees only series under them ([`graunt_query::source::Fenced`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+/// A `[[user]]` of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    /// Login name.
+    pub name: String,
+    /// argon2 PHC string of the password (`graunt passwd`) [none: no Basic login].
+    pub password_hash: Option<String>,
+    /// A bearer token [none].
+    pub token: Option<String>,
+    /// Name prefixes this user may read (`cust.acme.`) [none: every series].
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The user, when users are configured.
+    pub user: Option<String>,
+    /// Prefixes the user may read; `None` for every series.
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// Seconds a verified password is remembered (argon2 costs tens of
+/// milliseconds by design; Grafana sends the password with every request).
+const CACHE_SECONDS: u64 = 60;
+
+/// The users and CORS settings, shared by the middleware.
+#[derive(Debug, Default)]
+pub struct Auth {
+    users: Vec<UserFile>,
+    cors_origins: Vec<String>,
+    /// Verified Basic credentials: hash of the header value → (user index, when).
+    verified: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
+}
+
+impl Auth {
+    /// Checks the users: a unique name and a credential each, hashes that
+    /// parse.
+    pub fn new(users: Vec<UserFile>, cors_origins: Vec<String>) -> Result<Auth, String> {
+        for (i, u) in users.iter().enumerate() {
+            if users[..i].iter().any(|o| o.name == u.name) {
+                return Err(format!("user {:?} is listed twice", u.name));
+            }
+            if u.password_hash.is_none() && u.token.is_none() {
+                return Err(format!(
+                    "user {:?} has neither password_hash nor token",
+                    u.name
+                ));
+            }
+            if let Some(h) = &u.password_hash {
+                argon2::PasswordHash::new(h).map_err(|e| {
+                    format!("user {:?}: password_hash is not a PHC string ({e}): make one with `graunt passwd`", u.name)
+                })?;
+            }
+            if u.token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(format!(
+                    "user {:?}: a token needs 16 characters or more",
+                    u.name
+                ));
+            }
+        }
+        Ok(Auth {
+            users,
+            cors_origins,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether logins are required.
+    pub fn required(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    fn identity(&self, i: usize) -> Identity {
+        let u = &self.users[i];
+        Identity {
+            user: Some(u.name.clone()),
+            namespaces: u.namespaces.clone(),
+        }
+    }
+
+    /// The identity of a request's credentials; `None` when they are
+    /// missing or wrong.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Identity> {
+        if !self.required() {
+            return Some(Identity::default());
+        }
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, credential) = value.split_once(' ')?;
+        let credential = credential.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let i = self.users.iter().position(|u| {
+                u.token
+                    .as_deref()
+                    .is_some_and(|t| constant_time_eq(t.as_bytes(), credential.as_bytes()))
+            })?;
+            return Some(self.identity(i));
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        {
+            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(CACHE_SECONDS));
+            if let Some((i, _)) = cache.get(&key) {
+                return Some(self.identity(*i));
+            }
+        }
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credential)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (name, password) = text.split_once(':')?;
+        let i = self.users.iter().position(|u| u.name == name)?;
+        let hash = argon2::PasswordHash::new(self.users[i].password_hash.as_deref()?).ok()?;
+        use argon2::PasswordVerifier;
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .ok()?;
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() < 10_000 {
+            cache.insert(key, (i, Instant::now()));
+        }
+        Some(self.identity(i))
+    }
+
+    fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        let text = origin.to_str().ok()?;
+        self.cors_origins
+            .iter()
+            .any(|o| o == "*" || o == text)
+            .then(|| origin.clone())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An argon2 PHC string of `password` (`graunt passwd`).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The middleware: answers CORS preflights for allowed origins, refuses a
+/// request without valid credentials (401 with a Basic challenge, so a
+/// browser shows its login), and hands the identity to the handlers.
+pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
+    let origin = auth.allowed_origin(request.headers());
+    if request.method() == Method::OPTIONS {
+        if let Some(origin) = origin {
+            return cors(StatusCode::NO_CONTENT.into_response(), origin, true);
+        }
+    }
+    let Some(identity) = auth.authenticate(request.headers()) else {
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            "graunt: log in with HTTP Basic or Authorization: Bearer <token>",
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"graunt\", charset=\"UTF-8\""),
+        );
+        return match origin {
+            Some(o) => cors(response, o, false),
+            None => response,
+        };
+    };
+    request.extensions_mut().insert(identity);
+    let response = next.run(request).await;
+    match origin {
+        Some(o) => cors(response, o, false),
+        None => response,
+    }
+}
+
+/// Adds the CORS headers Grafana's browser mode needs.
+fn cors(mut response: Response, origin: HeaderValue, preflight: bool) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(
+                "Authorization, Content-Type, X-Grafana-Org-Id, X-Dashboard-Id, X-Panel-Id",
+            ),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        use base64::Engine;
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        h.insert(header::AUTHORIZATION, format!("Basic {v}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_and_bearer_logins() {
+        let auth = Auth::new(
+            vec![UserFile {
+                name: "ops".into(),
+                password_hash: Some(hash_password("s3cret").unwrap()),
+                token: Some("a-token-long-enough".into()),
+                namespaces: Some(vec!["cust.acme.".into()]),
+            }],
+            vec![],
+        )
+        .unwrap();
+        let id = auth.authenticate(&basic("ops", "s3cret")).unwrap();
+        assert_eq!(id.namespaces, Some(vec!["cust.acme.".to_string()]));
+        assert!(
+            auth.authenticate(&basic("ops", "s3cret")).is_some(),
+            "cached"
+        );
+        assert!(auth.authenticate(&basic("ops", "wrong")).is_none());
+        assert!(auth.authenticate(&basic("nobody", "s3cret")).is_none());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer a-token-long-enough".parse().unwrap(),
+        );
+        assert!(auth.authenticate(&h).is_some());
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer a-token-long-enougX".parse().unwrap(),
+        );
+        assert!(auth.authenticate(&h).is_none());
+        assert!(auth.authenticate(&HeaderMap::new()).is_none());
+        assert!(Auth::new(vec![], vec![])
+            .unwrap()
+            .authenticate(&HeaderMap::new())
+            .is_some());
+    }
+
+    #[test]
+    fn bad_users_are_refused_at_start() {
+        let u = |hash: Option<&str>, token: Option<&str>| UserFile {
+            name: "a".into(),
+            password_hash: hash.map(str::to_string),
+            token: token.map(str::to_string),
+            namespaces: None,
+        };
+        assert!(Auth::new(vec![u(None, None)], vec![]).is_err());
+        assert!(Auth::new(vec![u(Some("plain"), None)], vec![]).is_err());
+        assert!(Auth::new(vec![u(None, Some("short"))], vec![]).is_err());
+    }
+}

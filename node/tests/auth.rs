@@ -1,0 +1,230 @@
+//! Users on the read API: Basic and Bearer logins, 401 without them, CORS
+//! preflight as Grafana's browser sends it, and a tenant token that sees
+//! nothing outside its namespaces, whatever the request asks.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use graunt_harness::node::{wait_for, Node};
+use graunt_harness::{temp_dir, unix_now, url_encode};
+
+const OPS_TOKEN: &str = "ops-token-0123456789";
+const ACME_TOKEN: &str = "acme-token-0123456789";
+
+fn start(dir: &std::path::Path) -> Node {
+    let hash = graunt::web::auth::hash_password("ops password").unwrap();
+    let config = dir.join("graunt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cors_origins = [\"https://grafana.example.com\"]\n\
+             [[user]]\nname = \"ops\"\npassword_hash = \"{hash}\"\ntoken = \"{OPS_TOKEN}\"\n\
+             [[user]]\nname = \"acme\"\ntoken = \"{ACME_TOKEN}\"\nnamespaces = [\"cust.acme.\"]\n"
+        ),
+    )
+    .unwrap();
+    Node::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
+}
+
+fn get(node: &Node, path: &str, auth: Option<&str>) -> (u16, Vec<(String, String)>, String) {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let (code, h, body) = node.http_raw("GET", path, None, &headers);
+    (code, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[test]
+fn logins_are_needed_and_basic_bearer_and_cors_work() {
+    let dir = temp_dir();
+    let node = start(dir.path());
+    let (code, headers, _) = get(&node, "/metrics/find?query=*", None);
+    assert_eq!(code, 401);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v.starts_with("Basic")));
+    assert_eq!(get(&node, "/", None).0, 401, "the UI asks for a login");
+    assert_eq!(
+        get(&node, "/version", None).0,
+        200,
+        "Grafana's probe stays open"
+    );
+    use base64::Engine;
+    let basic = |user: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    assert_eq!(
+        get(
+            &node,
+            "/metrics/find?query=*",
+            Some(&basic("ops", "ops password"))
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        get(&node, "/metrics/find?query=*", Some(&basic("ops", "nope"))).0,
+        401
+    );
+    assert_eq!(
+        get(&node, "/metrics/find?query=*", Some(&bearer(OPS_TOKEN))).0,
+        200
+    );
+    assert_eq!(
+        get(
+            &node,
+            "/metrics/find?query=*",
+            Some(&bearer("forged-token-0123456789"))
+        )
+        .0,
+        401
+    );
+
+    // Grafana's browser mode: a preflight, then the request with credentials.
+    let (code, headers, _) = node.http_raw(
+        "OPTIONS",
+        "/render",
+        None,
+        &[
+            ("Origin", "https://grafana.example.com"),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            ),
+        ],
+    );
+    assert_eq!(code, 204);
+    let h = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        h("access-control-allow-origin").as_deref(),
+        Some("https://grafana.example.com")
+    );
+    assert!(h("access-control-allow-headers")
+        .unwrap()
+        .contains("Authorization"));
+    assert!(h("access-control-allow-methods").unwrap().contains("POST"));
+    let (_, headers, _) = node.http_raw(
+        "GET",
+        "/metrics/find?query=*",
+        None,
+        &[
+            ("Origin", "https://evil.example.com"),
+            ("Authorization", &bearer(OPS_TOKEN)),
+        ],
+    );
+    assert!(!headers
+        .iter()
+        .any(|(k, _)| k == "access-control-allow-origin"));
+    node.stop(Duration::from_secs(20));
+}
+
+#[test]
+fn a_tenant_sees_nothing_outside_its_namespaces() {
+    let dir = temp_dir();
+    let node = start(dir.path());
+    let t = unix_now() - 120;
+    let lines = format!(
+        "cust.acme.web.load 1 {t}\ncust.acme.db.cpu 2 {t}\ncust.acmex.web.load 55555.5 {t}\n\
+         cust.other.web.load 31337.25 {t}\nsecret.key.x 42424.75 {t}\n"
+    );
+    TcpStream::connect(node.addr("line"))
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let ops = bearer(OPS_TOKEN);
+    wait_for(Duration::from_secs(10), "every metric", || {
+        let (_, _, body) = get(&node, "/metrics/index.json", Some(&ops));
+        (body.matches('"').count() >= 10).then_some(())
+    });
+    let acme = bearer(ACME_TOKEN);
+    let range = format!("&from={}&until={}", t - 60, t + 60);
+    let r = |target: &str| format!("/render?target={}{range}&format=json", url_encode(target));
+    let requests: Vec<String> = vec![
+        "/metrics/find?query=*".into(),
+        "/metrics/find?query=cust.*".into(),
+        "/metrics/find?query=cust.other.*".into(),
+        "/metrics/find?query=*.*.*".into(),
+        "/metrics/find?query=*.*.*.*".into(),
+        format!("/metrics/find?query={}", url_encode("{cust,secret}.*")),
+        "/metrics/find?query=cust.acme*".into(),
+        "/metrics/find?query=sec&format=completer".into(),
+        "/metrics/find?query=*&format=json".into(),
+        "/metrics/expand?query=*.*.*".into(),
+        "/metrics/expand?query=cust.other.web.load".into(),
+        "/metrics/expand?query=*&groupByExpr=1".into(),
+        "/metrics/index.json".into(),
+        r("cust.other.web.load"),
+        r("*.*.*"),
+        r("*.*.*.*"),
+        r("sumSeries(*.*.*.*)"),
+        r("sumSeries(cust.{acme,acmex,other}.web.load)"),
+        r("secret.key.x"),
+        r("template(cust.$x.web.load, x=\"other\")"),
+        format!("{}&template[x]=other", r("template(cust.$x.web.load)")),
+        r("asPercent(cust.acme.web.load,cust.other.web.load)"),
+        r("divideSeries(cust.acme.web.load,secret.key.x)"),
+        r("aliasByNode(*.*.*.*,1)"),
+        r("highestMax(*.*.*,10)"),
+        r("group(cust.*.web.load,secret.*.*)"),
+        r("nosuchfunction(secret.key.x)"),
+        format!("/render?target={}{range}&format=csv", url_encode("*.*.*.*")),
+        format!(
+            "/render?target={}{range}&format=raw",
+            url_encode("cust.*.*.*")
+        ),
+    ];
+    assert!(requests.len() >= 20);
+    for path in &requests {
+        let (code, _, body) = get(&node, path, Some(&acme));
+        assert!(code == 200 || code == 400, "{path}: {code} {body}");
+        // A name the request itself spelled out may be echoed (in a series
+        // name or an error); anything else of another tenant, or any of its
+        // values, may not.
+        for leak in ["other", "acmex", "secret"] {
+            let asked = path.contains(leak);
+            assert!(
+                asked || !body.contains(leak),
+                "{path} shows {leak:?} to the tenant ({code}): {body}"
+            );
+        }
+        for value in ["55555.5", "31337.25", "42424.75"] {
+            assert!(!body.contains(value), "{path}: {body}");
+        }
+    }
+    // What is its own, it sees.
+    let (_, _, body) = get(&node, &r("sumSeries(cust.*.*.*)"), Some(&acme));
+    assert!(body.contains("3.0"), "{body}");
+    let (_, _, body) = get(&node, "/metrics/find?query=cust.*", Some(&acme));
+    assert!(body.contains("acme"), "{body}");
+    // POSTed forms go through the same door.
+    let form = format!(
+        "target={}{range}&format=json",
+        url_encode("cust.other.web.load")
+    );
+    let (_, _, body) = node.http_raw(
+        "POST",
+        "/render",
+        Some(form.as_bytes()),
+        &[
+            ("Authorization", &acme),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&body), "[]");
+    // The unfenced user sees everything.
+    let (_, _, body) = get(&node, &r("secret.key.x"), Some(&ops));
+    assert!(body.contains("42424.75"), "{body}");
+    node.stop(Duration::from_secs(20));
+}
