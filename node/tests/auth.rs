@@ -228,3 +228,121 @@ fn a_tenant_sees_nothing_outside_its_namespaces() {
     assert!(body.contains("42424.75"), "{body}");
     node.stop(Duration::from_secs(20));
 }
+
+/// A real OpenLDAP (Debian's `slapd`) in a temporary directory, on a free
+/// loopback port, with alice (in the `graphite` group) and bob (not).
+struct Slapd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Slapd {
+    fn start() -> Slapd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("db")).unwrap();
+        std::fs::write(
+            d.join("slapd.conf"),
+            format!(
+                "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+                 include /etc/ldap/schema/inetorgperson.schema\ninclude /etc/ldap/schema/nis.schema\n\
+                 pidfile {d}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
+                 database mdb\nsuffix \"dc=example,dc=com\"\nrootdn \"cn=admin,dc=example,dc=com\"\n\
+                 rootpw adminpw\ndirectory {d}/db\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("slapd")
+            .arg("-f")
+            .arg(d.join("slapd.conf"))
+            .args(["-h", &format!("ldap://127.0.0.1:{port}/"), "-d", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("slapd (Debian's slapd package; .ci/run installs it)");
+        wait_for(Duration::from_secs(10), "slapd to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        let ldif = "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\no: example\ndc: example\n\n\
+                    dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n\
+                    dn: uid=alice,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice\nsn: A\nuserPassword: alice pw\n\n\
+                    dn: uid=bob,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: bob\ncn: Bob\nsn: B\nuserPassword: bob pw\n\n\
+                    dn: cn=graphite,dc=example,dc=com\nobjectClass: groupOfNames\ncn: graphite\nmember: uid=alice,ou=people,dc=example,dc=com\n";
+        std::fs::write(d.join("entries.ldif"), ldif).unwrap();
+        let added = std::process::Command::new("ldapadd")
+            .args(["-x", "-H", &format!("ldap://127.0.0.1:{port}")])
+            .args(["-D", "cn=admin,dc=example,dc=com", "-w", "adminpw", "-f"])
+            .arg(d.join("entries.ldif"))
+            .output()
+            .expect("ldapadd (Debian's ldap-utils)");
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        Slapd {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ldap_logins_and_the_group_check_against_slapd() {
+    let slapd = Slapd::start();
+    let dir = temp_dir();
+    let config = dir.path().join("graunt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:{}\"\nuser_dn = \"uid={{user}},ou=people,dc=example,dc=com\"\n\
+             required_group = \"cn=graphite,dc=example,dc=com\"\n",
+            slapd.port
+        ),
+    )
+    .unwrap();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    use base64::Engine;
+    let basic = |user: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    let code = |auth: Option<String>| get(&node, "/metrics/find?query=*", auth.as_deref()).0;
+    assert_eq!(code(Some(basic("alice", "alice pw"))), 200, "in the group");
+    assert_eq!(
+        code(Some(basic("alice", "alice pw"))),
+        200,
+        "again, from the cache"
+    );
+    assert_eq!(code(Some(basic("alice", "wrong"))), 401, "a wrong password");
+    assert_eq!(code(Some(basic("bob", "bob pw"))), 401, "not in the group");
+    assert_eq!(
+        code(Some(basic("carol", "x"))),
+        401,
+        "unknown to the directory"
+    );
+    assert_eq!(code(Some(basic("alice", ""))), 401, "an anonymous bind");
+    assert_eq!(code(Some(basic("*)(uid=*", "x"))), 401, "an injection");
+    assert_eq!(code(None), 401);
+    node.stop(Duration::from_secs(20));
+}

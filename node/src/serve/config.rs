@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub user: Option<Vec<crate::web::auth::UserFile>>,
     /// Origins a browser may call the API from (CORS), `"*"` for any [none].
     pub cors_origins: Option<Vec<String>>,
+    /// Basic logins checked against an LDAP directory [none].
+    pub ldap: Option<crate::web::auth::LdapFile>,
 }
 
 /// The settings a node runs with.
@@ -264,6 +266,7 @@ impl ServeConfig {
                 crate::web::auth::Auth::new(
                     f.user.clone().unwrap_or_default(),
                     f.cors_origins.clone().unwrap_or_default(),
+                    f.ldap.clone(),
                 )
                 .map_err(anyhow::Error::msg)?,
             ),

@@ -4,6 +4,9 @@
 //! `password_hash`: an argon2 PHC string, `graunt passwd` prints one) or
 //! `Authorization: Bearer <token>`; a user with `namespaces` is a tenant and
 //! every read sees only series under them ([`graunt_query::source::Fenced`]).
+//! With `[ldap]`, a Basic login that is no local user's binds to the
+//! directory as that user (and must be in `required_group`), as the nginx
+//! LDAP module in front of graphite-web did.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,24 @@ pub struct UserFile {
     pub namespaces: Option<Vec<String>>,
 }
 
+/// The `[ldap]` table: how a Basic login is checked against a directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapFile {
+    /// `ldap://host:port` of the directory.
+    pub url: String,
+    /// The user's DN, `{user}` standing for the login name
+    /// (`uid={user},ou=people,dc=example,dc=com`).
+    pub user_dn: String,
+    /// A group (`groupOfNames` / `groupOfUniqueNames` / `posixGroup` DN) the
+    /// user must be in [none: any user the directory knows].
+    pub required_group: Option<String>,
+    /// Name prefixes directory users may read [none: every series].
+    pub namespaces: Option<Vec<String>>,
+    /// Seconds a directory answer waits [5].
+    pub timeout: Option<u64>,
+}
+
 /// Who a request comes from.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
@@ -49,12 +70,27 @@ pub struct Auth {
     cors_origins: Vec<String>,
     /// Verified Basic credentials: hash of the header value → (user index, when).
     verified: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
+    ldap: Option<LdapFile>,
+    /// Directory logins verified: hash of the header value → (user, when).
+    ldap_verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
 }
 
 impl Auth {
     /// Checks the users: a unique name and a credential each, hashes that
     /// parse.
-    pub fn new(users: Vec<UserFile>, cors_origins: Vec<String>) -> Result<Auth, String> {
+    pub fn new(
+        users: Vec<UserFile>,
+        cors_origins: Vec<String>,
+        ldap: Option<LdapFile>,
+    ) -> Result<Auth, String> {
+        if let Some(l) = &ldap {
+            if !l.url.starts_with("ldap://") {
+                return Err(format!("ldap url {:?}: use ldap://host:port", l.url));
+            }
+            if !l.user_dn.contains("{user}") {
+                return Err("ldap user_dn needs {user} where the login name goes".into());
+            }
+        }
         for (i, u) in users.iter().enumerate() {
             if users[..i].iter().any(|o| o.name == u.name) {
                 return Err(format!("user {:?} is listed twice", u.name));
@@ -81,12 +117,67 @@ impl Auth {
             users,
             cors_origins,
             verified: Mutex::new(HashMap::new()),
+            ldap,
+            ldap_verified: Mutex::new(HashMap::new()),
         })
     }
 
     /// Whether logins are required.
     pub fn required(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_empty() || self.ldap.is_some()
+    }
+
+    /// A Basic login checked against the directory: a bind as the user,
+    /// then the group, remembered for [`CACHE_SECONDS`].
+    pub async fn ldap_login(&self, headers: &HeaderMap) -> Option<Identity> {
+        let ldap = self.ldap.as_ref()?;
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, credential) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        let identity = |user: String| Identity {
+            user: Some(user),
+            namespaces: ldap.namespaces.clone(),
+        };
+        {
+            let mut cache = self.ldap_verified.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(CACHE_SECONDS));
+            if let Some((user, _)) = cache.get(&key) {
+                return Some(identity(user.clone()));
+            }
+        }
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credential.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (name, password) = text.split_once(':')?;
+        // An empty password is an anonymous bind, which directories accept.
+        if name.is_empty() || password.is_empty() {
+            return None;
+        }
+        let timeout = Duration::from_secs(ldap.timeout.unwrap_or(5));
+        let checked = tokio::time::timeout(timeout, ldap_check(ldap, name, password)).await;
+        match checked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
+                tracing::warn!(user = name, error = %e, "LDAP login failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(user = name, "LDAP did not answer in time");
+                return None;
+            }
+        }
+        let mut cache = self.ldap_verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() < 10_000 {
+            cache.insert(key, (name.to_string(), Instant::now()));
+        }
+        Some(identity(name.to_string()))
     }
 
     fn identity(&self, i: usize) -> Identity {
@@ -155,6 +246,37 @@ impl Auth {
     }
 }
 
+/// Binds as the user and checks the group: `Ok(false)` for a wrong
+/// password or a user outside the group, `Err` when the directory cannot be
+/// asked.
+async fn ldap_check(ldap: &LdapFile, name: &str, password: &str) -> Result<bool, ldap3::LdapError> {
+    let (conn, mut client) = ldap3::LdapConnAsync::new(&ldap.url).await?;
+    ldap3::drive!(conn);
+    let dn = ldap.user_dn.replace("{user}", &ldap3::dn_escape(name));
+    let bound = client.simple_bind(&dn, password).await?.success().is_ok();
+    if !bound {
+        let _ = client.unbind().await;
+        return Ok(false);
+    }
+    let member = match &ldap.required_group {
+        None => true,
+        Some(group) => {
+            let filter = format!(
+                "(|(member={dn})(uniqueMember={dn})(memberUid={user}))",
+                dn = ldap3::ldap_escape(&dn),
+                user = ldap3::ldap_escape(name)
+            );
+            let (entries, _) = client
+                .search(group, ldap3::Scope::Base, &filter, vec!["1.1"])
+                .await?
+                .success()?;
+            !entries.is_empty()
+        }
+    };
+    let _ = client.unbind().await;
+    Ok(member)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -179,7 +301,11 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
             return cors(StatusCode::NO_CONTENT.into_response(), origin, true);
         }
     }
-    let Some(identity) = auth.authenticate(request.headers()) else {
+    let identity = match auth.authenticate(request.headers()) {
+        Some(id) => Some(id),
+        None => auth.ldap_login(request.headers()).await,
+    };
+    let Some(identity) = identity else {
         let mut response = (
             StatusCode::UNAUTHORIZED,
             "graunt: log in with HTTP Basic or Authorization: Bearer <token>",
@@ -252,6 +378,7 @@ mod tests {
                 namespaces: Some(vec!["cust.acme.".into()]),
             }],
             vec![],
+            None,
         )
         .unwrap();
         let id = auth.authenticate(&basic("ops", "s3cret")).unwrap();
@@ -274,7 +401,7 @@ mod tests {
         );
         assert!(auth.authenticate(&h).is_none());
         assert!(auth.authenticate(&HeaderMap::new()).is_none());
-        assert!(Auth::new(vec![], vec![])
+        assert!(Auth::new(vec![], vec![], None)
             .unwrap()
             .authenticate(&HeaderMap::new())
             .is_some());
@@ -288,8 +415,8 @@ mod tests {
             token: token.map(str::to_string),
             namespaces: None,
         };
-        assert!(Auth::new(vec![u(None, None)], vec![]).is_err());
-        assert!(Auth::new(vec![u(Some("plain"), None)], vec![]).is_err());
-        assert!(Auth::new(vec![u(None, Some("short"))], vec![]).is_err());
+        assert!(Auth::new(vec![u(None, None)], vec![], None).is_err());
+        assert!(Auth::new(vec![u(Some("plain"), None)], vec![], None).is_err());
+        assert!(Auth::new(vec![u(None, Some("short"))], vec![], None).is_err());
     }
 }
