@@ -119,6 +119,23 @@ async fn authenticate(
     let Some(secret) = &node.secret else {
         return next.run(request).await;
     };
+    let refuse = || {
+        node.metrics.unauthorized.inc();
+        failed(
+            StatusCode::UNAUTHORIZED,
+            "this cluster needs its secret: give the member, relay or `graunt cluster` the same --cluster-secret-file / --secret-file",
+        )
+    };
+    // No body is read for a caller without a credential of the right shape
+    // and time.
+    let plausible = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::secret::ClusterSecret::plausible);
+    if !plausible {
+        return refuse();
+    }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
         return failed(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
@@ -127,13 +144,15 @@ async fn authenticate(
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|h| secret.verify(h, parts.method.as_str(), parts.uri.path(), &bytes));
+        .is_some_and(|h| {
+            let target = parts
+                .uri
+                .path_and_query()
+                .map_or(parts.uri.path(), |p| p.as_str());
+            secret.verify(h, parts.method.as_str(), target, &bytes)
+        });
     if !valid {
-        node.metrics.unauthorized.inc();
-        return failed(
-            StatusCode::UNAUTHORIZED,
-            "this cluster needs its secret: give the member, relay or `graunt cluster` the same --cluster-secret-file / --secret-file",
-        );
+        return refuse();
     }
     next.run(HttpRequest::from_parts(
         parts,

@@ -4,7 +4,8 @@
 //!
 //! The credential is an HMAC, never the secret: `Authorization:
 //! Graunt-HMAC-SHA256 <unix seconds>:<hex>`, the HMAC-SHA256 under the
-//! secret of the method, the path, the time and the SHA-256 of the body. A
+//! secret of the method, the path with its query, the time and the SHA-256
+//! of the body. A
 //! member accepts it within [`WINDOW`] seconds of its own clock. Without TLS
 //! a listener on the wire learns neither the secret nor a way to sign
 //! another call; it could only replay a captured call, unchanged (same
@@ -77,20 +78,28 @@ impl ClusterSecret {
         format!("{SCHEME} {at}:{hex}")
     }
 
-    /// Whether `header` is a valid credential for this call, now.
+    /// Whether `header` has a credential's shape and time: checked before
+    /// a body is read, so a caller without one costs nothing.
+    pub fn plausible(header: &str) -> bool {
+        Self::parts(header).is_some()
+    }
+
+    fn parts(header: &str) -> Option<(i64, &str)> {
+        let rest = header.strip_prefix(SCHEME)?.trim_start();
+        let (at, hex) = rest.split_once(':')?;
+        let at = at.parse::<i64>().ok()?;
+        let fresh = unix_now()
+            .checked_sub(at)
+            .is_some_and(|d| d.abs() <= WINDOW);
+        (fresh && hex.len() == 64).then_some((at, hex))
+    }
+
+    /// Whether `header` is a valid credential for this call, now; `path` is
+    /// the request target: the path and its query.
     pub fn verify(&self, header: &str, method: &str, path: &str, body: &[u8]) -> bool {
-        let Some(rest) = header.strip_prefix(SCHEME).map(str::trim_start) else {
+        let Some((at, hex)) = Self::parts(header) else {
             return false;
         };
-        let Some((at, hex)) = rest.split_once(':') else {
-            return false;
-        };
-        let Ok(at) = at.parse::<i64>() else {
-            return false;
-        };
-        if (unix_now() - at).abs() > WINDOW || hex.len() != 64 {
-            return false;
-        }
         let Some(tag) = (0..32)
             .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
             .collect::<Option<Vec<u8>>>()
@@ -135,11 +144,10 @@ pub fn json_call<T: serde::Serialize + ?Sized>(
     body: &T,
 ) -> reqwest::RequestBuilder {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let request = match method {
-        "PUT" => client.put(url),
-        _ => client.post(url),
-    }
-    .header("content-type", "application/json");
+    let verb = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let request = client
+        .request(verb, url)
+        .header("content-type", "application/json");
     signed(request, secret, method, url, &bytes).body(bytes)
 }
 
@@ -152,11 +160,13 @@ pub fn get(
     signed(client.get(url), secret, "GET", url, b"")
 }
 
-/// The path of `http://host:port/path?query`.
+/// The request target of `http://host:port/path?query`: `/path?query`
+/// (what the server sees as the path and query; the whole of it is signed,
+/// so a captured call cannot be replayed with another query).
 fn url_path(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
-    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
-    path.split('?').next().unwrap_or(path)
+    let target = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    target.split('#').next().unwrap_or(target)
 }
 
 #[cfg(test)]
@@ -200,7 +210,22 @@ mod tests {
 
     #[test]
     fn the_url_path_is_what_is_signed() {
-        assert_eq!(url_path("http://a:1/cluster/find?query=x"), "/cluster/find");
+        assert_eq!(
+            url_path("http://a:1/cluster/find?query=x"),
+            "/cluster/find?query=x"
+        );
+        let s = secret();
+        let h = s.sign("GET", "/cluster/find?query=a.*", b"");
+        assert!(s.verify(&h, "GET", "/cluster/find?query=a.*", b""));
+        assert!(
+            !s.verify(&h, "GET", "/cluster/find?query=**", b""),
+            "another query"
+        );
+        assert!(!ClusterSecret::plausible(&format!(
+            "{SCHEME} {}:{}",
+            i64::MIN,
+            "0".repeat(64)
+        )));
         assert_eq!(url_path("http://a:1"), "/");
     }
 }

@@ -256,9 +256,14 @@ impl ClusterSource {
         let calls = peers
             .iter()
             .map(|p| {
-                let url = format!("http://{}/cluster/find", p.http);
-                let r = crate::secret::get(&self.client, self.secret.as_ref(), &url)
-                    .query(&[("query", pattern)]);
+                // The query is part of what is signed: the URL is whole
+                // before signing.
+                let url = reqwest::Url::parse_with_params(
+                    &format!("http://{}/cluster/find", p.http),
+                    &[("query", pattern)],
+                )
+                .map_or_else(|_| format!("http://{}/cluster/find", p.http), String::from);
+                let r = crate::secret::get(&self.client, self.secret.as_ref(), &url);
                 (*p, r)
             })
             .collect();

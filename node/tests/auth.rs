@@ -128,6 +128,30 @@ fn logins_are_needed_and_basic_bearer_and_cors_work() {
         .iter()
         .any(|(k, _)| k == "access-control-allow-origin"));
     node.stop(Duration::from_secs(20));
+
+    // `"*"` lets any page read, but never with the browser's stored login.
+    let dir = temp_dir();
+    let config = dir.path().join("graunt.toml");
+    std::fs::write(&config, "cors_origins = [\"*\"]\n").unwrap();
+    let open = Node::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (_, headers, _) = open.http_raw(
+        "GET",
+        "/metrics/find?query=*",
+        None,
+        &[("Origin", "https://anywhere.example.com")],
+    );
+    let h = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(h("access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(h("access-control-allow-credentials"), None);
+    open.stop(Duration::from_secs(20));
 }
 
 #[test]

@@ -108,10 +108,7 @@ fn http(port: u16, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     // The cluster's API wants the cluster's credential.
     let auth = match (path.starts_with("/cluster/"), SECRET.get()) {
-        (true, Some(secret)) => format!(
-            "Authorization: {}\r\n",
-            secret.sign("GET", path.split('?').next().unwrap_or(path), b"")
-        ),
+        (true, Some(secret)) => format!("Authorization: {}\r\n", secret.sign("GET", path, b"")),
         _ => String::new(),
     };
     write!(s, "GET {path} HTTP/1.0\r\n{auth}\r\n").ok()?;

@@ -433,7 +433,10 @@ fn graunt_relay_feeds_carbon_cache() {
         &config,
         format!(
             "destinations = [\"127.0.0.1:{pickle}\"]\nself_metrics_interval = 3600\n\
-             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n"
+             queue_dir = \"{}\"\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            // A journal in front of a destination that never acknowledges.
+            dir.path().join("queues").display()
         ),
     )
     .unwrap();

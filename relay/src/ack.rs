@@ -130,16 +130,29 @@ pub struct Link {
     written: u64,
     acked: u64,
     in_flight: VecDeque<(u64, Vec<u8>)>,
-    /// Frames the link no longer holds: acknowledged, or (to a receiver
-    /// that does not acknowledge) past the resend window.
-    released: u64,
+    /// Frames the receiver acknowledged.
+    acked_frames: u64,
+    /// Frames sent on this link.
+    sent_frames: u64,
+    /// When it connected: a receiver silent after the hello for
+    /// [`PLAIN_AFTER`] does not acknowledge (a carbon daemon).
+    opened: Instant,
+    /// The destination acknowledged on an earlier link: wait for it,
+    /// never take its silence for a carbon daemon's.
+    expect_acks: bool,
     control: Vec<u8>,
     state: State,
 }
 
+/// How long a receiver may stay silent after the hello before it is taken
+/// for one that does not acknowledge (a graunt receiver answers the hello
+/// as soon as it reads it).
+const PLAIN_AFTER: Duration = Duration::from_secs(10);
+
 impl Link {
-    /// Connects and sends the hello.
-    pub async fn connect(addr: &str) -> std::io::Result<Link> {
+    /// Connects and sends the hello; `expect_acks` when the destination
+    /// acknowledged before.
+    pub async fn connect(addr: &str, expect_acks: bool) -> std::io::Result<Link> {
         let mut stream =
             tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
         let _ = stream.set_nodelay(true);
@@ -150,7 +163,10 @@ impl Link {
             written: ack::HELLO_FRAME.len() as u64,
             acked: 0,
             in_flight: VecDeque::new(),
-            released: 0,
+            acked_frames: 0,
+            sent_frames: 0,
+            opened: Instant::now(),
+            expect_acks,
             control: Vec::new(),
             state: State::Open,
         })
@@ -196,13 +212,13 @@ impl Link {
         let wrote =
             tokio::time::timeout(Duration::from_secs(10), self.stream.write_all(&frame)).await;
         self.written += frame.len() as u64;
+        self.sent_frames += 1;
         self.in_flight.push_back((self.written, frame));
         if !self.acks {
             let mut bytes: u64 = self.in_flight.iter().map(|(_, f)| f.len() as u64).sum();
             while bytes > UNACKNOWLEDGED_WINDOW && self.in_flight.len() > 1 {
                 if let Some((_, f)) = self.in_flight.pop_front() {
                     bytes -= f.len() as u64;
-                    self.released += 1;
                 }
             }
         }
@@ -231,15 +247,27 @@ impl Link {
                 self.absorb();
             }
         }
+        let released = self.released();
         let unsure = self.in_flight.into_iter().map(|(_, f)| f).collect();
-        (unsure, self.released)
+        (unsure, released)
     }
 
-    /// Frames sent on this link that it no longer holds, in order: the
-    /// receiver acknowledged them or (one that does not acknowledge) they
-    /// left the resend window.
+    /// Whether the receiver is known not to acknowledge: it never answered
+    /// the hello in [`PLAIN_AFTER`], and the destination never did before.
+    pub fn plain(&self) -> bool {
+        !self.acks && !self.expect_acks && self.opened.elapsed() >= PLAIN_AFTER
+    }
+
+    /// Frames sent on this link that the sender need not keep, in order:
+    /// those the receiver acknowledged, or every frame sent once the
+    /// receiver is known not to acknowledge (it cannot say more). Until it
+    /// is known, nothing is released.
     pub fn released(&self) -> u64 {
-        self.released
+        if self.plain() {
+            self.sent_frames
+        } else {
+            self.acked_frames
+        }
     }
 
     /// Whether the receiver said it acknowledges.
@@ -265,7 +293,7 @@ impl Link {
                         .is_some_and(|(end, _)| *end <= self.acked)
                     {
                         self.in_flight.pop_front();
-                        self.released += 1;
+                        self.acked_frames += 1;
                     }
                 }
                 Control::Drain => self.state = State::Closing,
@@ -287,6 +315,10 @@ pub struct Sender {
     released: u64,
     /// Frames the current link had released when last taken.
     taken: u64,
+    /// The destination acknowledged on some link.
+    acknowledged: bool,
+    /// The last link closed was known not to acknowledge.
+    last_plain: bool,
 }
 
 impl Sender {
@@ -299,13 +331,24 @@ impl Sender {
             backoff: Duration::from_millis(100),
             released: 0,
             taken: 0,
+            acknowledged: false,
+            last_plain: false,
         }
+    }
+
+    /// Whether the last link that closed was known not to acknowledge:
+    /// the frames it returned are its resend window, already released.
+    pub fn last_link_plain(&self) -> bool {
+        self.last_plain
     }
 
     /// Frames released since the last call, in the order they were sent:
     /// acknowledged by the destination, or past the resend window of one
     /// that does not acknowledge. A journal moves its cursor by this.
     pub fn take_released(&mut self) -> u64 {
+        if self.link.as_ref().is_some_and(Link::acknowledges) {
+            self.acknowledged = true;
+        }
         let current = self.link.as_ref().map_or(0, Link::released);
         let n = self.released + current.saturating_sub(self.taken);
         self.released = 0;
@@ -319,7 +362,9 @@ impl Sender {
         self.resend.clear();
     }
 
-    fn closed(&mut self, released: u64) {
+    fn closed_link(&mut self, plain: bool, acks: bool, released: u64) {
+        self.acknowledged |= acks;
+        self.last_plain = plain;
         self.released += released.saturating_sub(self.taken);
         self.taken = 0;
     }
@@ -335,8 +380,9 @@ impl Sender {
         {
             tracing::info!(destination = %self.addr, "destination closed the connection; reconnecting");
             if let Some(l) = self.link.take() {
+                let (plain, acks) = (l.plain(), l.acknowledges());
                 let (unsure, released) = l.close().await;
-                self.closed(released);
+                self.closed_link(plain, acks, released);
                 self.resend.extend(unsure);
             }
             return true;
@@ -376,7 +422,7 @@ impl Sender {
     /// (answering false) while the destination is behind on acknowledging.
     pub async fn ready(&mut self, shutdown: &mut Shutdown, draining: bool) -> bool {
         if self.link.is_none() {
-            match Link::connect(&self.addr).await {
+            match Link::connect(&self.addr, self.acknowledged).await {
                 Ok(l) => {
                     tracing::info!(destination = %self.addr, "connected");
                     self.link = Some(l);
@@ -429,8 +475,9 @@ impl Sender {
     pub async fn finish(&mut self) -> VecDeque<Vec<u8>> {
         if let Some(l) = self.link.take() {
             let acknowledges = l.acknowledges();
+            let (plain, acks) = (l.plain(), l.acknowledges());
             let (unsure, released) = l.close().await;
-            self.closed(released);
+            self.closed_link(plain, acks, released);
             if acknowledges {
                 self.resend.extend(unsure);
             }

@@ -173,6 +173,13 @@ fn read_rules(path: &Path) -> anyhow::Result<String> {
 impl ServeConfig {
     /// Validates raw settings into the runtime form.
     pub fn from_file(f: FileConfig) -> anyhow::Result<Self> {
+        let logins = f.user.as_ref().is_some_and(|u| !u.is_empty()) || f.ldap.is_some();
+        if logins && f.node_id.is_some() && f.cluster_secret_file.is_none() {
+            bail!(
+                "a cluster member with users or ldap needs cluster_secret_file (--cluster-secret-file): \
+                 without it /cluster/find and /cluster/fetch serve any series to anyone"
+            );
+        }
         let schemas = match &f.schemas {
             Some(p) => {
                 Schemas::parse(&read_rules(p)?).with_context(|| format!("in {}", p.display()))?
@@ -292,6 +299,16 @@ pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_on_a_cluster_member_need_the_cluster_secret() {
+        let file: FileConfig = toml::from_str(
+            "node_id = 1\n[[user]]\nname = \"a\"\ntoken = \"a-token-long-enough\"\n",
+        )
+        .unwrap();
+        let e = ServeConfig::from_file(file).unwrap_err().to_string();
+        assert!(e.contains("cluster_secret_file"), "{e}");
+    }
 
     /// The documented example files are valid configs (paths in them aside).
     #[test]

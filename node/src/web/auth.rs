@@ -159,6 +159,11 @@ impl Auth {
         if name.is_empty() || password.is_empty() {
             return None;
         }
+        // A local user's name is never looked up in the directory: a wrong
+        // local password stays wrong.
+        if self.users.iter().any(|u| u.name == name) {
+            return None;
+        }
         let timeout = Duration::from_secs(ldap.timeout.unwrap_or(5));
         let checked = tokio::time::timeout(timeout, ldap_check(ldap, name, password)).await;
         match checked {
@@ -236,13 +241,20 @@ impl Auth {
         Some(self.identity(i))
     }
 
-    fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    /// The CORS answer for a request's `Origin`: a listed origin is echoed
+    /// with credentials allowed; under `"*"` any other origin gets `*`,
+    /// without credentials (a page elsewhere must not read with the
+    /// browser's stored login).
+    fn allowed_origin(&self, headers: &HeaderMap) -> Option<(HeaderValue, bool)> {
         let origin = headers.get(header::ORIGIN)?;
         let text = origin.to_str().ok()?;
+        if self.cors_origins.iter().any(|o| o == text) {
+            return Some((origin.clone(), true));
+        }
         self.cors_origins
             .iter()
-            .any(|o| o == "*" || o == text)
-            .then(|| origin.clone())
+            .any(|o| o == "*")
+            .then(|| (HeaderValue::from_static("*"), false))
     }
 }
 
@@ -329,13 +341,19 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
 }
 
 /// Adds the CORS headers Grafana's browser mode needs.
-fn cors(mut response: Response, origin: HeaderValue, preflight: bool) -> Response {
+fn cors(
+    mut response: Response,
+    (origin, credentials): (HeaderValue, bool),
+    preflight: bool,
+) -> Response {
     let h = response.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
+    if credentials {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
     h.insert(header::VARY, HeaderValue::from_static("Origin"));
     if preflight {
         h.insert(

@@ -360,6 +360,10 @@ impl Journal {
                 // was sent before it is.
                 self.in_flight.push_back((self.read, false));
                 self.note_acked(0);
+                // The cursor moves past the damage on disk too: a segment
+                // deleted here must not leave a cursor naming its number,
+                // which a later segment could take.
+                self.save_cursor()?;
                 continue;
             }
             let mut frame = vec![0u8; 4 + size as usize];
@@ -438,6 +442,10 @@ impl Journal {
         }
         while self.marks.len() > 1 && self.marks.get(1).is_some_and(|(p, _)| *p <= self.acked) {
             self.marks.pop_front();
+        }
+        if self.bytes == 0 {
+            // Nothing waits: the next append starts the age afresh.
+            self.marks.clear();
         }
     }
 

@@ -157,23 +157,18 @@ impl Outbound {
         }
     }
 
-    /// The next frame to send: from the journal, or cut from memory.
-    fn next_frame(&self) -> Option<Vec<u8>> {
+    /// The next frame to send: from the journal, or cut from memory. `Err`
+    /// when the journal cannot be read (the caller waits before trying again).
+    fn next_frame(&self) -> std::io::Result<Option<Vec<u8>>> {
         if let Some(mut j) = self.journal() {
-            return match j.next_frame() {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(destination = %self.destination.display(), error = %e, "cannot read the journal");
-                    None
-                }
-            };
+            return j.next_frame();
         }
         let batch = self
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(BATCH, BATCH_BYTES);
-        (!batch.is_empty()).then(|| frame(&batch))
+        Ok((!batch.is_empty()).then(|| frame(&batch)))
     }
 
     /// Moves the journal past what the destination released; after the
@@ -187,8 +182,13 @@ impl Outbound {
             }
         }
         if ended {
-            // The journal sends them again; the sender need not keep them.
-            sender.clear_resend();
+            // What the link held and had not released, the journal sends
+            // again; the sender need not keep it. (A link known not to
+            // acknowledge released everything it sent: what it returned is
+            // its resend window, which the sender sends again itself.)
+            if !sender.last_link_plain() {
+                sender.clear_resend();
+            }
             j.rewind();
         }
     }
@@ -236,9 +236,16 @@ impl Outbound {
                 sender.send(frame).await;
                 continue;
             }
-            if let Some(frame) = self.next_frame() {
-                self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
-                sender.send(frame).await;
+            match self.next_frame() {
+                Ok(Some(frame)) => {
+                    self.sent.fetch_add(frame_points(&frame), Ordering::Relaxed);
+                    sender.send(frame).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(destination = %self.destination.display(), error = %e, "cannot read the journal; trying again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
