@@ -289,7 +289,13 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
             Node::start(&dir.path().join(format!("intruder{id}")), &args)
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
+    // Both have asked to join (and been refused) before membership is read.
+    let asked = n0.metric("graunt_cluster_unauthorized_total");
+    wait_for(
+        Duration::from_secs(10),
+        "the intruders to ask to join",
+        || (n0.metric("graunt_cluster_unauthorized_total") >= asked + 2.0).then_some(()),
+    );
     let st = cluster.status(&cluster.nodes[0]).unwrap();
     assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
     for i in intruders {

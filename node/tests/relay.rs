@@ -252,22 +252,11 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
         let mut s = TcpStream::connect(relay.addr("t-line")).unwrap();
         s.write_all(lines.as_bytes()).unwrap();
     };
-    // What a relay has read from a plaintext client.
-    let received = |relay: &Relay| {
-        relay
-            .http_get("/metrics")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("graunt_relay_received_total{protocol=\"line\",tenant=\"t\"} ")
-            })
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     send(&relay, 0, 700);
     wait_for(
         Duration::from_secs(10),
         "the relay to read 700 points",
-        || (received(&relay) == 700.0).then_some(()),
+        || (received(&relay, "line", "t") == 700.0).then_some(()),
     );
     // The relay restarts while the node is still away: nothing may be lost.
     relay.stop();
@@ -276,7 +265,7 @@ fn queues_survive_a_down_node_and_a_relay_restart_exactly_once() {
     wait_for(
         Duration::from_secs(10),
         "the relay to read 300 points",
-        || (received(&relay) == 300.0).then_some(()),
+        || (received(&relay, "line", "t") == 300.0).then_some(()),
     );
     let node = Node::start(&data, &["--pickle-addr", &pickle.to_string()]);
     wait_for(
@@ -508,6 +497,64 @@ fn load_at(
     })
 }
 
+/// A front relay (plaintext in) and a middle relay (pickle in on a fixed
+/// free port so it can restart on it, `/metrics` on any port), each with a
+/// journal, chained to a node's pickle port: the two config files.
+fn chain(
+    dir: &std::path::Path,
+    node_pickle: SocketAddr,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let middle_addr = format!("127.0.0.1:{}", free_port());
+    let middle = dir.join("middle.toml");
+    std::fs::write(
+        &middle,
+        format!(
+            "destinations = [\"{node_pickle}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             http_addr = \"127.0.0.1:0\"\n\
+             [[tenant]]\nname = \"mid\"\nallow_pickle = true\n\
+             listener = [{{ protocol = \"pickle\", addr = \"{middle_addr}\" }}]\n",
+            dir.join("middle-queues").display()
+        ),
+    )
+    .unwrap();
+    let front = dir.join("front.toml");
+    std::fs::write(
+        &front,
+        format!(
+            "destinations = [\"{middle_addr}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            dir.join("front-queues").display()
+        ),
+    )
+    .unwrap();
+    (middle, front)
+}
+
+/// What a relay has taken from a tenant's listeners of `protocol`.
+fn received(relay: &Relay, protocol: &str, tenant: &str) -> f64 {
+    let key =
+        format!("graunt_relay_received_total{{protocol=\"{protocol}\",tenant=\"{tenant}\"}} ");
+    relay
+        .http_get("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// [`stored_load`] polled until it reaches `sent` or `within` passes; the
+/// last count, so a failure says how many were missing.
+fn stored_within(node: &Node, prefix: &str, t0: i64, sent: usize, within: Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let stored = stored_load(node, prefix, t0, sent);
+        if stored >= sent || std::time::Instant::now() >= deadline {
+            return stored;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Every point of [`steady_load`] with its value, read back from `node`.
 fn stored_load(node: &Node, prefix: &str, t0: i64, sent: usize) -> usize {
     let body = node.http_get(&format!(
@@ -580,29 +627,7 @@ fn a_destination_killed_for_30s_loses_nothing_under_load() {
 fn a_relay_restarted_mid_load_delivers_every_point_once() {
     let dir = temp_dir();
     let node = Node::start(&dir.path().join("node"), &[]);
-    let middle_addr = format!("127.0.0.1:{}", free_port());
-    let middle = dir.path().join("middle.toml");
-    std::fs::write(
-        &middle,
-        format!(
-            "destinations = [\"{}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
-             [[tenant]]\nname = \"mid\"\nallow_pickle = true\n\
-             listener = [{{ protocol = \"pickle\", addr = \"{middle_addr}\" }}]\n",
-            node.addr("pickle"),
-            dir.path().join("middle-queues").display()
-        ),
-    )
-    .unwrap();
-    let front = dir.path().join("front.toml");
-    std::fs::write(
-        &front,
-        format!(
-            "destinations = [\"{middle_addr}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
-             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
-            dir.path().join("front-queues").display()
-        ),
-    )
-    .unwrap();
+    let (middle, front) = chain(dir.path(), node.addr("pickle"));
     let mut relay = Some(Relay::start(&middle));
     let front = Relay::start(&front);
     let t0 = (unix_now() - 7200) / 10 * 10;
@@ -653,50 +678,35 @@ fn restart_on(data: &std::path::Path, pickle: SocketAddr) -> Node {
 fn a_middle_relay_killed_holding_acknowledged_frames_loses_nothing() {
     let dir = temp_dir();
     let node = Node::serve(BIN.as_ref(), &dir.path().join("node"), &[]);
-    let middle_addr = format!("127.0.0.1:{}", free_port());
-    let middle = dir.path().join("middle.toml");
-    std::fs::write(
-        &middle,
-        format!(
-            "destinations = [\"{}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
-             [[tenant]]\nname = \"mid\"\nallow_pickle = true\n\
-             listener = [{{ protocol = \"pickle\", addr = \"{middle_addr}\" }}]\n",
-            node.addr("pickle"),
-            dir.path().join("middle-queues").display()
-        ),
-    )
-    .unwrap();
-    let front = dir.path().join("front.toml");
-    std::fs::write(
-        &front,
-        format!(
-            "destinations = [\"{middle_addr}:a\"]\nqueue_dir = \"{}\"\nself_metrics_interval = 3600\n\
-             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
-            dir.path().join("front-queues").display()
-        ),
-    )
-    .unwrap();
+    let (middle, front) = chain(dir.path(), node.addr("pickle"));
     let relay = Relay::spawn(BIN.as_ref(), &middle);
     let front = Relay::start(&front);
     let t0 = (unix_now() - 7200) / 10 * 10;
     // 5,000 points/s: more than the kernel's socket buffers hold in the 3 s
     // the node is frozen, so the middle relay queues some in its memory.
     let load = load_at(front.addr("t-line"), "chain", t0, 10, 100);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(Duration::from_secs(10), "points through the chain", || {
+        (node.metric("graunt_points_received_total") >= 1000.0).then_some(())
+    });
     // SAFETY: kill(2) on our own child's pid: SIGSTOP, then SIGCONT.
     unsafe { kill(node.pid() as i32, 19) };
-    std::thread::sleep(Duration::from_secs(3));
+    // The middle relay goes on taking (and acknowledging) points it cannot
+    // deliver: more than the kernel's socket buffers hold.
+    let before = received(&relay, "pickle", "mid");
+    wait_for(
+        Duration::from_secs(8),
+        "the middle relay to hold 10,000 points",
+        || (received(&relay, "pickle", "mid") - before >= 10_000.0).then_some(()),
+    );
     relay.kill9();
     let relay = Relay::spawn(BIN.as_ref(), &middle);
     unsafe { kill(node.pid() as i32, 18) };
     let sent = load.join().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut stored = 0;
-    while stored < sent && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        stored = stored_load(&node, "chain", t0, sent);
-    }
-    assert_eq!(stored, sent, "points stored of those sent");
+    assert_eq!(
+        stored_within(&node, "chain", t0, sent, Duration::from_secs(60)),
+        sent,
+        "points stored of those sent"
+    );
     front.stop();
     relay.stop();
     node.stop(Duration::from_secs(20));
@@ -729,20 +739,10 @@ fn a_relay_killed_while_its_destination_is_down_delivers_everything_later() {
     let sent = load_at(relay.addr("t-line"), "down", t0, 5, 100)
         .join()
         .unwrap();
-    let received = |relay: &Relay| {
-        relay
-            .http_get("/metrics")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("graunt_relay_received_total{protocol=\"line\",tenant=\"t\"} ")
-            })
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0)
-    };
     wait_for(
         Duration::from_secs(20),
         "the relay to take every point",
-        || (received(&relay) == sent).then_some(()),
+        || (received(&relay, "line", "t") == sent as f64).then_some(()),
     );
     let journaled = relay.http_get("/metrics");
     assert!(
@@ -754,13 +754,11 @@ fn a_relay_killed_while_its_destination_is_down_delivers_everything_later() {
     relay.kill9();
     let relay = Relay::spawn(BIN.as_ref(), &config);
     let node = restart_on(&data, pickle);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut stored = 0;
-    while stored < sent && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        stored = stored_load(&node, "down", t0, sent);
-    }
-    assert_eq!(stored, sent, "points stored of those sent");
+    assert_eq!(
+        stored_within(&node, "down", t0, sent, Duration::from_secs(60)),
+        sent,
+        "points stored of those sent"
+    );
     relay.stop();
     node.stop(Duration::from_secs(20));
 }
