@@ -220,7 +220,7 @@ async fn to_leader(app: &App, path: &str, body: &serde_json::Value) -> Option<Re
     };
     let resp = app
         .node
-        .call("POST", &format!("http://{leader}{path}"), body)
+        .call("POST", &app.node.transport.url(&leader, path), body)
         .send()
         .await;
     Some(match resp {
@@ -322,7 +322,7 @@ async fn status(State(app): State<App>) -> Response {
         .map(|member| {
             let call = app
                 .node
-                .get(&format!("http://{}/cluster/self", member.http));
+                .get(&app.node.transport.url(&member.http, "/cluster/self"));
             async move {
                 let up = call
                     .timeout(Duration::from_millis(800))

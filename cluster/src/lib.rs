@@ -33,6 +33,7 @@ pub mod secret;
 pub mod source;
 mod state;
 mod state_machine;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -81,6 +82,7 @@ pub async fn start(
     id: NodeId,
     dir: &Path,
     secret: Option<secret::ClusterSecret>,
+    transport: transport::Transport,
 ) -> Result<(Raft, StateMachine), StartError> {
     let storage = |source| StartError::Storage {
         dir: dir.display().to_string(),
@@ -100,7 +102,7 @@ pub async fn start(
             .validate()
             .map_err(|e| StartError::Raft(e.to_string()))?,
     );
-    let raft = Raft::new(id, config, Network::new(secret), log, sm.clone())
+    let raft = Raft::new(id, config, Network::new(secret, transport), log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok((raft, sm))

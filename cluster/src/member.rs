@@ -10,6 +10,7 @@ use graunt_storage::schema::{Aggregations, Schemas};
 use graunt_storage::store::Store;
 
 use crate::secret::ClusterSecret;
+use crate::transport::Transport;
 use crate::{Member, Raft, Request, StateMachine};
 
 /// Why a change could not be replicated.
@@ -52,6 +53,8 @@ pub struct ClusterNode {
     pub metrics: Arc<crate::metrics::ClusterMetrics>,
     /// The cluster's secret: calls to peers carry it, calls from them must.
     pub secret: Option<ClusterSecret>,
+    /// Plain HTTP or HTTPS to peers.
+    pub transport: Transport,
 }
 
 impl ClusterNode {
@@ -61,11 +64,17 @@ impl ClusterNode {
         data_dir: &std::path::Path,
         peer_timeout: Duration,
         secret: Option<ClusterSecret>,
+        transport: Transport,
     ) -> Result<Arc<ClusterNode>, crate::StartError> {
-        let (raft, state) = crate::start(me.id, &data_dir.join("raft"), secret.clone()).await?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
+        let (raft, state) = crate::start(
+            me.id,
+            &data_dir.join("raft"),
+            secret.clone(),
+            transport.clone(),
+        )
+        .await?;
+        let client = transport
+            .client(Duration::from_secs(10))
             .map_err(|e| crate::StartError::Raft(format!("cannot build the HTTP client: {e}")))?;
         Ok(Arc::new(ClusterNode {
             me,
@@ -75,6 +84,7 @@ impl ClusterNode {
             peer_timeout,
             metrics: Arc::new(crate::metrics::ClusterMetrics::new()),
             secret,
+            transport,
         }))
     }
 
@@ -115,7 +125,7 @@ impl ClusterNode {
                     .or_else(|| self.leader_http())
                     .filter(|l| *l != self.me.http)
                     .ok_or_else(|| WriteError::NoLeader(e.to_string()))?;
-                let url = format!("http://{leader}/cluster/write");
+                let url = self.transport.url(&leader, "/cluster/write");
                 let resp = self
                     .call("POST", &url, &request)
                     .send()
@@ -234,7 +244,7 @@ pub async fn bootstrap(
         }
         for seed in &join {
             let resp = node
-                .call("POST", &format!("http://{seed}/cluster/join"), &node.me)
+                .call("POST", &node.transport.url(seed, "/cluster/join"), &node.me)
                 .send()
                 .await;
             match resp {

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::secret::ClusterSecret;
+use crate::transport::Transport;
 use crate::{NodeId, TypeConfig};
 
 /// Makes a connection per peer; one HTTP client shared by all.
@@ -24,17 +25,16 @@ use crate::{NodeId, TypeConfig};
 pub struct Network {
     client: reqwest::Client,
     secret: Option<ClusterSecret>,
+    transport: Transport,
 }
 
 impl Network {
-    /// Calls signed with `secret`, if the cluster has one.
-    pub fn new(secret: Option<ClusterSecret>) -> Network {
+    /// Calls signed with `secret`, if the cluster has one, over `transport`.
+    pub fn new(secret: Option<ClusterSecret>, transport: Transport) -> Network {
         Network {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .unwrap_or_default(),
+            client: transport.client(Duration::from_secs(3)).unwrap_or_default(),
             secret,
+            transport,
         }
     }
 }
@@ -43,6 +43,7 @@ impl Network {
 pub struct Connection {
     client: reqwest::Client,
     secret: Option<ClusterSecret>,
+    transport: Transport,
     target: NodeId,
     addr: String,
 }
@@ -58,7 +59,9 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/cluster/raft/{path}", self.addr);
+        let url = self
+            .transport
+            .url(&self.addr, &format!("/cluster/raft/{path}"));
         let call = crate::secret::json_call(&self.client, self.secret.as_ref(), "POST", &url, req);
         let resp = call.send().await.map_err(|e| {
             if e.is_connect() {
@@ -82,6 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             client: self.client.clone(),
             secret: self.secret.clone(),
+            transport: self.transport.clone(),
             target,
             addr: node.addr.clone(),
         }

@@ -67,6 +67,7 @@ pub struct ClusterSource {
     partial: Mutex<BTreeMap<String, String>>,
     metrics: Arc<crate::metrics::ClusterMetrics>,
     secret: Option<crate::secret::ClusterSecret>,
+    transport: crate::transport::Transport,
 }
 
 /// Series as peers send them to each other: per series a `u32` name length,
@@ -161,6 +162,7 @@ impl ClusterSource {
             partial: Mutex::new(BTreeMap::new()),
             metrics: node.metrics.clone(),
             secret: node.secret.clone(),
+            transport: node.transport.clone(),
         }
     }
 
@@ -259,10 +261,13 @@ impl ClusterSource {
                 // The query is part of what is signed: the URL is whole
                 // before signing.
                 let url = reqwest::Url::parse_with_params(
-                    &format!("http://{}/cluster/find", p.http),
+                    &self.transport.url(&p.http, "/cluster/find"),
                     &[("query", pattern)],
                 )
-                .map_or_else(|_| format!("http://{}/cluster/find", p.http), String::from);
+                .map_or_else(
+                    |_| self.transport.url(&p.http, "/cluster/find"),
+                    String::from,
+                );
                 let r = crate::secret::get(&self.client, self.secret.as_ref(), &url);
                 (*p, r)
             })
@@ -395,7 +400,7 @@ impl Source for ClusterSource {
             .filter_map(|p| {
                 let paths = per_peer.get(&p.id)?;
                 let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
-                let url = format!("http://{}/cluster/fetch", p.http);
+                let url = self.transport.url(&p.http, "/cluster/fetch");
                 let r = crate::secret::json_call(
                     &self.client,
                     self.secret.as_ref(),

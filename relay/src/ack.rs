@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::codec::ack::{self, Control};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::shutdown::Shutdown;
+use crate::tls::{Conn, TlsClient};
 
 /// How long a stopping receiver waits for an acknowledging sender to close.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -36,7 +36,7 @@ impl Receiving {
     /// left unread.
     pub async fn read(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Conn,
         buf: &mut Vec<u8>,
         want: usize,
         idle: Duration,
@@ -76,7 +76,7 @@ impl Receiving {
     }
 
     /// Counts `bytes` as taken in and, if the sender acknowledges, tells it.
-    pub fn taken(&mut self, stream: &TcpStream, bytes: usize) {
+    pub fn taken(&mut self, stream: &mut Conn, bytes: usize) {
         self.taken += bytes as u64;
         if self.acks && bytes > 0 && self.pending.len() < MAX_PENDING {
             self.pending.extend(ack::ack_line(self.taken));
@@ -85,15 +85,18 @@ impl Receiving {
     }
 
     /// Sends the last acknowledgement before the connection closes.
-    pub async fn finish(&mut self, stream: &mut TcpStream) {
+    pub async fn finish(&mut self, stream: &mut Conn) {
         if self.acks && !self.pending.is_empty() {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), stream.write_all(&self.pending)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                stream.write_all(&self.pending).await?;
+                stream.flush().await
+            })
+            .await;
             self.pending.clear();
         }
     }
 
-    fn flush(&mut self, stream: &TcpStream) {
+    fn flush(&mut self, stream: &mut Conn) {
         while !self.pending.is_empty() {
             match stream.try_write(&self.pending) {
                 Ok(n) if n > 0 => {
@@ -125,7 +128,7 @@ pub enum State {
 /// A sender's connection to a destination that may acknowledge.
 #[derive(Debug)]
 pub struct Link {
-    stream: TcpStream,
+    stream: Conn,
     acks: bool,
     written: u64,
     acked: u64,
@@ -150,13 +153,16 @@ pub struct Link {
 const PLAIN_AFTER: Duration = Duration::from_secs(10);
 
 impl Link {
-    /// Connects and sends the hello; `expect_acks` when the destination
-    /// acknowledged before.
-    pub async fn connect(addr: &str, expect_acks: bool) -> std::io::Result<Link> {
-        let mut stream =
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
-        let _ = stream.set_nodelay(true);
+    /// Connects (over TLS when `tls` is given) and sends the hello;
+    /// `expect_acks` when the destination acknowledged before.
+    pub async fn connect(
+        addr: &str,
+        tls: Option<&TlsClient>,
+        expect_acks: bool,
+    ) -> std::io::Result<Link> {
+        let mut stream = crate::tls::connect(addr, tls, Duration::from_secs(5)).await?;
         stream.write_all(ack::HELLO_FRAME).await?;
+        stream.flush().await?;
         Ok(Link {
             stream,
             acks: false,
@@ -209,8 +215,12 @@ impl Link {
     /// Writes one frame. On an error the link is closing and the frame is
     /// kept with the others in flight.
     pub async fn send(&mut self, frame: Vec<u8>) -> State {
-        let wrote =
-            tokio::time::timeout(Duration::from_secs(10), self.stream.write_all(&frame)).await;
+        let stream = &mut self.stream;
+        let wrote = tokio::time::timeout(Duration::from_secs(10), async {
+            stream.write_all(&frame).await?;
+            stream.flush().await
+        })
+        .await;
         self.written += frame.len() as u64;
         self.sent_frames += 1;
         self.in_flight.push_back((self.written, frame));
@@ -308,6 +318,7 @@ impl Link {
 #[derive(Debug)]
 pub struct Sender {
     addr: String,
+    tls: Option<std::sync::Arc<TlsClient>>,
     link: Option<Link>,
     resend: VecDeque<Vec<u8>>,
     backoff: Duration,
@@ -322,10 +333,12 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// A sender to `addr` (`host:port`), not yet connected.
-    pub fn new(addr: String) -> Sender {
+    /// A sender to `addr` (`host:port`), over TLS when `tls` is given,
+    /// not yet connected.
+    pub fn new(addr: String, tls: Option<std::sync::Arc<TlsClient>>) -> Sender {
         Sender {
             addr,
+            tls,
             link: None,
             resend: VecDeque::new(),
             backoff: Duration::from_millis(100),
@@ -422,14 +435,14 @@ impl Sender {
     /// (answering false) while the destination is behind on acknowledging.
     pub async fn ready(&mut self, shutdown: &mut Shutdown, draining: bool) -> bool {
         if self.link.is_none() {
-            match Link::connect(&self.addr, self.acknowledged).await {
+            match Link::connect(&self.addr, self.tls.as_deref(), self.acknowledged).await {
                 Ok(l) => {
                     tracing::info!(destination = %self.addr, "connected");
                     self.link = Some(l);
                     self.backoff = Duration::from_millis(100);
                 }
-                Err(_) => {
-                    tracing::warn!(destination = %self.addr, retry_in = ?self.backoff, "destination unreachable; holding points");
+                Err(e) => {
+                    tracing::warn!(destination = %self.addr, error = %e, retry_in = ?self.backoff, "destination unreachable; holding points");
                     tokio::select! {
                         _ = tokio::time::sleep(self.backoff) => {}
                         _ = shutdown.recv(), if !draining => {}

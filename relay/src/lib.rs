@@ -33,5 +33,6 @@ pub mod route;
 pub mod service;
 pub mod shutdown;
 pub mod statsd;
+pub mod tls;
 
 pub use error::Error;

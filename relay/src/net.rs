@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
 use crate::shutdown::Shutdown;
+use crate::tls::{Conn, TlsServer};
 
 /// Seconds since the epoch, now.
 pub fn unix_now() -> i64 {
@@ -99,8 +100,8 @@ pub async fn bind_line(addr: &str, what: &str) -> Result<(TcpListener, UdpSocket
 
 /// Reads more bytes into `buf` (reserving `want` first). `None` when the
 /// connection is done: closed, broken, silent past `idle`, or shutdown began.
-pub async fn read_some(
-    stream: &mut TcpStream,
+pub async fn read_some<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
     buf: &mut Vec<u8>,
     want: usize,
     idle: Duration,
@@ -124,18 +125,22 @@ pub async fn read_some(
 
 /// Accepts connections until shutdown, each handled on its own task, at most
 /// `max_connections` at once (further clients wait in the kernel's backlog).
-/// Connections are joined before it returns, so a stopping service hands on
-/// everything its connections read (an acknowledging sender is drained).
+/// With `tls`, each connection's handshake runs on its task first; one that
+/// fails is logged (rate-limited) and closed. Connections are joined before
+/// it returns, so a stopping service hands on everything its connections
+/// read (an acknowledging sender is drained).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     max_connections: usize,
     mut shutdown: Shutdown,
     protocol: &'static str,
+    tls: Option<Arc<TlsServer>>,
     handler: F,
 ) where
-    F: Fn(TcpStream, Shutdown) -> Fut,
+    F: Fn(Conn, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let handler = Arc::new(handler);
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -144,11 +149,11 @@ pub async fn accept_loop<F, Fut>(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.recv() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.recv() => break,
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, don't spin.
                     tracing::warn!(protocol, error = %e, "accept failed");
@@ -158,9 +163,25 @@ pub async fn accept_loop<F, Fut>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let work = handler(stream, shutdown.clone());
+        let (handler, tls, mut shutdown) = (handler.clone(), tls.clone(), shutdown.clone());
         connections.spawn(async move {
-            work.await;
+            let conn = match tls {
+                None => Conn::Plain(stream),
+                Some(tls) => {
+                    let accepted = tokio::select! {
+                        _ = shutdown.recv() => return,
+                        r = tls.accept(stream) => r,
+                    };
+                    match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            crate::tls::handshake_failed(protocol, Some(peer), &e);
+                            return;
+                        }
+                    }
+                }
+            };
+            handler(conn, shutdown).await;
             drop(permit);
         });
     }

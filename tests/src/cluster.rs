@@ -10,6 +10,7 @@ use std::time::Duration;
 use graunt_cluster::secret::ClusterSecret;
 
 use crate::node::{wait_for, Node};
+use crate::tls::Pki;
 
 /// A running in-process cluster.
 pub struct TestCluster {
@@ -26,6 +27,17 @@ impl TestCluster {
     /// `graunt serve` each (say `--schemas FILE`), and waits until they
     /// form one cluster of `n` voters.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_with(dir, n, extra, None)
+    }
+
+    /// [`TestCluster::start`] with TLS: each member's HTTP and pickle
+    /// listeners carry a certificate from `pki`, and members call each
+    /// other over HTTPS trusting its CA.
+    pub fn start_tls(dir: &Path, n: usize, extra: &[&str], pki: &Pki) -> TestCluster {
+        TestCluster::start_with(dir, n, extra, Some(pki))
+    }
+
+    fn start_with(dir: &Path, n: usize, extra: &[&str], pki: Option<&Pki>) -> TestCluster {
         assert!(n > 0, "a cluster has members");
         let secret_file = dir.join("cluster.secret");
         std::fs::write(&secret_file, "a test cluster's secret, long enough\n")
@@ -52,8 +64,26 @@ impl TestCluster {
                 }
             }
             args.extend(extra.iter().map(|s| s.to_string()));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            nodes.push(Node::start(&dir.join(format!("n{id}")), &args));
+            let data_dir = dir.join(format!("n{id}"));
+            match pki {
+                None => {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    nodes.push(Node::start(&data_dir, &args));
+                }
+                Some(pki) => {
+                    let issued = pki.localhost(&format!("node{id}"));
+                    for (flag, path) in [
+                        ("--tls-cert-file", &issued.cert),
+                        ("--tls-key-file", &issued.key),
+                        ("--tls-ca-file", &pki.ca_file),
+                    ] {
+                        args.push(flag.into());
+                        args.push(path.display().to_string());
+                    }
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    nodes.push(Node::start_tls(&data_dir, &args, &pki.ca_file));
+                }
+            }
         }
         let cluster = TestCluster {
             nodes,

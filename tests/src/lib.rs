@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod in_process;
 pub mod node;
 pub mod relay;
+pub mod tls;
 pub mod webdriver;
 
 use std::path::{Path, PathBuf};

@@ -15,12 +15,20 @@ pub struct ClusterArgs {
     /// File holding the cluster's secret (the members' --cluster-secret-file).
     #[arg(long, global = true)]
     secret_file: Option<PathBuf>,
+    /// CA bundle (PEM) the nodes' certificates chain to: call them over
+    /// HTTPS (the members' `[tls] ca_file`).
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: ClusterCommand,
 }
 
 /// The secret calls are signed with, read once.
 static SECRET: std::sync::OnceLock<Option<graunt_cluster::secret::ClusterSecret>> =
+    std::sync::OnceLock::new();
+
+/// Plain HTTP or HTTPS to the nodes, chosen once.
+static TRANSPORT: std::sync::OnceLock<graunt_cluster::transport::Transport> =
     std::sync::OnceLock::new();
 
 /// `graunt cluster` subcommands.
@@ -116,6 +124,17 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         }
     };
     let _ = SECRET.set(secret);
+    let transport = match args.ca_file.as_deref() {
+        None => graunt_cluster::transport::Transport::plain(),
+        Some(ca) => match graunt_cluster::transport::Transport::tls(ca) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("graunt cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let _ = TRANSPORT.set(transport);
     let command = args.command;
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,10 +151,9 @@ pub fn run(args: ClusterArgs) -> ExitCode {
 }
 
 async fn call(method: &str, node: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let url = format!("http://{node}{path}");
+    let transport = TRANSPORT.get().cloned().unwrap_or_default();
+    let client = transport.client(Duration::from_secs(60))?;
+    let url = transport.url(node, path);
     let secret = SECRET.get().and_then(Option::as_ref);
     let request = match (method, body) {
         ("GET", _) => graunt_cluster::secret::get(&client, secret, &url),
@@ -263,16 +281,20 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 /// `graunt health`: a GET that must answer 200 within 3 s.
-pub fn health(url: &str) -> ExitCode {
+pub fn health(url: &str, ca_file: Option<&std::path::Path>) -> ExitCode {
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
             rt.block_on(async {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(3))
-                    .build()?;
+                let transport = match ca_file {
+                    Some(ca) => {
+                        graunt_cluster::transport::Transport::tls(ca).map_err(anyhow::Error::msg)?
+                    }
+                    None => graunt_cluster::transport::Transport::plain(),
+                };
+                let client = transport.client(Duration::from_secs(3))?;
                 let r = client.get(url).send().await?;
                 anyhow::ensure!(r.status().is_success(), "{url} answered {}", r.status());
                 Ok(())

@@ -42,6 +42,9 @@ enum Command {
         /// The URL to GET.
         #[arg(long, default_value = "http://127.0.0.1:8080/version")]
         url: String,
+        /// CA bundle (PEM) an `https://` URL's certificate chains to.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Print an argon2 hash of a password (read from standard input) for a `[[user]]`'s password_hash.
     Passwd,
@@ -87,7 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Cluster(command) => cluster::run(command),
-        Command::Health { url } => cluster::health(&url),
+        Command::Health { url, ca_file } => cluster::health(&url, ca_file.as_deref()),
         Command::Passwd => passwd(),
         Command::Relay(args) => relay::run(args),
         Command::Whisper(cmd) => whisper::run(cmd),

@@ -62,6 +62,15 @@ pub struct ServeArgs {
     /// File holding the cluster's secret (the same on every member, relay and admin).
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the HTTP and pickle listeners (`[tls] cert_file`).
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM) (`[tls] key_file`).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) the other members' certificates chain to (`[tls] ca_file`).
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
 }
 
 /// Runs a node until SIGTERM/SIGINT.
@@ -100,6 +109,19 @@ pub(super) fn config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         peer_timeout,
         cluster_secret_file
     );
+    if let (Some(cert_file), Some(key_file)) = (args.tls_cert_file, args.tls_key_file) {
+        let tls = file.tls.get_or_insert_with(Default::default);
+        tls.cert_file = cert_file;
+        tls.key_file = key_file;
+    }
+    if let Some(ca) = args.tls_ca_file {
+        match &mut file.tls {
+            Some(tls) => tls.ca_file = Some(ca),
+            None => anyhow::bail!(
+                "--tls-ca-file needs --tls-cert-file and --tls-key-file (or [tls] in the config)"
+            ),
+        }
+    }
     if args.cluster_init {
         file.cluster_init = Some(true);
     }

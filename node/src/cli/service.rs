@@ -1,5 +1,6 @@
 //! What every long-running command shares: logging to stderr, the tokio
-//! runtime, and SIGTERM/SIGINT firing the service's shutdown signal.
+//! runtime, SIGTERM/SIGINT firing the service's shutdown signal, and
+//! SIGHUP reloading TLS certificates.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ where
                     signals.await;
                     trigger.fire();
                 });
+                watch_hangup()?;
                 service(shutdown).await
             })
         });
@@ -51,6 +53,20 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// On SIGHUP, every TLS listener and client looks at its certificate
+/// files on its next connection.
+fn watch_hangup() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: TLS certificates are looked at again on the next connection");
+            graunt_relay::tls::reload_all();
+        }
+    });
+    Ok(())
 }
 
 /// Resolves on the first SIGTERM or SIGINT (watched from the call on).

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use graunt_relay::codec::pickle::next_frame;
+use graunt_relay::tls::Conn;
 use graunt_storage::whisper::{self, AggregationMethod};
 use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use graunt_relay::net::read_some;
 use graunt_relay::receive::{serve_connections, Limits};
@@ -32,6 +33,7 @@ pub async fn serve(
         limits,
         shutdown,
         "carbonlink",
+        None,
         move |stream, node, shutdown| async move {
             connection(stream, &node, limits, shutdown).await
         },
@@ -139,12 +141,7 @@ fn answer(ingest: &StoreSink, payload: &[u8]) -> Value {
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    ingest: &StoreSink,
-    limits: Limits,
-    mut shutdown: Shutdown,
-) {
+async fn connection(mut stream: Conn, ingest: &StoreSink, limits: Limits, mut shutdown: Shutdown) {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         if read_some(

@@ -53,8 +53,14 @@ pub async fn start(
     if c.secret.is_none() {
         tracing::warn!("THIS CLUSTER HAS NO SECRET: anyone who reaches the HTTP port can join a node, replace the schemas or read raft's log; set cluster_secret_file (--cluster-secret-file) on every member, relay and `graunt cluster --secret-file`");
     }
-    let node =
-        ClusterNode::start(me, &store.config.data_dir, c.peer_timeout, c.secret.clone()).await?;
+    let node = ClusterNode::start(
+        me,
+        &store.config.data_dir,
+        c.peer_timeout,
+        c.secret.clone(),
+        c.transport.clone(),
+    )
+    .await?;
     let mut s = shutdown.clone();
     tasks.spawn(member::follow_schemas(
         node.clone(),

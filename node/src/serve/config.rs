@@ -2,10 +2,13 @@
 //! defaults that make a complete single node on Graphite's usual ports.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use graunt_cluster::transport::Transport;
 use graunt_relay::receive::Limits;
 use graunt_relay::statsd::{Listener as StatsdListener, StatsdFile};
+use graunt_relay::tls::{ServerFiles, TlsServer};
 use graunt_storage::schema::{Aggregations, Schemas};
 use graunt_storage::store::StoreConfig;
 use graunt_storage::wal::SyncPolicy;
@@ -92,6 +95,78 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     /// Basic logins checked against an LDAP directory [none].
     pub ldap: Option<crate::web::auth::LdapFile>,
+    /// TLS on the HTTP port and carbon listeners, and to peers [none].
+    pub tls: Option<TlsFile>,
+}
+
+/// `[tls]`: certificates for the node's listeners and the CA its peers'
+/// certificates chain to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CA bundle (PEM) the other members' certificates chain to: a cluster
+    /// member whose HTTP port is TLS calls its peers over HTTPS checked
+    /// against it [none].
+    pub ca_file: Option<PathBuf>,
+    /// Require client certificates from these CAs (PEM) on the TLS carbon
+    /// listeners (pickle, line), not on HTTP [none].
+    pub client_ca_file: Option<PathBuf>,
+    /// Which listeners speak TLS: `http`, `pickle`, `line` [http, pickle].
+    pub listeners: Option<Vec<String>>,
+}
+
+/// The node's TLS as it runs.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// The HTTP port's TLS, if it speaks TLS.
+    pub http: Option<Arc<TlsServer>>,
+    /// The pickle listener's.
+    pub pickle: Option<Arc<TlsServer>>,
+    /// The plaintext TCP listener's (then it has no UDP side).
+    pub line: Option<Arc<TlsServer>>,
+}
+
+impl TlsFile {
+    fn load(&self) -> anyhow::Result<NodeTls> {
+        let names = self
+            .listeners
+            .clone()
+            .unwrap_or_else(|| vec!["http".into(), "pickle".into()]);
+        for n in &names {
+            if !matches!(n.as_str(), "http" | "pickle" | "line") {
+                bail!("tls.listeners: {n:?} cannot speak TLS; use http, pickle or line");
+            }
+        }
+        let on = |n: &str| names.iter().any(|x| x == n);
+        let http = ServerFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            client_ca_file: None,
+        };
+        let carbon = ServerFiles {
+            client_ca_file: self.client_ca_file.clone(),
+            ..http.clone()
+        };
+        let load =
+            |files: &ServerFiles| TlsServer::load(files).map_err(|e| anyhow::anyhow!("tls: {e}"));
+        Ok(NodeTls {
+            http: if on("http") { Some(load(&http)?) } else { None },
+            pickle: if on("pickle") {
+                Some(load(&carbon)?)
+            } else {
+                None
+            },
+            line: if on("line") {
+                Some(load(&carbon)?)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// The settings a node runs with.
@@ -128,6 +203,8 @@ pub struct ServeConfig {
     pub statsd: Vec<StatsdListener>,
     /// Cluster membership, when `node_id` is set.
     pub cluster: Option<ClusterSettings>,
+    /// TLS on the listeners.
+    pub tls: NodeTls,
 }
 
 /// `wal_sync`: when the write-ahead log is forced to disk.
@@ -159,6 +236,8 @@ pub struct ClusterSettings {
     pub join: Vec<String>,
     /// The cluster's secret.
     pub secret: Option<graunt_cluster::secret::ClusterSecret>,
+    /// Plain HTTP or HTTPS to peers.
+    pub transport: Transport,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -180,6 +259,27 @@ impl ServeConfig {
                  without it /cluster/find and /cluster/fetch serve any series to anyone"
             );
         }
+        let tls = match &f.tls {
+            Some(t) => t.load()?,
+            None => NodeTls {
+                http: None,
+                pickle: None,
+                line: None,
+            },
+        };
+        let transport = match (&f.tls, &tls.http) {
+            (
+                Some(TlsFile {
+                    ca_file: Some(ca), ..
+                }),
+                Some(_),
+            ) => Transport::tls(ca).map_err(|e| anyhow::anyhow!("tls.ca_file: {e}"))?,
+            (_, Some(_)) if f.node_id.is_some() => bail!(
+                "a cluster member whose HTTP port speaks TLS needs tls.ca_file: \
+                 the CA its peers' certificates chain to"
+            ),
+            _ => Transport::plain(),
+        };
         let schemas = match &f.schemas {
             Some(p) => {
                 Schemas::parse(&read_rules(p)?).with_context(|| format!("in {}", p.display()))?
@@ -266,6 +366,7 @@ impl ServeConfig {
                             Some(p) => Some(graunt_cluster::secret::ClusterSecret::read(p)?),
                             None => None,
                         },
+                        transport,
                     })
                 }
             },
@@ -277,6 +378,7 @@ impl ServeConfig {
                 )
                 .map_err(anyhow::Error::msg)?,
             ),
+            tls,
             render_limits: crate::web::Limits {
                 max_series: f.max_render_series.unwrap_or(100_000).max(1),
                 max_points: f.max_render_points.unwrap_or(50_000_000).max(1),

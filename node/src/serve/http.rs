@@ -1,6 +1,7 @@
 //! The node's HTTP port: `/metrics` (Prometheus), graphite-web's API
 //! ([`crate::web`], which also serves the UI at `/`) over the node's
-//! sources, and, for a cluster member, graunt-cluster's `/cluster/` routes.
+//! sources, and, for a cluster member, graunt-cluster's `/cluster/` routes;
+//! over TLS when the node has `[tls]` for `http`.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use graunt_cluster::member::ClusterNode;
 use graunt_cluster::source::ClusterSources;
 use graunt_query::source::Sources;
 use graunt_relay::shutdown::Shutdown;
+use graunt_relay::tls::{TlsListener, TlsServer};
 use graunt_storage::store::Store;
 use tokio::net::TcpListener;
 
@@ -32,9 +34,17 @@ async fn metrics(State(app): State<App>) -> String {
     text
 }
 
+/// The bound HTTP port and its TLS, if it speaks TLS.
+pub struct Port {
+    /// The bound socket.
+    pub listener: TcpListener,
+    /// Its TLS.
+    pub tls: Option<Arc<TlsServer>>,
+}
+
 /// Serves HTTP until shutdown.
 pub async fn serve(
-    listener: TcpListener,
+    port: Port,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     limits: crate::web::Limits,
@@ -66,9 +76,22 @@ pub async fn serve(
     if let Some(node) = member {
         app = app.merge(graunt_cluster::api::routes(node, store));
     }
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.recv().await })
-        .await;
+    let stop = async move { shutdown.recv().await };
+    let result = match port.tls {
+        None => {
+            axum::serve(port.listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => match TlsListener::new(port.listener, tls) {
+            Ok(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "HTTP server stopped");
     }

@@ -36,7 +36,7 @@ use self::telemetry::Telemetry;
 
 /// A node's bound sockets.
 pub struct Listeners {
-    line: Option<(TcpListener, UdpSocket)>,
+    line: Option<(TcpListener, Option<UdpSocket>)>,
     pickle: Option<TcpListener>,
     carbonlink: Option<TcpListener>,
     http: Option<TcpListener>,
@@ -46,9 +46,15 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener of `cfg` (port 0 lets the kernel choose).
     pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Listeners> {
-        let line = match &cfg.line_addr {
-            Some(addr) => Some(bind_line(addr, "line").await?),
-            None => None,
+        // A TLS plaintext listener has no UDP side: datagrams would go
+        // round the certificate check.
+        let line = match (&cfg.line_addr, &cfg.tls.line) {
+            (Some(addr), None) => {
+                let (tcp, udp) = bind_line(addr, "line").await?;
+                Some((tcp, Some(udp)))
+            }
+            (Some(addr), Some(_)) => Some((bind_tcp(addr, "line").await?, None)),
+            (None, _) => None,
         };
         let one = |addr: &Option<String>, what: &'static str| {
             let addr = addr.clone();
@@ -83,7 +89,9 @@ impl Listeners {
         };
         if let Some((tcp, udp)) = &self.line {
             add("line", tcp.local_addr());
-            add("udp", udp.local_addr());
+            if let Some(udp) = udp {
+                add("udp", udp.local_addr());
+            }
         }
         for (label, l) in [
             ("pickle", &self.pickle),
@@ -158,15 +166,19 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
             tcp,
             sink.clone(),
             cfg.limits,
+            cfg.tls.line.clone(),
             shutdown.clone(),
         ));
-        tasks.spawn(line::serve_udp(udp, sink.clone(), shutdown.clone()));
+        if let Some(udp) = udp {
+            tasks.spawn(line::serve_udp(udp, sink.clone(), shutdown.clone()));
+        }
     }
     if let Some(listener) = listeners.pickle {
         tasks.spawn(pickle::serve(
             listener,
             sink.clone(),
             cfg.limits,
+            cfg.tls.pickle.clone(),
             shutdown.clone(),
         ));
     }
@@ -186,7 +198,10 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
             ),
         };
         tasks.spawn(http::serve(
-            listener,
+            http::Port {
+                listener,
+                tls: cfg.tls.http.clone(),
+            },
             store.clone(),
             telemetry.clone(),
             cfg.render_limits,

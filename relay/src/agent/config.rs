@@ -2,12 +2,14 @@
 //! override it field by field), and [`AgentConfig`], the validated form.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::statsd::{Listener, StatsdFile};
+use crate::tls::{ClientFiles, TlsClient};
 
 /// How the agent talks to its destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -56,6 +58,8 @@ pub struct AgentFile {
     pub max_buffer: Option<usize>,
     /// statsd aggregation settings.
     pub statsd: Option<StatsdFile>,
+    /// TLS to the destination (a relay's TLS listener) [none: plain TCP].
+    pub destination_tls: Option<ClientFiles>,
 }
 
 impl AgentFile {
@@ -102,6 +106,8 @@ pub struct AgentConfig {
     pub max_buffer: usize,
     /// How long a stopping agent keeps trying to send what it holds.
     pub drain: Duration,
+    /// TLS to the destination, if configured.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 impl AgentConfig {
@@ -136,6 +142,13 @@ impl AgentConfig {
             listeners,
             max_buffer: file.max_buffer.unwrap_or(1_000_000).max(1),
             drain: Duration::from_secs(5),
+            tls: match &file.destination_tls {
+                Some(t) => Some(
+                    TlsClient::load(t)
+                        .map_err(|e| Error::config(format!("destination_tls: {e}")))?,
+                ),
+                None => None,
+            },
         })
     }
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::tls::{Conn, TlsClient};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::config::Protocol;
@@ -107,12 +107,13 @@ fn encode(protocol: Protocol, lines: &[Line]) -> Vec<u8> {
 /// shutdown; then tries for `drain` to send what is left.
 pub async fn forward(
     destination: String,
+    tls: Option<Arc<TlsClient>>,
     protocol: Protocol,
     buffer: Arc<Buffer>,
     mut shutdown: Shutdown,
     drain: Duration,
 ) {
-    let mut stream: Option<TcpStream> = None;
+    let mut stream: Option<Conn> = None;
     let mut backoff = Duration::from_millis(100);
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -140,17 +141,14 @@ pub async fn forward(
             continue;
         }
         if stream.is_none() {
-            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&destination))
-                .await
-            {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
+            match crate::tls::connect(&destination, tls.as_deref(), Duration::from_secs(5)).await {
+                Ok(s) => {
                     tracing::info!(%destination, "connected");
                     stream = Some(s);
                     backoff = Duration::from_millis(100);
                 }
-                _ => {
-                    tracing::warn!(%destination, retry_in = ?backoff, "destination unreachable; buffering");
+                Err(e) => {
+                    tracing::warn!(%destination, error = %e, retry_in = ?backoff, "destination unreachable; buffering");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.recv(), if deadline.is_none() => {}
@@ -163,7 +161,7 @@ pub async fn forward(
         // A far end that closed (a node stopping) still accepts a write
         // into the kernel's buffer, and those points would be lost: look
         // for its FIN first.
-        let closed = stream.as_ref().is_some_and(|s| {
+        let closed = stream.as_mut().is_some_and(|s| {
             let mut probe = [0u8; 1];
             matches!(s.try_read(&mut probe), Ok(0))
                 || matches!(s.try_read(&mut probe), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
@@ -176,7 +174,12 @@ pub async fn forward(
         let batch = buffer.take(5000);
         let bytes = encode(protocol, &batch);
         let s = stream.as_mut().expect("connected above");
-        match tokio::time::timeout(Duration::from_secs(10), s.write_all(&bytes)).await {
+        let wrote = tokio::time::timeout(Duration::from_secs(10), async {
+            s.write_all(&bytes).await?;
+            s.flush().await
+        })
+        .await;
+        match wrote {
             Ok(Ok(())) => {}
             _ => {
                 tracing::warn!(%destination, "send failed; reconnecting");
@@ -192,11 +195,12 @@ pub async fn forward(
 /// a crash) are sent again on the next one, so nothing is lost or doubled.
 pub async fn forward_pickle(
     destination: String,
+    tls: Option<Arc<TlsClient>>,
     buffer: Arc<Buffer>,
     mut shutdown: Shutdown,
     drain: Duration,
 ) {
-    let mut sender = Sender::new(destination.clone());
+    let mut sender = Sender::new(destination.clone(), tls);
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if shutdown.is_down() && deadline.is_none() {

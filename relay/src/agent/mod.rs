@@ -61,12 +61,14 @@ pub async fn run(config: AgentConfig, listeners: Listeners, shutdown: Shutdown) 
     let forwarder = match config.protocol {
         Protocol::Pickle => tokio::spawn(forward::forward_pickle(
             destination.clone(),
+            config.tls.clone(),
             buffer.clone(),
             forwarder_shutdown,
             config.drain,
         )),
         Protocol::Plaintext => tokio::spawn(forward::forward(
             destination.clone(),
+            config.tls.clone(),
             config.protocol,
             buffer.clone(),
             forwarder_shutdown,

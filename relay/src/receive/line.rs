@@ -4,18 +4,20 @@
 
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 
 use super::{refuse, refuse_record, serve_connections, Limits, Protocol, Sink};
 use crate::codec::plaintext::{for_each_line, parse_line};
 use crate::net::read_some;
 use crate::shutdown::Shutdown;
+use crate::tls::{Conn, TlsServer};
 
 /// Accepts plaintext connections until shutdown.
 pub async fn serve_tcp<S: Sink>(
     listener: TcpListener,
     sink: Arc<S>,
     limits: Limits,
+    tls: Option<Arc<TlsServer>>,
     shutdown: Shutdown,
 ) {
     serve_connections(
@@ -24,6 +26,7 @@ pub async fn serve_tcp<S: Sink>(
         limits,
         shutdown,
         "line",
+        tls,
         move |stream, sink, shutdown| async move {
             connection(stream, &*sink, limits, shutdown).await
         },
@@ -31,12 +34,7 @@ pub async fn serve_tcp<S: Sink>(
     .await;
 }
 
-async fn connection<S: Sink>(
-    mut stream: TcpStream,
-    sink: &S,
-    limits: Limits,
-    mut shutdown: Shutdown,
-) {
+async fn connection<S: Sink>(mut stream: Conn, sink: &S, limits: Limits, mut shutdown: Shutdown) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())

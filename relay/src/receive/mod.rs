@@ -18,11 +18,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::codec::{Point, RecordError, TimeBounds};
 use crate::net::LogLimiter;
 use crate::shutdown::Shutdown;
+use crate::tls::{Conn, TlsServer};
 
 /// Which receiver read a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,18 +105,19 @@ impl Default for Limits {
 }
 
 /// Accepts `protocol` connections until shutdown (at most
-/// `limits.max_connections` at once), each served by `connection` and
-/// counted open on the sink while it lasts.
+/// `limits.max_connections` at once, over TLS when `tls` is given), each
+/// served by `connection` and counted open on the sink while it lasts.
 pub async fn serve_connections<S, F, Fut>(
     listener: TcpListener,
     sink: Arc<S>,
     limits: Limits,
     shutdown: Shutdown,
     protocol: &'static str,
+    tls: Option<Arc<TlsServer>>,
     connection: F,
 ) where
     S: Sink,
-    F: Fn(TcpStream, Arc<S>, Shutdown) -> Fut,
+    F: Fn(Conn, Arc<S>, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     crate::net::accept_loop(
@@ -123,7 +125,8 @@ pub async fn serve_connections<S, F, Fut>(
         limits.max_connections,
         shutdown,
         protocol,
-        |stream, shutdown| {
+        tls,
+        move |stream, shutdown| {
             let work = connection(stream, sink.clone(), shutdown);
             let sink = sink.clone();
             async move {

@@ -8,19 +8,21 @@
 
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::{refuse, refuse_record, serve_connections, Limits, Protocol, Sink};
 use crate::ack::Receiving;
 use crate::codec::pickle::{decode_frame, next_frame, FrameError};
 use crate::codec::pickle_scan::check_plain;
 use crate::shutdown::Shutdown;
+use crate::tls::{Conn, TlsServer};
 
 /// Accepts pickle connections until shutdown.
 pub async fn serve<S: Sink>(
     listener: TcpListener,
     sink: Arc<S>,
     limits: Limits,
+    tls: Option<Arc<TlsServer>>,
     shutdown: Shutdown,
 ) {
     serve_connections(
@@ -29,6 +31,7 @@ pub async fn serve<S: Sink>(
         limits,
         shutdown,
         "pickle",
+        tls,
         move |stream, sink, shutdown| async move {
             connection(stream, &*sink, limits, shutdown).await
         },
@@ -36,12 +39,7 @@ pub async fn serve<S: Sink>(
     .await;
 }
 
-async fn connection<S: Sink>(
-    mut stream: TcpStream,
-    sink: &S,
-    limits: Limits,
-    mut shutdown: Shutdown,
-) {
+async fn connection<S: Sink>(mut stream: Conn, sink: &S, limits: Limits, mut shutdown: Shutdown) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -116,7 +114,7 @@ async fn connection<S: Sink>(
         // taken; `read` decides whether to go on.
         sink.accept(Protocol::Pickle, points, true, &mut shutdown)
             .await;
-        rx.taken(&stream, at);
+        rx.taken(&mut stream, at);
     }
     rx.finish(&mut stream).await;
 }

@@ -4,10 +4,12 @@
 //! here, next to the field it fills.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use graunt_cluster::hashing::{Destination, Method, Ring};
 use graunt_cluster::secret::ClusterSecret;
+use graunt_cluster::transport::Transport;
 use serde::Deserialize;
 
 use super::journal::JournalSync;
@@ -15,6 +17,7 @@ use crate::error::Error;
 use crate::receive::Limits;
 use crate::route::{Fence, Router, Rule};
 use crate::statsd::{Config as StatsdConfig, StatsdFile};
+use crate::tls::{ClientFiles, ServerFiles, TlsClient};
 
 /// The relay's TOML file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,6 +74,9 @@ pub struct RelayFile {
     pub max_pickle_frame: Option<usize>,
     /// Seconds a silent client connection is kept [600].
     pub idle_timeout: Option<u64>,
+    /// TLS to the destinations, and to the cluster's HTTP ports when the
+    /// relay follows one [none: plain TCP and HTTP].
+    pub destination_tls: Option<ClientFiles>,
 }
 
 /// `[[rule]]`.
@@ -139,6 +145,9 @@ pub struct ListenerFile {
     pub protocol: ListenerProtocol,
     /// Address.
     pub addr: String,
+    /// TLS on this listener (line and pickle; a TLS line listener has no
+    /// UDP side) [none].
+    pub tls: Option<ServerFiles>,
 }
 
 impl RelayFile {
@@ -214,6 +223,8 @@ pub enum Destinations {
         poll_interval: Duration,
         /// Signs the calls, when the cluster has a secret.
         secret: Option<ClusterSecret>,
+        /// Plain HTTP or HTTPS to the nodes.
+        transport: Transport,
     },
 }
 
@@ -227,9 +238,20 @@ pub struct TenantConfig {
     /// Whether its pickle listeners take frames.
     pub allow_pickle: bool,
     /// Its listeners.
-    pub listeners: Vec<(ListenerProtocol, String)>,
+    pub listeners: Vec<ListenerConfig>,
     /// The statsd aggregation of its statsd listeners (with its prefix).
     pub statsd: StatsdConfig,
+}
+
+/// A tenant's listener as the relay runs it.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Its protocol.
+    pub protocol: ListenerProtocol,
+    /// Its address.
+    pub addr: String,
+    /// Its TLS files, if it speaks TLS.
+    pub tls: Option<ServerFiles>,
 }
 
 /// Queues per destination.
@@ -243,6 +265,8 @@ pub struct QueueConfig {
     pub max_spill_bytes: u64,
     /// When journal writes are forced to disk.
     pub sync: JournalSync,
+    /// TLS to the destinations, if configured.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 /// A relay's validated settings.
@@ -281,6 +305,11 @@ impl RelayConfig {
                     }
                     None => None,
                 },
+                transport: match &file.destination_tls {
+                    Some(t) => Transport::tls(&t.ca_file)
+                        .map_err(|e| Error::config(format!("destination_tls: {e}")))?,
+                    None => Transport::plain(),
+                },
             },
             None => Destinations::Fixed(file.router()?),
         };
@@ -303,8 +332,8 @@ impl RelayConfig {
                 listeners: t
                     .listener
                     .iter()
-                    .map(|l| (l.protocol, l.addr.clone()))
-                    .collect(),
+                    .map(|l| listener(&t.name, l))
+                    .collect::<Result<_, _>>()?,
                 statsd: settings.config(every, t.prefix.clone())?,
             });
         }
@@ -322,6 +351,13 @@ impl RelayConfig {
                 dir: file.queue_dir.clone().filter(|p| !p.as_os_str().is_empty()),
                 max_spill_bytes: file.max_spill_bytes.unwrap_or(10 << 30),
                 sync: file.journal_sync.unwrap_or_default(),
+                tls: match &file.destination_tls {
+                    Some(t) => Some(
+                        TlsClient::load(t)
+                            .map_err(|e| Error::config(format!("destination_tls: {e}")))?,
+                    ),
+                    None => None,
+                },
             },
             self_metrics_interval: seconds(
                 "self_metrics_interval",
@@ -348,6 +384,22 @@ impl RelayConfig {
             },
         })
     }
+}
+
+/// A tenant's listener, checked: TLS is for TCP listeners.
+fn listener(tenant: &str, l: &ListenerFile) -> Result<ListenerConfig, Error> {
+    if l.tls.is_some() && l.protocol == ListenerProtocol::Statsd {
+        return Err(Error::config(format!(
+            "tenant {tenant}: the statsd listener on {} is UDP and cannot use TLS; \
+             use TLS on a line or pickle listener",
+            l.addr
+        )));
+    }
+    Ok(ListenerConfig {
+        protocol: l.protocol,
+        addr: l.addr.clone(),
+        tls: l.tls.clone(),
+    })
 }
 
 /// A positive number of seconds, or an error naming the setting.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use graunt_cluster::secret::ClusterSecret;
+use graunt_cluster::transport::Transport;
 use graunt_cluster::ClusterState;
 
 use super::config::QueueConfig;
@@ -20,10 +21,11 @@ use crate::shutdown::Shutdown;
 async fn fetch_state(
     client: &reqwest::Client,
     secret: Option<&ClusterSecret>,
+    transport: &Transport,
     nodes: &[String],
 ) -> Option<ClusterState> {
     for node in nodes {
-        let url = format!("http://{node}/cluster/state");
+        let url = transport.url(node, "/cluster/state");
         let Ok(resp) = graunt_cluster::secret::get(client, secret, &url)
             .send()
             .await
@@ -39,11 +41,8 @@ async fn fetch_state(
     None
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_default()
+fn client(transport: &Transport) -> reqwest::Client {
+    transport.client(Duration::from_secs(2)).unwrap_or_default()
 }
 
 fn router(state: &ClusterState) -> Option<Router> {
@@ -56,12 +55,13 @@ fn router(state: &ClusterState) -> Option<Router> {
 pub(super) async fn first_router(
     nodes: &[String],
     secret: Option<&ClusterSecret>,
+    transport: &Transport,
     mut shutdown: Shutdown,
 ) -> Option<Router> {
-    let client = client();
+    let client = client(transport);
     let mut said = Instant::now();
     loop {
-        if let Some(r) = fetch_state(&client, secret, nodes)
+        if let Some(r) = fetch_state(&client, secret, transport, nodes)
             .await
             .as_ref()
             .and_then(router)
@@ -85,6 +85,8 @@ pub(super) struct Following {
     pub nodes: Vec<String>,
     /// Signs the calls, when the cluster has a secret.
     pub secret: Option<ClusterSecret>,
+    /// Plain HTTP or HTTPS to the nodes.
+    pub transport: Transport,
     /// Between looks at the state.
     pub interval: Duration,
     /// Whose routing is swapped.
@@ -102,13 +104,14 @@ pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
     let Following {
         nodes,
         secret,
+        transport,
         interval,
         pipeline,
         queues,
         senders,
         senders_shutdown,
     } = f;
-    let client = client();
+    let client = client(&transport);
     let mut version = None;
     let mut learned: Vec<String> = Vec::new();
     loop {
@@ -121,7 +124,7 @@ pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
         // nodes may be the ones that are down.
         let mut ask = nodes.clone();
         ask.extend(learned.iter().filter(|m| !nodes.contains(m)).cloned());
-        let Some(state) = fetch_state(&client, secret.as_ref(), &ask).await else {
+        let Some(state) = fetch_state(&client, secret.as_ref(), &transport, &ask).await else {
             continue;
         };
         learned = state.members.values().map(|m| m.http.clone()).collect();

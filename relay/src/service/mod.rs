@@ -33,11 +33,16 @@ use crate::error::Error;
 use crate::receive::{line, pickle, Limits};
 use crate::shutdown::{self, Shutdown};
 use crate::statsd::listen as statsd;
+use crate::tls::TlsServer;
+
+/// A bound TCP listener and its TLS, if it speaks TLS.
+type Tcp = (TcpListener, Option<Arc<TlsServer>>);
 
 /// One tenant's bound sockets.
 struct TenantListeners {
-    line: Vec<(TcpListener, UdpSocket)>,
-    pickle: Vec<TcpListener>,
+    line: Vec<Tcp>,
+    udp: Vec<UdpSocket>,
+    pickle: Vec<Tcp>,
     statsd: Vec<statsd::Bound>,
 }
 
@@ -54,18 +59,33 @@ impl Listeners {
         for t in &config.tenants {
             let mut bound = TenantListeners {
                 line: Vec::new(),
+                udp: Vec::new(),
                 pickle: Vec::new(),
                 statsd: Vec::new(),
             };
-            for (protocol, addr) in &t.listeners {
-                let label = format!("{}-{}", t.name, protocol.name());
-                match protocol {
+            for l in &t.listeners {
+                let addr = &l.addr;
+                let tls = match &l.tls {
+                    Some(files) => Some(TlsServer::load(files).map_err(|e| {
+                        Error::config(format!("tenant {} listener {addr}: {e}", t.name))
+                    })?),
+                    None => None,
+                };
+                let label = format!("{}-{}", t.name, l.protocol.name());
+                match l.protocol {
+                    // A TLS listener has no UDP side: datagrams would go
+                    // round the certificate check.
+                    ListenerProtocol::Line if tls.is_some() => bound
+                        .line
+                        .push((crate::net::bind_tcp(addr, &label).await?, tls)),
                     ListenerProtocol::Line => {
-                        bound.line.push(crate::net::bind_line(addr, &label).await?)
+                        let (tcp, udp) = crate::net::bind_line(addr, &label).await?;
+                        bound.line.push((tcp, None));
+                        bound.udp.push(udp);
                     }
-                    ListenerProtocol::Pickle => {
-                        bound.pickle.push(crate::net::bind_tcp(addr, &label).await?)
-                    }
+                    ListenerProtocol::Pickle => bound
+                        .pickle
+                        .push((crate::net::bind_tcp(addr, &label).await?, tls)),
                     ListenerProtocol::Statsd => {
                         let one = crate::statsd::Listener {
                             addr: addr.clone(),
@@ -92,15 +112,17 @@ impl Listeners {
         let mut out = Vec::new();
         for (t, bound) in config.tenants.iter().zip(&self.tenants) {
             let name = &t.name;
-            if let Some((tcp, udp)) = bound.line.first() {
+            if let Some((tcp, _)) = bound.line.first() {
                 out.extend(tcp.local_addr().ok().map(|a| (format!("{name}-line"), a)));
+            }
+            if let Some(udp) = bound.udp.first() {
                 out.extend(
                     udp.local_addr()
                         .ok()
                         .map(|a| (format!("{name}-line-udp"), a)),
                 );
             }
-            if let Some(p) = bound.pickle.first() {
+            if let Some((p, _)) = bound.pickle.first() {
                 out.extend(p.local_addr().ok().map(|a| (format!("{name}-pickle"), a)));
             }
             if let Some(s) = bound.statsd.first() {
@@ -154,6 +176,7 @@ fn make_outbound(queues: &QueueConfig, d: &Destination) -> Result<Arc<Outbound>,
         d.clone(),
         queues.max_queue,
         journal,
+        queues.tls.clone(),
     )))
 }
 
@@ -166,11 +189,14 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let router = match &config.destinations {
-        Destinations::Cluster { nodes, secret, .. } => {
-            follow::first_router(nodes, secret.as_ref(), shutdown.clone())
-                .await
-                .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?
-        }
+        Destinations::Cluster {
+            nodes,
+            secret,
+            transport,
+            ..
+        } => follow::first_router(nodes, secret.as_ref(), transport, shutdown.clone())
+            .await
+            .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?,
         Destinations::Fixed(router) => router.clone(),
     };
     let mut outbound: Vec<Arc<Outbound>> = Vec::new();
@@ -211,12 +237,14 @@ pub async fn run(
         nodes,
         poll_interval,
         secret,
+        transport,
     } = &config.destinations
     {
         tasks.spawn(follow::follow(
             follow::Following {
                 nodes: nodes.clone(),
                 secret: secret.clone(),
+                transport: transport.clone(),
                 interval: *poll_interval,
                 pipeline: pipeline.clone(),
                 queues: config.queues.clone(),
@@ -269,12 +297,26 @@ fn serve_tenant(
     limits: Limits,
     shutdown: &Shutdown,
 ) {
-    for (tcp, udp) in bound.line {
-        tasks.spawn(line::serve_tcp(tcp, sink.clone(), limits, shutdown.clone()));
+    for (tcp, tls) in bound.line {
+        tasks.spawn(line::serve_tcp(
+            tcp,
+            sink.clone(),
+            limits,
+            tls,
+            shutdown.clone(),
+        ));
+    }
+    for udp in bound.udp {
         tasks.spawn(line::serve_udp(udp, sink.clone(), shutdown.clone()));
     }
-    for tcp in bound.pickle {
-        tasks.spawn(pickle::serve(tcp, sink.clone(), limits, shutdown.clone()));
+    for (tcp, tls) in bound.pickle {
+        tasks.spawn(pickle::serve(
+            tcp,
+            sink.clone(),
+            limits,
+            tls,
+            shutdown.clone(),
+        ));
     }
     if !bound.statsd.is_empty() {
         let s = sink.clone();

@@ -11,7 +11,7 @@
 //! newest points are dropped, counted and logged (never silently).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use graunt_cluster::hashing::Destination;
@@ -22,6 +22,7 @@ use super::journal::Journal;
 use crate::ack::Sender;
 use crate::codec::Point;
 use crate::shutdown::Shutdown;
+use crate::tls::TlsClient;
 
 /// Points per pickle frame.
 const BATCH: usize = 5000;
@@ -33,6 +34,8 @@ const BATCH_BYTES: usize = 512 << 10;
 pub struct Outbound {
     /// Where it sends.
     pub destination: Destination,
+    /// TLS to it, if configured.
+    tls: Option<Arc<TlsClient>>,
     queue: Mutex<Batches>,
     max: usize,
     ready: Notify,
@@ -72,9 +75,15 @@ fn frame(points: &[Point]) -> Vec<u8> {
 impl Outbound {
     /// An empty queue: `journal` when the relay has a `queue_dir`, else in
     /// memory holding at most `max` points.
-    pub fn new(destination: Destination, max: usize, journal: Option<Journal>) -> Outbound {
+    pub fn new(
+        destination: Destination,
+        max: usize,
+        journal: Option<Journal>,
+        tls: Option<Arc<TlsClient>>,
+    ) -> Outbound {
         Outbound {
             destination,
+            tls,
             queue: Mutex::new(Batches::default()),
             max: max.max(1),
             ready: Notify::new(),
@@ -197,7 +206,7 @@ impl Outbound {
     /// journal, what is left waits on disk for the next start.
     pub async fn run(&self, mut shutdown: Shutdown, drain: Duration) {
         let addr = format!("{}:{}", self.destination.host, self.destination.port);
-        let mut sender = Sender::new(addr);
+        let mut sender = Sender::new(addr, self.tls.clone());
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_down() && deadline.is_none() {
