@@ -4,6 +4,7 @@ in the same run.
 
   python3 bench/relay.py [--lines 2000000] [--graunt target/release/graunt]
                          [--python .venv/bin/python] [--journal off,periodic]
+                         [--tls]
 
 Each destination is a sink process that unpickles every frame and counts
 the points. The client sends LINES distinct lines over 2 TCP connections as
@@ -11,8 +12,11 @@ fast as the relay reads them; lines/s = LINES / time until the sinks hold
 2 x LINES points (every replica). Relay CPU = user + system seconds of the
 relay process over that time. graunt runs once per `--journal` mode: `off`
 (queues in memory) or a `journal_sync` mode (every batch written to the
-destinations' journals before it is acknowledged). Results print as
-Markdown rows.
+destinations' journals before it is acknowledged). With `--tls` the runs
+are graunt and carbon-c-relay (Debian's, which sends plaintext lines to the
+sinks), each with a plaintext listener and with a TLS one (a certificate
+made with `openssl req`; the clients are Python `ssl` sockets). Results
+print as Markdown rows.
 """
 import argparse
 import multiprocessing
@@ -45,10 +49,19 @@ def sink(host, port, counter):
 
     def read(conn):
         buf = b""
+        lines = None
         while True:
             data = conn.recv(1 << 20)
             if not data:
                 return
+            if lines is None:
+                # A pickle frame starts with its length (a zero byte first
+                # for any frame under 16 MiB); plaintext with a name.
+                lines = data[:1] != b"\0"
+            if lines:
+                with counter.get_lock():
+                    counter.value += data.count(b"\n")
+                continue
             buf += data
             n = 0
             while len(buf) >= 4:
@@ -73,13 +86,33 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / tick
 
 
-def send(port, payload):
+def send(port, payload, ca=None):
     s = socket.create_connection(("127.0.0.1", port))
+    if ca:
+        import ssl
+        s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname="127.0.0.1")
     s.sendall(payload)
+    if ca:
+        try:
+            s = s.unwrap()
+        except (OSError, ValueError):
+            pass  # a relay that closes without TLS's close_notify
     s.close()
 
 
-def run(name, start, lines):
+def make_certificate(work):
+    """A self-signed certificate for 127.0.0.1 (cert, key, and both in one
+    file for carbon-c-relay)."""
+    cert, key, both = (os.path.join(work, n) for n in ("cert.pem", "key.pem", "both.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return cert, key, both
+
+
+def run(name, start, lines, ca=None):
     counter = multiprocessing.Value("q", 0)
     ports = [free_port() for _ in range(3)]
     # Three "hosts" on loopback (127.0.0.1-3), so replicas can be diverse.
@@ -96,7 +129,7 @@ def run(name, start, lines):
         halves.append(body.encode())
     cpu0 = cpu_seconds(proc.pid)
     started = time.perf_counter()
-    senders = [multiprocessing.Process(target=send, args=(in_port, h)) for h in halves]
+    senders = [multiprocessing.Process(target=send, args=(in_port, h, ca)) for h in halves]
     for s in senders:
         s.start()
     deadline = started + 600
@@ -128,10 +161,12 @@ def main():
     ap.add_argument("--python", default=".venv/bin/python")
     ap.add_argument("--graunt-only", action="store_true", help="skip carbon-relay (for quick iterations)")
     ap.add_argument("--journal", default="off", help="graunt runs, comma-separated: off, periodic, always, never")
+    ap.add_argument("--tls", action="store_true",
+                    help="graunt and carbon-c-relay, each with a plaintext and a TLS listener")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="graunt-relay-bench-")
 
-    def start_graunt(ports, journal):
+    def start_graunt(ports, journal, tls=None):
         port = free_port()
         conf = os.path.join(work, "relay.toml")
         with open(conf, "w") as f:
@@ -141,7 +176,11 @@ def main():
                 f.write('queue_dir = "%s"\njournal_sync = "%s"\n' % (queues, journal))
             f.write("destinations = [%s]\n" % ", ".join('"127.0.0.%d:%d:a"' % (i + 1, p) for i, p in enumerate(ports)))
             f.write('[[tenant]]\nname = "bench"\nmax_age = 100000000\n')
-            f.write('listener = [{ protocol = "line", addr = "127.0.0.1:%d" }]\n' % port)
+            if tls:
+                f.write('listener = [{ protocol = "line", addr = "127.0.0.1:%d", '
+                        'tls = { cert_file = "%s", key_file = "%s" } }]\n' % (port, tls[0], tls[1]))
+            else:
+                f.write('listener = [{ protocol = "line", addr = "127.0.0.1:%d" }]\n' % port)
         proc = subprocess.Popen([args.graunt, "relay", "--config", conf],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
@@ -175,9 +214,40 @@ def main():
                 time.sleep(0.1)
         return proc, line
 
+    def start_c_relay(ports, tls=None):
+        port = free_port()
+        conf = os.path.join(work, "c-relay.conf")
+        with open(conf, "w") as f:
+            f.write("cluster sinks\n  carbon_ch replication 2\n")
+            for i, p in enumerate(ports):
+                f.write("    127.0.0.%d:%d=a\n" % (i + 1, p))
+            f.write("  ;\nmatch * send to sinks;\nlisten\n  type linemode%s\n    127.0.0.1:%d proto tcp\n  ;\n"
+                    % (" transport plain ssl %s" % tls[2] if tls else "", port))
+        # -q 10000000: a queue as deep as graunt's and carbon-relay's here.
+        proc = subprocess.Popen(["carbon-c-relay", "-f", conf, "-w", "2", "-q", "10000000", "-b", "5000"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return proc, port
+
     rows = []
     try:
-        for journal in args.journal.split(","):
+        if args.tls:
+            tls = make_certificate(work)
+            for name, start, ca in [
+                ("graunt relay, plaintext", lambda ports: start_graunt(ports, "off"), None),
+                ("graunt relay, TLS", lambda ports: start_graunt(ports, "off", tls), tls[0]),
+                ("carbon-c-relay 3.7.3, plaintext", lambda ports: start_c_relay(ports), None),
+                ("carbon-c-relay 3.7.3, TLS", lambda ports: start_c_relay(ports, tls), tls[0]),
+            ]:
+                rows.append((name, run(name, start, args.lines, ca)))
+            args.journal = ""
+            args.graunt_only = True
+        for journal in filter(None, args.journal.split(",")):
             name = "graunt relay" if journal == "off" else "graunt relay, journal %s" % journal
             g = run(name, lambda ports: start_graunt(ports, journal), args.lines)
             rows.append((name, g))

@@ -258,35 +258,55 @@ fn a_tenant_sees_nothing_outside_its_namespaces() {
 struct Slapd {
     child: std::process::Child,
     port: u16,
+    /// Its `ldaps://` port, when started with a certificate.
+    ldaps_port: u16,
     _dir: tempfile::TempDir,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Slapd {
-    fn start() -> Slapd {
+    /// Started with `tls`, it also serves `ldaps://` and StartTLS with
+    /// that certificate.
+    fn start(tls: Option<&graunt_harness::tls::Issued>) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("db")).unwrap();
+        let tls_conf = tls.map_or(String::new(), |t| {
+            format!(
+                "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                t.cert.display(),
+                t.key.display()
+            )
+        });
         std::fs::write(
             d.join("slapd.conf"),
             format!(
                 "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
                  include /etc/ldap/schema/inetorgperson.schema\ninclude /etc/ldap/schema/nis.schema\n\
-                 pidfile {d}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
+                 pidfile {d}/slapd.pid\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n{tls_conf}\
                  database mdb\nsuffix \"dc=example,dc=com\"\nrootdn \"cn=admin,dc=example,dc=com\"\n\
                  rootpw adminpw\ndirectory {d}/db\n",
                 d = d.display()
             ),
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
+        let ldaps_port = free_port();
+        let mut urls = format!("ldap://127.0.0.1:{port}/");
+        if tls.is_some() {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{ldaps_port}/"));
+        }
         let child = std::process::Command::new("slapd")
             .arg("-f")
             .arg(d.join("slapd.conf"))
-            .args(["-h", &format!("ldap://127.0.0.1:{port}/"), "-d", "0"])
+            .args(["-h", &urls, "-d", "0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -314,6 +334,7 @@ impl Slapd {
         Slapd {
             child,
             port,
+            ldaps_port,
             _dir: dir,
         }
     }
@@ -328,7 +349,7 @@ impl Drop for Slapd {
 
 #[test]
 fn ldap_logins_and_the_group_check_against_slapd() {
-    let slapd = Slapd::start();
+    let slapd = Slapd::start(None);
     let dir = temp_dir();
     let config = dir.path().join("graunt.toml");
     std::fs::write(
@@ -369,4 +390,67 @@ fn ldap_logins_and_the_group_check_against_slapd() {
     assert_eq!(code(Some(basic("*)(uid=*", "x"))), 401, "an injection");
     assert_eq!(code(None), 401);
     node.stop(Duration::from_secs(20));
+}
+
+#[test]
+fn ldaps_and_starttls_logins_check_the_directory_certificate() {
+    let dir = temp_dir();
+    let site = graunt_harness::tls::Pki::new(dir.path(), "site");
+    let other = graunt_harness::tls::Pki::new(dir.path(), "other");
+    let slapd = Slapd::start(Some(&site.localhost("slapd")));
+    wait_for(Duration::from_secs(10), "slapd's ldaps port", || {
+        TcpStream::connect(("127.0.0.1", slapd.ldaps_port)).ok()
+    });
+    use base64::Engine;
+    let alice = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:alice pw")
+    );
+    for (case, url, extra, ca, want) in [
+        (
+            "ldaps://",
+            format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+            "",
+            &site.ca_file,
+            200,
+        ),
+        (
+            "StartTLS",
+            format!("ldap://127.0.0.1:{}", slapd.port),
+            "starttls = true\n",
+            &site.ca_file,
+            200,
+        ),
+        (
+            "ldaps:// trusting another CA",
+            format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+            "",
+            &other.ca_file,
+            401,
+        ),
+        (
+            "StartTLS trusting another CA",
+            format!("ldap://127.0.0.1:{}", slapd.port),
+            "starttls = true\n",
+            &other.ca_file,
+            401,
+        ),
+    ] {
+        let config = dir.path().join("graunt.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[ldap]\nurl = \"{url}\"\nuser_dn = \"uid={{user}},ou=people,dc=example,dc=com\"\n\
+                 required_group = \"cn=graphite,dc=example,dc=com\"\n{extra}ca_file = {ca:?}\n"
+            ),
+        )
+        .unwrap();
+        let node = Node::start(
+            &dir.path().join("data"),
+            &["--config", config.to_str().unwrap()],
+        );
+        let code = get(&node, "/metrics/find?query=*", Some(&alice)).0;
+        assert_eq!(code, want, "{case}");
+        node.stop(Duration::from_secs(20));
+    }
 }

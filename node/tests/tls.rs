@@ -219,6 +219,21 @@ fn the_http_api_speaks_tls_to_openssl_and_python() {
         "python trusted another CA's certificate:\n{err}"
     );
 
+    // curl offers HTTP/2 by ALPN: it must get HTTP/1.1, which is spoken.
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&site.ca_file)
+        .args(["-w", " %{http_version} %{http_code}"])
+        .arg(format!("https://{http}/version"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.ends_with(" 1.1 200"),
+        "curl: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Plain HTTP to the TLS port gets no HTTP answer.
     let mut plain = std::net::TcpStream::connect(http).unwrap();
     plain

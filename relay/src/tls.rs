@@ -220,24 +220,39 @@ fn server_config(paths: &[PathBuf], contents: &[Vec<u8>]) -> Result<ServerConfig
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+    builder.with_single_cert(chain, key).map_err(|e| {
         Error::config(format!(
             "{} and {} do not make a certificate and its key: {e}",
             paths[0].display(),
             paths[1].display()
         ))
-    })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    })
+}
+
+fn http_server_config(paths: &[PathBuf], contents: &[Vec<u8>]) -> Result<ServerConfig, Error> {
+    let mut config = server_config(paths, contents)?;
+    // The HTTP server speaks HTTP/1.1 only: a client offered h2 must not get it.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
 impl TlsServer {
-    /// Loads the files; an error names the file and what is wrong with it.
+    /// Loads the files of a carbon listener; an error names the file and
+    /// what is wrong with it.
     pub fn load(files: &ServerFiles) -> Result<Arc<TlsServer>, Error> {
+        TlsServer::load_with(files, server_config)
+    }
+
+    /// Loads the files of an HTTP listener (it offers ALPN `http/1.1`).
+    pub fn load_http(files: &ServerFiles) -> Result<Arc<TlsServer>, Error> {
+        TlsServer::load_with(files, http_server_config)
+    }
+
+    fn load_with(files: &ServerFiles, build: Build<ServerConfig>) -> Result<Arc<TlsServer>, Error> {
         let mut paths = vec![files.cert_file.clone(), files.key_file.clone()];
         paths.extend(files.client_ca_file.clone());
         Ok(Arc::new(TlsServer {
-            config: Reloading::load("listener", paths, server_config)?,
+            config: Reloading::load("listener", paths, build)?,
         }))
     }
 
@@ -303,6 +318,12 @@ impl TlsClient {
             config: Reloading::load("destination", paths, client_config)?,
             server_name: files.server_name.clone(),
         }))
+    }
+
+    /// The client config for a new connection (files looked at again as
+    /// for [`TlsClient::connect`]).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.current()
     }
 
     /// Connects to `addr` (`host:port`) and runs the client handshake,

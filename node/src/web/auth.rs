@@ -6,7 +6,8 @@
 //! every read sees only series under them ([`graunt_query::source::Fenced`]).
 //! With `[ldap]`, a Basic login that is no local user's binds to the
 //! directory as that user (and must be in `required_group`), as the nginx
-//! LDAP module in front of graphite-web did.
+//! LDAP module in front of graphite-web did, over `ldaps://` or StartTLS
+//! when configured.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,7 @@ pub struct UserFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapFile {
-    /// `ldap://host:port` of the directory.
+    /// `ldap://host:port` or `ldaps://host:port` of the directory.
     pub url: String,
     /// The user's DN, `{user}` standing for the login name
     /// (`uid={user},ou=people,dc=example,dc=com`).
@@ -48,6 +49,11 @@ pub struct LdapFile {
     pub namespaces: Option<Vec<String>>,
     /// Seconds a directory answer waits [5].
     pub timeout: Option<u64>,
+    /// Upgrade an `ldap://` connection with StartTLS before binding [false].
+    pub starttls: Option<bool>,
+    /// CA bundle (PEM) the directory's certificate must chain to, for
+    /// `ldaps://` and StartTLS [the system's CAs].
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Who a request comes from.
@@ -71,6 +77,8 @@ pub struct Auth {
     /// Verified Basic credentials: hash of the header value → (user index, when).
     verified: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
     ldap: Option<LdapFile>,
+    /// TLS to the directory with a configured CA.
+    ldap_tls: Option<Arc<graunt_relay::tls::TlsClient>>,
     /// Directory logins verified: hash of the header value → (user, when).
     ldap_verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
 }
@@ -83,12 +91,32 @@ impl Auth {
         cors_origins: Vec<String>,
         ldap: Option<LdapFile>,
     ) -> Result<Auth, String> {
+        let mut ldap_tls = None;
         if let Some(l) = &ldap {
-            if !l.url.starts_with("ldap://") {
-                return Err(format!("ldap url {:?}: use ldap://host:port", l.url));
+            let ldaps = l.url.starts_with("ldaps://");
+            if !ldaps && !l.url.starts_with("ldap://") {
+                return Err(format!(
+                    "ldap url {:?}: use ldap://host:port or ldaps://host:port",
+                    l.url
+                ));
+            }
+            if ldaps && l.starttls == Some(true) {
+                return Err(
+                    "ldap: starttls is for ldap:// URLs; ldaps:// is TLS from the start".into(),
+                );
             }
             if !l.user_dn.contains("{user}") {
                 return Err("ldap user_dn needs {user} where the login name goes".into());
+            }
+            if let Some(ca) = &l.ca_file {
+                let files = graunt_relay::tls::ClientFiles {
+                    ca_file: ca.clone(),
+                    ..Default::default()
+                };
+                ldap_tls = Some(
+                    graunt_relay::tls::TlsClient::load(&files)
+                        .map_err(|e| format!("ldap ca_file: {e}"))?,
+                );
             }
         }
         for (i, u) in users.iter().enumerate() {
@@ -118,6 +146,7 @@ impl Auth {
             cors_origins,
             verified: Mutex::new(HashMap::new()),
             ldap,
+            ldap_tls,
             ldap_verified: Mutex::new(HashMap::new()),
         })
     }
@@ -165,7 +194,11 @@ impl Auth {
             return None;
         }
         let timeout = Duration::from_secs(ldap.timeout.unwrap_or(5));
-        let checked = tokio::time::timeout(timeout, ldap_check(ldap, name, password)).await;
+        let checked = tokio::time::timeout(
+            timeout,
+            ldap_check(ldap, self.ldap_tls.as_deref(), name, password),
+        )
+        .await;
         match checked {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => return None,
@@ -261,8 +294,17 @@ impl Auth {
 /// Binds as the user and checks the group: `Ok(false)` for a wrong
 /// password or a user outside the group, `Err` when the directory cannot be
 /// asked.
-async fn ldap_check(ldap: &LdapFile, name: &str, password: &str) -> Result<bool, ldap3::LdapError> {
-    let (conn, mut client) = ldap3::LdapConnAsync::new(&ldap.url).await?;
+async fn ldap_check(
+    ldap: &LdapFile,
+    tls: Option<&graunt_relay::tls::TlsClient>,
+    name: &str,
+    password: &str,
+) -> Result<bool, ldap3::LdapError> {
+    let mut settings = ldap3::LdapConnSettings::new().set_starttls(ldap.starttls.unwrap_or(false));
+    if let Some(tls) = tls {
+        settings = settings.set_config(tls.config());
+    }
+    let (conn, mut client) = ldap3::LdapConnAsync::with_settings(settings, &ldap.url).await?;
     ldap3::drive!(conn);
     let dn = ldap.user_dn.replace("{user}", &ldap3::dn_escape(name));
     let bound = client.simple_bind(&dn, password).await?.success().is_ok();
