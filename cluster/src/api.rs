@@ -29,7 +29,7 @@ use crate::{Member, NodeId, Request, TypeConfig};
 
 /// A JSON body whose rejection (not JSON, wrong fields) is a 400 that says
 /// why, where axum would answer 415 or 422.
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = Response;
@@ -81,7 +81,12 @@ struct App {
 }
 
 /// The cluster routes, to merge into the node's router.
-pub fn routes(node: Arc<ClusterNode>, store: Arc<Store>) -> Router {
+pub fn routes(
+    node: Arc<ClusterNode>,
+    store: Arc<Store>,
+    rebalancer: Arc<crate::rebalance::Rebalancer>,
+) -> Router {
+    let moves = crate::rebalance_api::routes(node.clone(), store.clone(), rebalancer);
     Router::new()
         .route("/cluster/raft/append", post(append))
         .route("/cluster/raft/vote", post(vote))
@@ -101,11 +106,12 @@ pub fn routes(node: Arc<ClusterNode>, store: Arc<Store>) -> Router {
             // A render of many series asks for all their names at once.
             post(fetch).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            authenticate,
-        ))
-        .with_state(App { node, store })
+        .with_state(App {
+            node: node.clone(),
+            store,
+        })
+        .merge(moves)
+        .layer(axum::middleware::from_fn_with_state(node, authenticate))
 }
 
 /// Refuses a call without a valid credential (401, counted) when the
@@ -208,19 +214,22 @@ async fn init(State(app): State<App>) -> Response {
 }
 
 /// Forwards an admin request to the leader when this node is not it.
-async fn to_leader(app: &App, path: &str, body: &serde_json::Value) -> Option<Response> {
-    if app.node.raft.current_leader().await == Some(app.node.me.id) {
+pub(crate) async fn to_leader(
+    node: &ClusterNode,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<Response> {
+    if node.raft.current_leader().await == Some(node.me.id) {
         return None;
     }
-    let Some(leader) = app.node.leader_http() else {
+    let Some(leader) = node.leader_http() else {
         return Some(failed(
             StatusCode::SERVICE_UNAVAILABLE,
             "no leader elected yet; retry in a moment",
         ));
     };
-    let resp = app
-        .node
-        .call("POST", &app.node.transport.url(&leader, path), body)
+    let resp = node
+        .call("POST", &node.transport.url(&leader, path), body)
         .send()
         .await;
     Some(match resp {
@@ -241,7 +250,7 @@ async fn to_leader(app: &App, path: &str, body: &serde_json::Value) -> Option<Re
 /// its member record.
 async fn join(State(app): State<App>, Body(member): Body<Member>) -> Response {
     let body = serde_json::to_value(&member).unwrap_or_default();
-    if let Some(r) = to_leader(&app, "/cluster/join", &body).await {
+    if let Some(r) = to_leader(&app.node, "/cluster/join", &body).await {
         return r;
     }
     let raft = &app.node.raft;
@@ -273,7 +282,7 @@ struct Leave {
 
 /// Removes a node from the voters and the members.
 async fn leave(State(app): State<App>, Body(leave): Body<Leave>) -> Response {
-    if let Some(r) = to_leader(&app, "/cluster/leave", &json!({ "id": leave.id })).await {
+    if let Some(r) = to_leader(&app.node, "/cluster/leave", &json!({ "id": leave.id })).await {
         return r;
     }
     let raft = &app.node.raft;

@@ -28,6 +28,8 @@ mod log_store;
 pub mod member;
 pub mod metrics;
 mod network;
+pub mod rebalance;
+mod rebalance_api;
 pub mod ring;
 pub mod secret;
 pub mod source;

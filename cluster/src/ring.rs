@@ -6,9 +6,15 @@ use crate::hashing::{Destination, Method, Ring};
 use crate::{ClusterState, Member};
 
 /// The ring the cluster's relays route by, over its members (each member
-/// one destination, its id as instance).
+/// one destination, its id as instance) but those draining before they
+/// leave.
 pub fn of_members(state: &ClusterState) -> Option<(Ring, Vec<Member>)> {
-    let members: Vec<Member> = state.members.values().cloned().collect();
+    let members: Vec<Member> = state
+        .members
+        .values()
+        .filter(|m| !m.draining)
+        .cloned()
+        .collect();
     let destinations: Vec<Destination> = members
         .iter()
         .filter_map(|m| Destination::parse(&m.destination()).ok())

@@ -16,6 +16,10 @@ pub struct Member {
     pub http: String,
     /// `host:port` of its pickle receiver (where relays send).
     pub pickle: String,
+    /// Leaving: no series are placed on it, and it moves its own to their
+    /// other owners before it is removed (`graunt cluster leave`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl Member {
@@ -128,6 +132,7 @@ mod tests {
             id: 2,
             http: "10.0.0.2:8080".into(),
             pickle: "10.0.0.2:2004".into(),
+            draining: false,
         };
         assert_eq!(s.apply(&Request::SetMember(m.clone())).version, 1);
         assert_eq!(s.members[&2].destination(), "10.0.0.2:2004:2");

@@ -44,13 +44,32 @@ pub enum ClusterCommand {
         #[arg(long)]
         via: String,
     },
-    /// Remove a node by id.
+    /// Remove a node by id: first its series move to their other owners
+    /// (it drains), then it leaves.
     Leave {
         #[command(flatten)]
         node: NodeArg,
         /// The id of the node that leaves.
         #[arg(long)]
         id: u64,
+        /// Remove it at once, leaving its series behind (a dead node).
+        #[arg(long)]
+        no_drain: bool,
+    },
+    /// Series moving to their owners after membership changes.
+    #[command(subcommand)]
+    Rebalance(RebalanceCommand),
+    /// Fill replicas' gaps from each other: every member pushes the series
+    /// it owns to their other owners, which keep what they have.
+    Repair {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Only series whose names start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Wait until every member has finished.
+        #[arg(long)]
+        wait: bool,
     },
     /// Leader, term, members and their health, the ring.
     Status {
@@ -74,6 +93,19 @@ pub struct NodeArg {
     /// host:port of a node's HTTP API [127.0.0.1:8080].
     #[arg(long, default_value = "127.0.0.1:8080")]
     node: String,
+}
+
+/// `graunt cluster rebalance …`.
+#[derive(Debug, Subcommand)]
+pub enum RebalanceCommand {
+    /// Per member: series and bytes pending, moved, failed, deleted.
+    Status {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `graunt cluster schemas …`.
@@ -184,7 +216,19 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
             call("POST", &via, "/cluster/join", Some(me.clone())).await?;
             println!("node {} ({}) joined", me["id"], node.node);
         }
-        ClusterCommand::Leave { node, id } => {
+        ClusterCommand::Leave { node, id, no_drain } => {
+            if !no_drain {
+                let before = counters(&node.node, "rebalances_done").await?;
+                call(
+                    "POST",
+                    &node.node,
+                    "/cluster/drain",
+                    Some(json!({ "id": id })),
+                )
+                .await?;
+                println!("node {id} is draining: its series move to their other owners");
+                wait_for_passes(&node.node, "rebalances_done", &before).await?;
+            }
             call(
                 "POST",
                 &node.node,
@@ -220,6 +264,58 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
                         }
                     );
                 }
+            }
+        }
+        ClusterCommand::Rebalance(RebalanceCommand::Status { node, json }) => {
+            let s = call("GET", &node.node, "/cluster/rebalance", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "{:>5}  {:<9} {:>8} {:>14} {:>8} {:>14} {:>7} {:>8}",
+                    "node",
+                    "job",
+                    "pending",
+                    "pending bytes",
+                    "moved",
+                    "moved bytes",
+                    "failed",
+                    "deleted"
+                );
+                for n in s["nodes"].as_array().into_iter().flatten() {
+                    match n["error"].as_str() {
+                        Some(e) => println!("{:>5}  unreachable: {e}", n["node"]),
+                        None => println!(
+                            "{:>5}  {:<9} {:>8} {:>14} {:>8} {:>14} {:>7} {:>8}",
+                            n["node"],
+                            n["job"].as_str().unwrap_or("?"),
+                            n["pending_series"],
+                            n["pending_bytes"],
+                            n["moved_series"],
+                            n["moved_bytes"],
+                            n["failed_series"],
+                            n["deleted_series"]
+                        ),
+                    }
+                }
+            }
+        }
+        ClusterCommand::Repair { node, prefix, wait } => {
+            let path = if prefix.is_empty() {
+                "/cluster/repair".to_string()
+            } else {
+                format!("/cluster/repair?prefix={}", query_escape(&prefix))
+            };
+            let answer = call("POST", &node.node, &path, None).await?;
+            let before: std::collections::BTreeMap<u64, u64> = answer["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| Some((n["node"].as_u64()?, n["repairs_done"].as_u64()?)))
+                .collect();
+            println!("repair asked of {} members", before.len());
+            if wait {
+                wait_for_passes(&node.node, "repairs_done", &before).await?;
             }
         }
         ClusterCommand::Schemas(SchemasCommand::Get(n)) => {
@@ -278,6 +374,70 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each member's count `field` (`rebalances_done`, `repairs_done`).
+async fn counters(node: &str, field: &str) -> anyhow::Result<std::collections::BTreeMap<u64, u64>> {
+    let s = call("GET", node, "/cluster/rebalance", None).await?;
+    Ok(s["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["node"].as_u64()?, n[field].as_u64()?)))
+        .collect())
+}
+
+/// Waits until every member in `before` has finished another pass (its
+/// `field` grew), saying every 10 s what is left.
+async fn wait_for_passes(
+    node: &str,
+    field: &str,
+    before: &std::collections::BTreeMap<u64, u64>,
+) -> anyhow::Result<()> {
+    let mut said = std::time::Instant::now();
+    loop {
+        let s = call("GET", node, "/cluster/rebalance", None).await?;
+        let nodes: Vec<&Value> = s["nodes"].as_array().into_iter().flatten().collect();
+        let waiting: Vec<u64> = before
+            .iter()
+            .filter(|(id, done)| {
+                !nodes.iter().any(|n| {
+                    n["node"].as_u64() == Some(**id)
+                        && n[field].as_u64().is_some_and(|d| d > **done)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if waiting.is_empty() {
+            println!("done");
+            return Ok(());
+        }
+        if said.elapsed() > Duration::from_secs(10) {
+            let pending: u64 = nodes
+                .iter()
+                .filter_map(|n| n["pending_series"].as_u64())
+                .sum();
+            let failed: u64 = nodes
+                .iter()
+                .filter_map(|n| n["failed_series"].as_u64())
+                .sum();
+            println!(
+                "waiting for nodes {waiting:?}: {pending} series pending, {failed} failed so far"
+            );
+            said = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `value` for a URL query.
+fn query_escape(value: &str) -> String {
+    let mut u = reqwest::Url::parse("http://x/").expect("a valid URL");
+    u.query_pairs_mut().append_pair("v", value);
+    u.query()
+        .unwrap_or_default()
+        .trim_start_matches("v=")
+        .to_string()
 }
 
 /// `graunt health`: a GET that must answer 200 within 3 s.

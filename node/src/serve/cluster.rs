@@ -1,11 +1,13 @@
 //! Wiring a node into its cluster: the addresses it advertises, its raft
-//! member, and the tasks that bootstrap it and keep its schemas current.
+//! member, and the tasks that bootstrap it, keep its schemas current and
+//! keep its series on their owners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use graunt_cluster::member::{self, ClusterNode};
+use graunt_cluster::rebalance::Rebalancer;
 use graunt_relay::shutdown::Shutdown;
 use graunt_storage::store::Store;
 use tokio::net::TcpListener;
@@ -43,11 +45,12 @@ pub async fn start(
     store: &Arc<Store>,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &Shutdown,
-) -> anyhow::Result<Arc<ClusterNode>> {
+) -> anyhow::Result<(Arc<ClusterNode>, Arc<Rebalancer>)> {
     let me = graunt_cluster::Member {
         id: c.id,
         http: advertised(&c.advertise_http, http.local_addr().ok(), "HTTP")?,
         pickle: advertised(&c.advertise_pickle, pickle, "pickle")?,
+        draining: false,
     };
     tracing::info!(id = me.id, http = %me.http, pickle = %me.pickle, "cluster member");
     if c.secret.is_none() {
@@ -67,6 +70,9 @@ pub async fn start(
         store.clone(),
         async move { s.recv().await },
     ));
+    let rebalancer = Rebalancer::new(node.clone(), store.clone(), c.rebalance.clone());
+    let mut s = shutdown.clone();
+    tasks.spawn(rebalancer.clone().run(async move { s.recv().await }));
     let mut s = shutdown.clone();
     tasks.spawn(member::bootstrap(
         node.clone(),
@@ -74,5 +80,5 @@ pub async fn start(
         c.join.clone(),
         async move { s.recv().await },
     ));
-    Ok(node)
+    Ok((node, rebalancer))
 }

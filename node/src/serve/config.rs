@@ -95,6 +95,17 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     /// Basic logins checked against an LDAP directory [none].
     pub ldap: Option<crate::web::auth::LdapFile>,
+    /// Bytes per second a cluster member pushes when moving series to new
+    /// owners after a membership change, 0 = no limit [52428800].
+    pub rebalance_bytes_per_second: Option<u64>,
+    /// Delete a series this member no longer owns once its new owners have
+    /// it [true].
+    pub rebalance_delete: Option<bool>,
+    /// Bytes per second a background repair pushes, 0 = no limit [1048576].
+    pub repair_bytes_per_second: Option<u64>,
+    /// Hours between background repairs (each owned series pushed to its
+    /// other owners, filling their gaps), 0 = only `graunt cluster repair` [0].
+    pub repair_interval_hours: Option<f64>,
     /// TLS on the HTTP port and carbon listeners, and to peers [none].
     pub tls: Option<TlsFile>,
 }
@@ -238,6 +249,8 @@ pub struct ClusterSettings {
     pub secret: Option<graunt_cluster::secret::ClusterSecret>,
     /// Plain HTTP or HTTPS to peers.
     pub transport: Transport,
+    /// Moving and repairing series.
+    pub rebalance: graunt_cluster::rebalance::Settings,
 }
 
 fn addr(value: Option<String>, default: &str) -> Option<String> {
@@ -367,6 +380,24 @@ impl ServeConfig {
                             None => None,
                         },
                         transport,
+                        rebalance: {
+                            let d = graunt_cluster::rebalance::Settings::default();
+                            let hours = f.repair_interval_hours.unwrap_or(0.0);
+                            if !(hours.is_finite() && hours >= 0.0) {
+                                bail!("repair_interval_hours = {hours}: use 0 (off) or a positive number of hours");
+                            }
+                            graunt_cluster::rebalance::Settings {
+                                bytes_per_second: f
+                                    .rebalance_bytes_per_second
+                                    .unwrap_or(d.bytes_per_second),
+                                delete: f.rebalance_delete.unwrap_or(d.delete),
+                                repair_bytes_per_second: f
+                                    .repair_bytes_per_second
+                                    .unwrap_or(d.repair_bytes_per_second),
+                                repair_interval: (hours > 0.0)
+                                    .then(|| std::time::Duration::from_secs_f64(hours * 3600.0)),
+                            }
+                        },
                     })
                 }
             },

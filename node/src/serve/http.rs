@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use graunt_cluster::member::ClusterNode;
+use graunt_cluster::rebalance::Rebalancer;
 use graunt_cluster::source::ClusterSources;
 use graunt_query::source::Sources;
 use graunt_relay::shutdown::Shutdown;
@@ -22,14 +23,15 @@ use super::telemetry::Telemetry;
 struct App {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
-    member: Option<Arc<ClusterNode>>,
+    member: Option<(Arc<ClusterNode>, Arc<Rebalancer>)>,
 }
 
 /// The node's metrics, then the cluster's for a member.
 async fn metrics(State(app): State<App>) -> String {
     let mut text = app.telemetry.render(&app.store);
-    if let Some(node) = &app.member {
+    if let Some((node, rebalancer)) = &app.member {
         text.push_str(&node.metrics.render(node).await);
+        text.push_str(&rebalancer.status().prometheus());
     }
     text
 }
@@ -49,13 +51,13 @@ pub async fn serve(
     telemetry: Arc<Telemetry>,
     limits: crate::web::Limits,
     auth: Arc<crate::web::auth::Auth>,
-    member: Option<Arc<ClusterNode>>,
+    member: Option<(Arc<ClusterNode>, Arc<Rebalancer>)>,
     mut shutdown: Shutdown,
 ) {
     // The one place that chooses between this node alone and the cluster.
     let sources: Arc<dyn Sources> = match &member {
         None => Arc::new(store.clone()),
-        Some(node) => Arc::new(ClusterSources {
+        Some((node, _)) => Arc::new(ClusterSources {
             node: node.clone(),
             store: store.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -73,8 +75,8 @@ pub async fn serve(
             limits,
             auth,
         }));
-    if let Some(node) = member {
-        app = app.merge(graunt_cluster::api::routes(node, store));
+    if let Some((node, rebalancer)) = member {
+        app = app.merge(graunt_cluster::api::routes(node, store, rebalancer));
     }
     let stop = async move { shutdown.recv().await };
     let result = match port.tls {

@@ -136,6 +136,41 @@ pub fn fill(src: &Path, dst: &Path, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// Fills the empty slots of `dst` with `src`'s points, archive by archive,
+/// keeping every point `dst` has: what a cluster member does with a copy
+/// of a series a peer sends it (rebalance, repair). Unlike carbonate's
+/// [`fill`], a single empty slot is filled too and a zero is a value.
+/// Files with other archives fall back to [`fill`]. Returns the slots
+/// filled.
+pub fn fill_missing(src: &Path, dst: &Path, now: i64) -> Result<u64> {
+    let source = WhisperFile::open(src)?;
+    let mut dest = WhisperFile::open_rw(dst)?;
+    if source.header().archives != dest.header().archives {
+        fill(src, dst, now)?;
+        return Ok(0);
+    }
+    let archives = dest.header().archives.clone();
+    let mut filled = 0;
+    for archive in &archives {
+        let from = now - archive.retention();
+        let theirs = fetch_archive(source.file(), src, archive, from, now)?;
+        let ours = fetch_archive(dest.file(), dst, archive, from, now)?;
+        let points: Vec<(i64, f64)> = (theirs.start..theirs.end)
+            .step_by(theirs.step as usize)
+            .zip(theirs.values.iter().zip(&ours.values))
+            .filter_map(|(t, (s, d))| match (s, d) {
+                (Some(v), None) => Some((t, *v)),
+                _ => None,
+            })
+            .collect();
+        if !points.is_empty() {
+            filled += points.len() as u64;
+            dest.archive_update_many(archive, &points)?;
+        }
+    }
+    Ok(filled)
+}
+
 /// `whisper.setAggregationMethod`: rewrites the aggregation method and, when
 /// given, the xFilesFactor. Returns the previous method and xFilesFactor.
 pub fn set_aggregation(
@@ -151,4 +186,54 @@ pub fn set_aggregation(
     };
     file.write_metadata(method, xff)?;
     Ok(old)
+}
+
+#[cfg(test)]
+mod fill_missing_tests {
+    use super::*;
+    use crate::whisper::{create, parse_retention, CreateOptions};
+
+    #[test]
+    fn fills_every_empty_slot_and_keeps_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let archives = vec![
+            parse_retention("10s:1h").unwrap(),
+            parse_retention("60s:1d").unwrap(),
+        ];
+        let (src, dst) = (dir.path().join("src.wsp"), dir.path().join("dst.wsp"));
+        create(&src, &archives, &CreateOptions::default()).unwrap();
+        create(&dst, &archives, &CreateOptions::default()).unwrap();
+        let now = 1_700_000_000;
+        let t = now - 600;
+        // The source has six points; the destination has the last two (one
+        // of them different) and a zero, and lacks a single slot between.
+        let src_points: Vec<(i64, f64)> = (0..6).map(|i| (t + 10 * i, i as f64 + 1.0)).collect();
+        WhisperFile::open_rw(&src)
+            .unwrap()
+            .update_many(&src_points, now)
+            .unwrap();
+        WhisperFile::open_rw(&dst)
+            .unwrap()
+            .update_many(&[(t, 0.0), (t + 40, 40.0), (t + 50, 6.0)], now)
+            .unwrap();
+        let filled = fill_missing(&src, &dst, now).unwrap();
+        assert!(filled >= 3, "{filled}");
+        let got = WhisperFile::open(&dst)
+            .unwrap()
+            .fetch(t - 10, Some(t + 60), now, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.values,
+            vec![
+                Some(0.0),
+                Some(2.0),
+                Some(3.0),
+                Some(4.0),
+                Some(40.0),
+                Some(6.0),
+                None
+            ]
+        );
+    }
 }
