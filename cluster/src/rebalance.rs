@@ -386,6 +386,9 @@ impl Rebalancer {
         changes: &mut tokio::sync::watch::Receiver<ClusterState>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> (Outcome, u64) {
+        if let Some(after) = &progress.cursor {
+            tracing::info!(after = %after, "carrying on with the rebalance a restart interrupted");
+        }
         // What each other owner holds now: a rebalance also pushes to an
         // owner that kept its place but lacks a series (one it never got).
         let lists = match old {
@@ -470,7 +473,7 @@ impl Rebalancer {
             }
             if old.is_some() && !failed {
                 progress.cursor = chunk.last().map(|i| i.name.clone());
-                if saved.elapsed() > Duration::from_secs(1) {
+                if saved.elapsed() > Duration::from_millis(200) {
                     self.save(progress);
                     saved = Instant::now();
                 }

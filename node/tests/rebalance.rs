@@ -40,16 +40,35 @@ fn graunt(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Calls `/cluster/` routes with the cluster's credential.
+struct Admin(graunt_cluster::secret::ClusterSecret);
+
+impl Admin {
+    fn of(secret_file: &Path) -> Admin {
+        Admin(graunt_cluster::secret::ClusterSecret::read(secret_file).unwrap())
+    }
+
+    fn sign(&self, method: &str, path: &str, body: &serde_json::Value) -> String {
+        self.0.sign(method, path, body.to_string().as_bytes())
+    }
+
+    fn get(&self, node: &Node, path: &str) -> (u16, String) {
+        let auth = self.0.sign("GET", path, b"");
+        let (code, _, body) = node.http_raw("GET", path, None, &[("Authorization", &auth)]);
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 /// The cluster's state as a member sees it.
-fn state(cluster: &TestCluster, node: &Node) -> ClusterState {
-    let (code, body) = cluster.get(node, "/cluster/state");
+fn state(admin: &Admin, node: &Node) -> ClusterState {
+    let (code, body) = admin.get(node, "/cluster/state");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
 /// Every member's rebalance status by id.
-fn statuses(cluster: &TestCluster, node: &Node) -> BTreeMap<u64, serde_json::Value> {
-    let (code, body) = cluster.get(node, "/cluster/rebalance");
+fn statuses(admin: &Admin, node: &Node) -> BTreeMap<u64, serde_json::Value> {
+    let (code, body) = admin.get(node, "/cluster/rebalance");
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["nodes"]
@@ -79,24 +98,20 @@ fn rebalanced(
     })
 }
 
-fn done_counts(cluster: &TestCluster, node: &Node) -> BTreeMap<u64, u64> {
-    statuses(cluster, node)
+fn done_counts(admin: &Admin, node: &Node) -> BTreeMap<u64, u64> {
+    statuses(admin, node)
         .into_iter()
         .filter_map(|(id, s)| Some((id, s["rebalances_done"].as_u64()?)))
         .collect()
 }
 
 /// The series each member holds (files and cache), by member id.
-fn holdings(
-    cluster: &TestCluster,
-    members: &[&Node],
-    ids: &[u64],
-) -> BTreeMap<u64, BTreeSet<String>> {
+fn holdings(admin: &Admin, members: &[&Node], ids: &[u64]) -> BTreeMap<u64, BTreeSet<String>> {
     members
         .iter()
         .zip(ids)
         .map(|(n, id)| {
-            let (code, body) = cluster.get(n, "/cluster/find?query=grow.*");
+            let (code, body) = admin.get(n, "/cluster/find?query=grow.*");
             assert_eq!(code, 200, "{body}");
             let list: Vec<(String, bool)> = serde_json::from_str(&body).unwrap();
             (*id, list.into_iter().map(|(p, _)| p).collect())
@@ -105,12 +120,12 @@ fn holdings(
 }
 
 /// Every series on exactly its owners under the cluster's current ring.
-fn check_placement(cluster: &TestCluster, members: &[&Node], ids: &[u64]) {
-    let st = state(cluster, members[0]);
+fn check_placement(admin: &Admin, members: &[&Node], ids: &[u64], series: usize) {
+    let st = state(admin, members[0]);
     let (ring, ring_members) = graunt_cluster::ring::of_members(&st).expect("a ring");
-    let held = holdings(cluster, members, ids);
+    let held = holdings(admin, members, ids);
     let mut wrong = Vec::new();
-    for i in 0..SERIES {
+    for i in 0..series {
         let name = format!("grow.s{i}");
         let owners: BTreeSet<u64> = ring
             .route(&name)
@@ -128,7 +143,7 @@ fn check_placement(cluster: &TestCluster, members: &[&Node], ids: &[u64]) {
     }
     assert!(
         wrong.is_empty(),
-        "{} of {SERIES} series misplaced, e.g. {:?}",
+        "{} of {series} series misplaced, e.g. {:?}",
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
@@ -137,7 +152,7 @@ fn check_placement(cluster: &TestCluster, members: &[&Node], ids: &[u64]) {
 /// What a member's own copies of `names` hold (its files and cache, no
 /// peers), by timestamp.
 fn own_values(
-    cluster: &TestCluster,
+    admin: &Admin,
     node: &Node,
     names: &[String],
     from: i64,
@@ -147,7 +162,7 @@ fn own_values(
     for chunk in names.chunks(500) {
         let body =
             serde_json::json!({ "paths": chunk, "from": from, "until": until, "now": until });
-        let auth = cluster_sign(cluster, "POST", "/cluster/fetch", &body);
+        let auth = admin.sign("POST", "/cluster/fetch", &body);
         let (code, _, bytes) = node.http_raw(
             "POST",
             "/cluster/fetch",
@@ -169,16 +184,6 @@ fn own_values(
     out
 }
 
-fn cluster_sign(
-    cluster: &TestCluster,
-    method: &str,
-    path: &str,
-    body: &serde_json::Value,
-) -> String {
-    let secret = graunt_cluster::secret::ClusterSecret::read(&cluster.secret_file).unwrap();
-    secret.sign(method, path, body.to_string().as_bytes())
-}
-
 /// What was sent: per series, timestamp → value.
 type Sent = Arc<Mutex<BTreeMap<usize, BTreeMap<i64, f64>>>>;
 
@@ -192,6 +197,7 @@ fn series_follow_their_owners_as_members_join_and_leave() {
     let dir = temp_dir();
     let schemas = schemas(dir.path());
     let cluster = TestCluster::start(dir.path(), 3, &["--schemas", &schemas]);
+    let admin = Admin::of(&cluster.secret_file);
     let relay_config = dir.path().join("relay.toml");
     let nodes: Vec<String> = cluster.http().iter().map(|h| format!("\"{h}\"")).collect();
     std::fs::write(
@@ -279,7 +285,7 @@ fn series_follow_their_owners_as_members_join_and_leave() {
     let mut extra_nodes: Vec<Node> = Vec::new();
     let mut ids: Vec<u64> = vec![1, 2, 3];
     for id in [4u64, 5] {
-        let before = done_counts(&cluster, first);
+        let before = done_counts(&admin, first);
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
@@ -298,7 +304,7 @@ fn series_follow_their_owners_as_members_join_and_leave() {
         let started = Instant::now();
         let mut checks = 0;
         loop {
-            let done = rebalanced(&statuses(&cluster, first), &before, &ids);
+            let done = rebalanced(&statuses(&admin, first), &before, &ids);
             let asked = &cluster.nodes[checks % 3];
             let got = sum_at_t0(asked);
             assert_eq!(
@@ -315,7 +321,7 @@ fn series_follow_their_owners_as_members_join_and_leave() {
             assert!(
                 started.elapsed() < Duration::from_secs(240),
                 "node {id}'s rebalance did not finish: {:?}",
-                statuses(&cluster, first)
+                statuses(&admin, first)
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -334,11 +340,11 @@ fn series_follow_their_owners_as_members_join_and_leave() {
             .all(|n| n.metric("graunt_cache_points") == 0.0)
             .then_some(())
     });
-    check_placement(&cluster, &all, &ids);
-    check_points(&cluster, &all, &ids, &sent, t0);
+    check_placement(&admin, &all, &ids, SERIES);
+    check_points(&admin, &all, &ids, &sent, t0);
 
     // Node 2 leaves: it drains first, then the same holds over the other four.
-    let before = done_counts(&cluster, first);
+    let before = done_counts(&admin, first);
     graunt(&[
         "cluster",
         "leave",
@@ -360,13 +366,13 @@ fn series_follow_their_owners_as_members_join_and_leave() {
     wait_for(
         Duration::from_secs(60),
         "the members after the leave",
-        || rebalanced(&statuses(&cluster, first), &before, &remaining_ids).then_some(()),
+        || rebalanced(&statuses(&admin, first), &before, &remaining_ids).then_some(()),
     );
-    assert_eq!(state(&cluster, first).members.len(), 4);
+    assert_eq!(state(&admin, first).members.len(), 4);
     assert_eq!(sum_at_t0(first), Some(want_t0));
-    check_placement(&cluster, &remaining, &remaining_ids);
-    check_points(&cluster, &remaining, &remaining_ids, &sent, t0);
-    let left_behind = holdings(&cluster, &[all[1]], &[2]);
+    check_placement(&admin, &remaining, &remaining_ids, SERIES);
+    check_points(&admin, &remaining, &remaining_ids, &sent, t0);
+    let left_behind = holdings(&admin, &[all[1]], &[2]);
     assert!(
         left_behind[&2].is_empty(),
         "node 2 kept {} series",
@@ -381,8 +387,8 @@ fn series_follow_their_owners_as_members_join_and_leave() {
 }
 
 /// Every owner's own copy holds every point sent.
-fn check_points(cluster: &TestCluster, members: &[&Node], ids: &[u64], sent: &Sent, t0: i64) {
-    let st = state(cluster, members[0]);
+fn check_points(admin: &Admin, members: &[&Node], ids: &[u64], sent: &Sent, t0: i64) {
+    let st = state(admin, members[0]);
     let (ring, ring_members) = graunt_cluster::ring::of_members(&st).expect("a ring");
     let sent = sent.lock().unwrap();
     let mut by_owner: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -399,7 +405,7 @@ fn check_points(cluster: &TestCluster, members: &[&Node], ids: &[u64], sent: &Se
     let mut missing = Vec::new();
     for (node, id) in members.iter().zip(ids) {
         let names = by_owner.get(id).cloned().unwrap_or_default();
-        let values = own_values(cluster, node, &names, from, until);
+        let values = own_values(admin, node, &names, from, until);
         for name in &names {
             let i: usize = name["grow.s".len()..].parse().unwrap();
             let got = values.get(name);
@@ -417,4 +423,232 @@ fn check_points(cluster: &TestCluster, members: &[&Node], ids: &[u64], sent: &Se
         missing.len(),
         &missing[..missing.len().min(5)]
     );
+}
+
+/// A relay following the cluster at `http`, its line listener's address.
+fn following_relay(dir: &Path, http: &[String], secret_file: &Path) -> Relay {
+    let config = dir.join("relay.toml");
+    let nodes: Vec<String> = http.iter().map(|h| format!("\"{h}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = [{}]\ncluster_secret_file = {secret_file:?}\ncluster_poll_interval = 0.1\n\
+             [[tenant]]\nname = \"t\"\n[[tenant.listener]]\nprotocol = \"line\"\naddr = \"127.0.0.1:0\"\n",
+            nodes.join(", ")
+        ),
+    )
+    .unwrap();
+    Relay::start(&config)
+}
+
+/// Writes `series` series of six points each through `relay`, returning
+/// what was sent and the first timestamp.
+fn write_history(relay: &Relay, series: usize) -> (Sent, i64) {
+    let now = unix_now();
+    let t0 = now - now % 10 - 300;
+    let sent: Sent = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut lines = String::new();
+    {
+        let mut sent = sent.lock().unwrap();
+        for i in 0..series {
+            for k in 0..6 {
+                let ts = t0 + 10 * k;
+                let v = (i * 10 + k as usize) as f64;
+                lines.push_str(&format!("grow.s{i} {v} {ts}\n"));
+                sent.entry(i).or_default().insert(ts, v);
+            }
+        }
+    }
+    send_lines(relay.addr("t-line"), &lines);
+    (sent, t0)
+}
+
+/// Waits until the nodes' caches are empty (every point in a file).
+fn drained(nodes: &[&Node]) {
+    wait_for(Duration::from_secs(120), "caches to drain", || {
+        nodes
+            .iter()
+            .all(|n| n.metric("graunt_cache_points") == 0.0)
+            .then_some(())
+    });
+}
+
+#[test]
+fn repair_brings_back_what_one_replica_lost() {
+    const N: usize = 300;
+    let dir = temp_dir();
+    let schemas = schemas(dir.path());
+    let cluster = TestCluster::start(dir.path(), 3, &["--schemas", &schemas]);
+    let admin = Admin::of(&cluster.secret_file);
+    let relay = following_relay(dir.path(), &cluster.http(), &cluster.secret_file);
+    let (sent, t0) = write_history(&relay, N);
+    let nodes: Vec<&Node> = cluster.nodes.iter().collect();
+    let ids = [1u64, 2, 3];
+    wait_for(
+        Duration::from_secs(60),
+        "every series on its owners",
+        || {
+            let held = holdings(&admin, &nodes, &ids);
+            (held.values().map(BTreeSet::len).sum::<usize>() == 2 * N).then_some(())
+        },
+    );
+    drained(&nodes);
+    check_points(&admin, &nodes, &ids, &sent, t0);
+
+    // Node 2 loses the files of half its series, and of the others the
+    // points of two slots (written over with nothing: a new empty file).
+    let whisper = cluster.nodes[1].data_dir.join("whisper");
+    let lost = graunt_cluster::rebalance::local_series(&whisper);
+    assert!(lost.len() > 100, "node 2 holds {}", lost.len());
+    for (k, name) in lost.iter().enumerate() {
+        let path = whisper.join(format!("{}.wsp", name.replace('.', "/")));
+        std::fs::remove_file(&path).unwrap();
+        if k % 2 == 1 {
+            // Recreated empty but for its last point: gaps inside a file.
+            let i: usize = name["grow.s".len()..].parse().unwrap();
+            let last = t0 + 50;
+            let v = sent.lock().unwrap()[&i][&last];
+            graunt(&[
+                "whisper",
+                "create",
+                path.to_str().unwrap(),
+                "10s:1h",
+                "1m:1d",
+            ]);
+            graunt(&[
+                "whisper",
+                "update",
+                path.to_str().unwrap(),
+                &format!("{last}:{v}"),
+            ]);
+        }
+    }
+    let out = graunt(&[
+        "cluster",
+        "repair",
+        "--node",
+        &cluster.nodes[0].addr("http").to_string(),
+        "--wait",
+        "--secret-file",
+        cluster.secret_file.to_str().unwrap(),
+    ]);
+    assert!(out.contains("done"), "{out}");
+    check_placement(&admin, &nodes, &ids, N);
+    check_points(&admin, &nodes, &ids, &sent, t0);
+    relay.stop();
+    cluster.stop();
+}
+
+#[test]
+fn a_member_killed_mid_rebalance_carries_on_after_a_restart() {
+    const N: usize = 3_000;
+    let dir = temp_dir();
+    let schemas = schemas(dir.path());
+    let secret_file = dir.path().join("cluster.secret");
+    std::fs::write(&secret_file, "a test cluster's secret, long enough\n").unwrap();
+    let admin = Admin::of(&secret_file);
+    // Slow moves, so the kill lands in the middle of one.
+    let config = dir.path().join("slow.toml");
+    std::fs::write(&config, "rebalance_bytes_per_second = 3000000\n").unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_graunt"));
+    let common: Vec<String> = vec![
+        "--schemas".into(),
+        schemas.clone(),
+        "--config".into(),
+        config.display().to_string(),
+        "--cluster-secret-file".into(),
+        secret_file.display().to_string(),
+        "--peer-timeout".into(),
+        "2".into(),
+    ];
+    let start = |id: u64, extra: &[String]| {
+        let mut args = common.clone();
+        args.extend(["--node-id".to_string(), id.to_string()]);
+        args.extend(extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::serve(bin, &dir.path().join(format!("n{id}")), &args)
+    };
+    let mut nodes: Vec<Option<Node>> = vec![Some(start(1, &["--cluster-init".into()]))];
+    let seed = nodes[0].as_ref().unwrap().addr("http").to_string();
+    let join = vec!["--cluster-join".to_string(), seed.clone()];
+    for id in [2, 3] {
+        nodes.push(Some(start(id, &join)));
+    }
+    let n1 = nodes[0].as_ref().unwrap();
+    wait_for(Duration::from_secs(60), "three members", || {
+        let (code, body) = admin.get(n1, "/cluster/state");
+        (code == 200
+            && serde_json::from_str::<ClusterState>(&body)
+                .ok()?
+                .members
+                .len()
+                == 3)
+            .then_some(())
+    });
+    let http: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().addr("http").to_string())
+        .collect();
+    let relay = following_relay(dir.path(), &http, &secret_file);
+    let (sent, t0) = write_history(&relay, N);
+    {
+        let all: Vec<&Node> = nodes.iter().flatten().collect();
+        wait_for(
+            Duration::from_secs(120),
+            "every series on its owners",
+            || {
+                let held = holdings(&admin, &all, &[1, 2, 3]);
+                (held.values().map(BTreeSet::len).sum::<usize>() == 2 * N).then_some(())
+            },
+        );
+        drained(&all);
+    }
+
+    nodes.push(Some(start(4, &join)));
+    let probe = nodes[0].as_ref().unwrap();
+    let victim = wait_for(
+        Duration::from_secs(120),
+        "a member in the middle of its moves",
+        || {
+            statuses(&admin, probe).into_iter().find_map(|(id, s)| {
+                (id <= 3
+                    && s["job"] == "rebalance"
+                    && s["moved_series"].as_u64() > Some(60)
+                    && s["pending_series"].as_u64() > Some(20))
+                .then_some(id)
+            })
+        },
+    );
+    let killed = nodes[victim as usize - 1].take().unwrap();
+    let (victim_http, victim_pickle) = (killed.addr("http"), killed.addr("pickle"));
+    killed.kill9();
+    let again = start(
+        victim,
+        &[
+            "--http-addr".into(),
+            victim_http.to_string(),
+            "--pickle-addr".into(),
+            victim_pickle.to_string(),
+        ],
+    );
+    nodes[victim as usize - 1] = Some(again);
+    let all: Vec<&Node> = nodes.iter().flatten().collect();
+    let ids = [1u64, 2, 3, 4];
+    wait_for(Duration::from_secs(180), "the rebalance to finish", || {
+        rebalanced(&statuses(&admin, all[0]), &BTreeMap::new(), &ids).then_some(())
+    });
+    assert!(
+        all[victim as usize - 1]
+            .log()
+            .contains("carrying on with the rebalance"),
+        "node {victim} planned again instead of carrying on:\n{}",
+        all[victim as usize - 1].log()
+    );
+    drained(&all);
+    check_placement(&admin, &all, &ids, N);
+    check_points(&admin, &all, &ids, &sent, t0);
+    relay.stop();
+    for n in nodes.into_iter().flatten() {
+        n.stop(Duration::from_secs(30));
+    }
 }
