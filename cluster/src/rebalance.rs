@@ -144,7 +144,11 @@ pub struct Status {
 #[derive(Debug)]
 struct Item {
     name: String,
+    /// Who gets the file: new owners, and owners that lack it.
     targets: Vec<Member>,
+    /// Every owner but this member: where the cached points of a copy
+    /// being deleted go.
+    owners: Vec<Member>,
     delete: bool,
     bytes: u64,
 }
@@ -261,9 +265,12 @@ impl Rebalancer {
                         });
                         let mut settling = 0;
                         let outcome = loop {
+                            // A settling pass looks only for what owners
+                            // lack (the new ones got everything already).
+                            let from = if settling == 0 { &old } else { &target };
                             let (outcome, moved) = self
                                 .pass(
-                                    Some(&old),
+                                    Some(from),
                                     &target,
                                     None,
                                     &mut progress,
@@ -448,11 +455,10 @@ impl Rebalancer {
             };
             for (item, sent) in chunk.iter().zip(sent) {
                 match sent {
-                    Ok(0) => {}
                     Ok(bytes) => {
-                        moved += 1;
+                        moved += u64::from(bytes > 0);
                         self.update(|s| {
-                            s.moved_series += 1;
+                            s.moved_series += u64::from(bytes > 0);
                             s.moved_bytes += bytes;
                             s.deleted_series += u64::from(item.delete);
                         })
@@ -547,8 +553,22 @@ impl Rebalancer {
         if file.is_empty() && cached.is_empty() {
             return Ok(0);
         }
-        let body = encode_copy(&file, &cached);
-        let mut pushed = self.push(item, body).await?;
+        let mut pushed = self
+            .push(&item.name, &item.targets, encode_copy(&file, &cached))
+            .await?;
+        if item.delete && !cached.is_empty() {
+            // Owners that had the file still need the points only this
+            // member took.
+            let rest: Vec<Member> = item
+                .owners
+                .iter()
+                .filter(|o| !item.targets.iter().any(|t| t.id == o.id))
+                .cloned()
+                .collect();
+            pushed += self
+                .push(&item.name, &rest, encode_copy(&[], &cached))
+                .await?;
+        }
         if item.delete {
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}
@@ -557,7 +577,7 @@ impl Rebalancer {
             }
             if let Some(late) = self.store.cache.checkout(&item.name) {
                 let body = encode_copy(&[], &late.points);
-                match self.push(item, body).await {
+                match self.push(&item.name, &item.owners, body).await {
                     Ok(n) => {
                         pushed += n;
                         self.store.cache.complete(&item.name);
@@ -573,14 +593,14 @@ impl Rebalancer {
         Ok(pushed)
     }
 
-    /// Sends a copy to every target of `item`.
-    async fn push(&self, item: &Item, body: Vec<u8>) -> Result<u64, String> {
+    /// Sends a copy of `name` to each of `targets`.
+    async fn push(&self, name: &str, targets: &[Member], body: Vec<u8>) -> Result<u64, String> {
         let mut pushed = 0;
-        for target in &item.targets {
+        for target in targets {
             let mut url =
                 reqwest::Url::parse(&self.node.transport.url(&target.http, "/cluster/series"))
                     .map_err(|e| e.to_string())?;
-            url.query_pairs_mut().append_pair("name", &item.name);
+            url.query_pairs_mut().append_pair("name", name);
             let call = crate::secret::signed(
                 self.node.client.post(url.as_str()),
                 self.node.secret.as_ref(),
@@ -693,11 +713,12 @@ fn plan_for(
             continue;
         }
         let bytes = std::fs::metadata(store.path_of(&name)).map_or(0, |m| m.len());
+        let members = |ids: &mut dyn Iterator<Item = &u64>| -> Vec<Member> {
+            ids.filter_map(|id| new.members.get(id).cloned()).collect()
+        };
         plan.push(Item {
-            targets: targets
-                .iter()
-                .filter_map(|id| new.members.get(id).cloned())
-                .collect(),
+            targets: members(&mut targets.iter()),
+            owners: members(&mut now.iter().filter(|&&id| id != me)),
             name,
             delete,
             bytes,
