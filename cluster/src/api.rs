@@ -391,6 +391,8 @@ async fn schemas(State(app): State<App>) -> Response {
 struct SetSchemas {
     schemas: String,
     aggregation: Option<String>,
+    #[serde(default)]
+    apply_to_existing: bool,
 }
 
 async fn set_schemas(State(app): State<App>, Body(body): Body<SetSchemas>) -> Response {
@@ -406,6 +408,7 @@ async fn set_schemas(State(app): State<App>, Body(body): Body<SetSchemas>) -> Re
     let request = Request::SetSchemas {
         schemas: body.schemas,
         aggregation: body.aggregation,
+        apply_to_existing: body.apply_to_existing,
     };
     match app.node.write(request).await {
         Ok(version) => Json(json!({ "version": version })).into_response(),

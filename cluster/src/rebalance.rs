@@ -108,6 +108,9 @@ struct Progress {
     target: Option<RingView>,
     /// The last series (in name order) that pass finished.
     cursor: Option<String>,
+    /// The cluster's `schemas_applied` the local files were last resized to.
+    #[serde(default)]
+    resized: u64,
 }
 
 /// What a member's rebalance and repair are doing, for `graunt cluster
@@ -134,6 +137,10 @@ pub struct Status {
     pub repairs_done: u64,
     /// Rebalance passes finished, since start.
     pub rebalances_done: u64,
+    /// Files resized to new schemas (`--apply-to-existing`), since start.
+    pub resized_series: u64,
+    /// The cluster's schema applications the local files are resized to.
+    pub schemas_applied: u64,
     /// Whether the local series are placed by the current ring.
     pub balanced: bool,
     /// The last failure, if any.
@@ -324,6 +331,32 @@ impl Rebalancer {
                     s.pending_series = 0;
                     s.pending_bytes = 0;
                 });
+                if state.schemas_applied > progress.resized {
+                    self.update(|s| s.job = "resize".into());
+                    let outcome = self.resize(&state, &mut changes, &mut shutdown).await;
+                    self.update(|s| {
+                        s.job = "idle".into();
+                        s.pending_series = 0;
+                        s.pending_bytes = 0;
+                    });
+                    match outcome {
+                        Outcome::Done => {
+                            progress.resized = state.schemas_applied;
+                            self.save(&progress);
+                            tracing::info!("existing files resized to the cluster's schemas");
+                        }
+                        Outcome::Shutdown => return,
+                        Outcome::Changed => continue,
+                        Outcome::Failed => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                                _ = &mut shutdown => return,
+                            }
+                            continue;
+                        }
+                    }
+                }
+                self.update(|s| s.schemas_applied = progress.resized);
             }
             let repair_at = next_repair.map(tokio::time::Instant::from_std);
             let prefix = tokio::select! {
@@ -505,6 +538,132 @@ impl Rebalancer {
             Outcome::Done
         };
         (outcome, moved)
+    }
+
+    /// Resizes every local file whose archives differ from what the
+    /// cluster's schemas give it (whisper-resize's migration), at the
+    /// rebalance byte rate. A series with points in the cache waits for
+    /// the writer (a file is not replaced under it).
+    async fn resize(
+        &self,
+        state: &ClusterState,
+        changes: &mut tokio::sync::watch::Receiver<ClusterState>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Outcome {
+        let Some(schemas) = state.schemas.as_deref() else {
+            return Outcome::Done;
+        };
+        let schemas = match graunt_storage::schema::Schemas::parse(schemas) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(error = %e, "the cluster's schemas do not parse; existing files are left as they are");
+                return Outcome::Done;
+            }
+        };
+        let aggregations = match state
+            .aggregation
+            .as_deref()
+            .map(graunt_storage::schema::Aggregations::parse)
+        {
+            Some(Ok(a)) => Some(Arc::new(a)),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the cluster's aggregation rules do not parse; existing files are left as they are");
+                return Outcome::Done;
+            }
+            None => None,
+        };
+        let store = self.store.clone();
+        let mut names =
+            match tokio::task::spawn_blocking(move || local_series(store.whisper_dir())).await {
+                Ok(n) => n,
+                Err(_) => return Outcome::Failed,
+            };
+        tracing::info!(
+            files = names.len(),
+            "resizing existing files to the cluster's schemas"
+        );
+        for round in 0..10 {
+            self.update(|s| s.pending_series = names.len() as u64);
+            let mut waiting = Vec::new();
+            for chunk in names.chunks(64) {
+                if changes.has_changed().unwrap_or(false)
+                    && changes.borrow().schemas_applied != state.schemas_applied
+                {
+                    return Outcome::Changed;
+                }
+                let started = Instant::now();
+                let (store, schemas, aggregations, chunk) = (
+                    self.store.clone(),
+                    schemas.clone(),
+                    aggregations.clone(),
+                    chunk.to_vec(),
+                );
+                let done = tokio::task::spawn_blocking(move || {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let mut resized = 0u64;
+                    let mut bytes = 0u64;
+                    let mut waiting = Vec::new();
+                    for name in chunk {
+                        if !store.cache.get(&name).is_empty() {
+                            waiting.push(name);
+                            continue;
+                        }
+                        let retentions = schemas.matching(&name).retentions.clone();
+                        let mut opts = store.rules_for(&name).1;
+                        if let Some(a) = &aggregations {
+                            let (xff, method) = a.matching(&name);
+                            opts.x_files_factor = xff;
+                            opts.aggregation = method;
+                        }
+                        let path = store.path_of(&name);
+                        match graunt_storage::whisper::migrate(&path, &retentions, &opts, now) {
+                            Ok(true) => {
+                                resized += 1;
+                                bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(series = %name, error = %e, "cannot resize a file to the cluster's schemas"),
+                        }
+                    }
+                    (resized, bytes, waiting)
+                })
+                .await;
+                let Ok((resized, bytes, mut later)) = done else {
+                    return Outcome::Failed;
+                };
+                waiting.append(&mut later);
+                self.update(|s| {
+                    s.resized_series += resized;
+                    s.pending_series = s.pending_series.saturating_sub(64);
+                });
+                let rate = self.settings.bytes_per_second;
+                if rate > 0 {
+                    let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.as_mut() => return Outcome::Shutdown,
+                        }
+                    }
+                }
+            }
+            if waiting.is_empty() {
+                return Outcome::Done;
+            }
+            names = waiting;
+            tracing::debug!(
+                round,
+                files = names.len(),
+                "files with cached points wait for the writer before they are resized"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.as_mut() => return Outcome::Shutdown,
+            }
+        }
+        Outcome::Failed
     }
 
     /// The series every other member of `ring` holds; a member that does

@@ -61,6 +61,10 @@ pub struct ClusterState {
     pub aggregation: Option<String>,
     /// The relays' tenants, as the `[[tenant]]` tables of a relay config.
     pub tenants: Option<String>,
+    /// Bumped by each schema change asked to apply to existing files:
+    /// members resize their files to the schemas when it moves.
+    #[serde(default)]
+    pub schemas_applied: u64,
     /// Bumped by every applied change: a cheap "has anything changed".
     pub version: u64,
 }
@@ -80,6 +84,9 @@ pub enum Request {
         schemas: String,
         /// `storage-aggregation.conf` text.
         aggregation: Option<String>,
+        /// Resize existing files to them too.
+        #[serde(default)]
+        apply_to_existing: bool,
     },
     /// Sets the tenants.
     SetTenants(String),
@@ -106,7 +113,11 @@ impl ClusterState {
             Request::SetSchemas {
                 schemas,
                 aggregation,
+                apply_to_existing,
             } => {
+                if *apply_to_existing {
+                    self.schemas_applied += 1;
+                }
                 self.schemas = Some(schemas.clone());
                 if aggregation.is_some() {
                     self.aggregation = aggregation.clone();
@@ -139,6 +150,7 @@ mod tests {
         s.apply(&Request::SetSchemas {
             schemas: "[a]\npattern = .*\nretentions = 1m:1d\n".into(),
             aggregation: None,
+            apply_to_existing: false,
         });
         s.apply(&Request::RemoveMember(2));
         assert!(s.members.is_empty());

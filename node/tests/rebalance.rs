@@ -652,3 +652,80 @@ fn a_member_killed_mid_rebalance_carries_on_after_a_restart() {
         n.stop(Duration::from_secs(30));
     }
 }
+
+#[test]
+fn new_schemas_apply_to_existing_files() {
+    const N: usize = 100;
+    let dir = temp_dir();
+    let schemas = schemas(dir.path());
+    let cluster = TestCluster::start(dir.path(), 2, &["--schemas", &schemas]);
+    let admin = Admin::of(&cluster.secret_file);
+    let relay = following_relay(dir.path(), &cluster.http(), &cluster.secret_file);
+    let (sent, t0) = write_history(&relay, N);
+    let nodes: Vec<&Node> = cluster.nodes.iter().collect();
+    let ids = [1u64, 2];
+    wait_for(
+        Duration::from_secs(60),
+        "every series on both members",
+        || {
+            let held = holdings(&admin, &nodes, &ids);
+            (held.values().map(BTreeSet::len).sum::<usize>() == 2 * N).then_some(())
+        },
+    );
+    drained(&nodes);
+
+    let longer = dir.path().join("longer.conf");
+    std::fs::write(&longer, "[all]\npattern = .*\nretentions = 10s:2h,5m:7d\n").unwrap();
+    let http = cluster.nodes[0].addr("http").to_string();
+    let secret = cluster.secret_file.to_str().unwrap();
+    graunt(&[
+        "cluster",
+        "schemas",
+        "set",
+        "--node",
+        &http,
+        "--schemas",
+        longer.to_str().unwrap(),
+        "--apply-to-existing",
+        "--secret-file",
+        secret,
+    ]);
+    wait_for(
+        Duration::from_secs(60),
+        "every member to resize its files",
+        || {
+            let s = statuses(&admin, nodes[0]);
+            ids.iter()
+                .all(|id| {
+                    s.get(id)
+                        .is_some_and(|x| x["schemas_applied"] == 1 && x["job"] == "idle")
+                })
+                .then_some(())
+        },
+    );
+    let out = graunt(&[
+        "cluster",
+        "rebalance",
+        "status",
+        "--node",
+        &http,
+        "--secret-file",
+        secret,
+    ]);
+    assert!(out.contains("idle"), "{out}");
+    for node in &nodes {
+        for name in graunt_cluster::rebalance::local_series(&node.data_dir.join("whisper")) {
+            let path = node
+                .data_dir
+                .join("whisper")
+                .join(format!("{}.wsp", name.replace('.', "/")));
+            let info = graunt(&["whisper", "info", path.to_str().unwrap()]);
+            assert!(info.contains("maxRetention: 604800"), "{name}: {info}");
+            assert!(info.contains("retention: 7200"), "{name}: {info}");
+        }
+    }
+    // The points are all there, in the new archives.
+    check_points(&admin, &nodes, &ids, &sent, t0);
+    relay.stop();
+    cluster.stop();
+}

@@ -123,6 +123,11 @@ pub enum SchemasCommand {
         /// A storage-aggregation.conf.
         #[arg(long)]
         aggregation: Option<PathBuf>,
+        /// Resize existing files to the new retentions too, in the
+        /// background (whisper-resize's migration; `graunt cluster
+        /// rebalance status` shows it).
+        #[arg(long)]
+        apply_to_existing: bool,
     },
 }
 
@@ -332,6 +337,7 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
             node,
             schemas,
             aggregation,
+            apply_to_existing,
         }) => {
             let text = std::fs::read_to_string(&schemas)
                 .with_context(|| format!("cannot read {}", schemas.display()))?;
@@ -346,10 +352,17 @@ async fn execute(command: ClusterCommand) -> anyhow::Result<()> {
                 "PUT",
                 &node.node,
                 "/cluster/schemas",
-                Some(json!({ "schemas": text, "aggregation": agg })),
+                Some(json!({
+                    "schemas": text,
+                    "aggregation": agg,
+                    "apply_to_existing": apply_to_existing
+                })),
             )
             .await?;
             println!("schemas set (cluster version {})", r["version"]);
+            if apply_to_existing {
+                println!("existing files are resized in the background: see `graunt cluster rebalance status`");
+            }
         }
         ClusterCommand::Tenants(TenantsCommand::Get(n)) => {
             let s = call("GET", &n.node, "/cluster/tenants", None).await?;

@@ -32,5 +32,5 @@ pub use format::{
 };
 pub use pyset::set_iteration_order;
 pub use retention::{parse_precision, parse_retention, validate_archive_list, Retention};
-pub use tools::{fill, fill_missing, merge, set_aggregation};
+pub use tools::{fill, fill_missing, merge, migrate, set_aggregation};
 pub use update::{update, update_many};

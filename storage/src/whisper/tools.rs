@@ -171,6 +171,56 @@ pub fn fill_missing(src: &Path, dst: &Path, now: i64) -> Result<u64> {
     Ok(filled)
 }
 
+/// whisper-resize's migration (without `--aggregate`) in place: a new file
+/// with `archives` and `opts` takes every point of `path`'s archives,
+/// coarsest first (finer points then overwrite, propagating with the
+/// aggregation method), and replaces `path`. Answers false, touching
+/// nothing, when the file already has those archives and settings.
+pub fn migrate(
+    path: &Path,
+    archives: &[super::Retention],
+    opts: &super::CreateOptions,
+    now: i64,
+) -> Result<bool> {
+    let old = WhisperFile::open(path)?;
+    let header = old.header().clone();
+    let wanted = super::layout(archives, opts)?;
+    if header.archives == wanted.archives
+        && header.aggregation == opts.aggregation
+        && (f64::from(header.x_files_factor) - opts.x_files_factor).abs() < 1e-6
+    {
+        return Ok(false);
+    }
+    let mut old_archives = header.archives.clone();
+    old_archives.sort_by_key(|a| std::cmp::Reverse(a.seconds_per_point));
+    let tmp = path.with_extension("wsp.resizing");
+    let _ = std::fs::remove_file(&tmp);
+    super::create(&tmp, archives, opts)?;
+    let migrated = (|| {
+        let mut target = WhisperFile::open_rw(&tmp)?;
+        for archive in &old_archives {
+            let from = now - archive.retention() + i64::from(archive.seconds_per_point);
+            let series = fetch_archive(old.file(), path, archive, from, now)?;
+            let points: Vec<(i64, f64)> = (series.start..series.end)
+                .step_by(series.step as usize)
+                .zip(series.values)
+                .filter_map(|(t, v)| Some((t, v?)))
+                .collect();
+            target.update_many(&points, now)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = migrated {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|source| WhisperError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(true)
+}
+
 /// `whisper.setAggregationMethod`: rewrites the aggregation method and, when
 /// given, the xFilesFactor. Returns the previous method and xFilesFactor.
 pub fn set_aggregation(
@@ -192,6 +242,44 @@ pub fn set_aggregation(
 mod fill_missing_tests {
     use super::*;
     use crate::whisper::{create, parse_retention, CreateOptions};
+
+    #[test]
+    fn migrate_keeps_the_points_the_new_archives_can_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wsp");
+        let old = vec![
+            parse_retention("10s:1h").unwrap(),
+            parse_retention("60s:1d").unwrap(),
+        ];
+        create(&path, &old, &CreateOptions::default()).unwrap();
+        let now = 1_700_000_000;
+        let t = now - 600;
+        let points: Vec<(i64, f64)> = (0..6).map(|i| (t + 10 * i, i as f64)).collect();
+        WhisperFile::open_rw(&path)
+            .unwrap()
+            .update_many(&points, now)
+            .unwrap();
+        let new = vec![
+            parse_retention("10s:2h").unwrap(),
+            parse_retention("300s:7d").unwrap(),
+        ];
+        assert!(migrate(&path, &new, &CreateOptions::default(), now).unwrap());
+        assert!(!migrate(&path, &new, &CreateOptions::default(), now).unwrap());
+        let f = WhisperFile::open(&path).unwrap();
+        assert_eq!(f.header().max_retention, 7 * 86400);
+        let got = f.fetch(t - 10, Some(t + 50), now, None).unwrap().unwrap();
+        assert_eq!(
+            got.values[..6],
+            [
+                Some(0.0),
+                Some(1.0),
+                Some(2.0),
+                Some(3.0),
+                Some(4.0),
+                Some(5.0)
+            ]
+        );
+    }
 
     #[test]
     fn fills_every_empty_slot_and_keeps_what_is_there() {
