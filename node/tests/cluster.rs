@@ -489,3 +489,59 @@ fn a_node_killed_during_a_query_storm_leaves_every_answer_complete() {
         n.stop(Duration::from_secs(20));
     }
 }
+
+/// Series still only in the caches (file creation held back to one a
+/// minute) are in `/metrics/index.json` and `find`, from every member of
+/// the cluster.
+#[test]
+fn index_json_lists_cache_only_series_across_the_cluster() {
+    let dir = temp_dir();
+    let config = dir.path().join("slow-creates.toml");
+    std::fs::write(&config, "max_creates_per_minute = 1\n").unwrap();
+    let cluster = TestCluster::start(dir.path(), 3, &["--config", config.to_str().unwrap()]);
+    let now = unix_now();
+    let mut want = std::collections::BTreeSet::new();
+    for (k, node) in cluster.nodes.iter().enumerate() {
+        let mut text = String::new();
+        for i in 0..40 {
+            let name = format!("idx.n{k}.deep.m{i}");
+            text.push_str(&format!("{name} {i} {now}\n"));
+            want.insert(name);
+        }
+        send(node.addr("line"), &text);
+    }
+    for node in &cluster.nodes {
+        let got: std::collections::BTreeSet<String> = wait_for(
+            Duration::from_secs(20),
+            "every cached series in index.json",
+            || {
+                let (code, body) = node.http_request("/metrics/index.json");
+                let names: Vec<String> = serde_json::from_str(&body).ok()?;
+                let names: std::collections::BTreeSet<String> = names
+                    .into_iter()
+                    .filter(|n| n.starts_with("idx."))
+                    .collect();
+                (code == 200 && names.len() >= want.len()).then_some(names)
+            },
+        );
+        assert_eq!(got, want);
+        let found = node.http_get("/metrics/find?query=idx.*.deep.*&format=completer");
+        assert_eq!(
+            found.matches("\"is_leaf\": \"1\"").count()
+                + found.matches("\"is_leaf\":\"1\"").count(),
+            120,
+            "{found}"
+        );
+    }
+    // Most are still only in the caches.
+    let files: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| graunt_cluster::rebalance::local_series(&n.data_dir.join("whisper")).len())
+        .sum();
+    assert!(
+        files < 20,
+        "{files} files were created: the test needs cache-only series"
+    );
+    cluster.stop();
+}

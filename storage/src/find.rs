@@ -264,8 +264,19 @@ pub fn find_in_names<'a>(names: impl IntoIterator<Item = &'a str>, pattern: &str
         .collect();
     let node_matches = |node: &str, alts: &Vec<String>| alts.iter().any(|p| fnmatch(node, p));
     let mut found = BTreeMap::new();
+    let deep = parts.iter().any(|p| p.len() == 1 && p[0] == "**");
     for name in names {
         let nodes: Vec<&str> = name.split('.').collect();
+        if deep {
+            // `**` spans any number of levels: every prefix of the name that
+            // matches is a node (the whole name a leaf), as the disk walk finds.
+            for end in 1..=nodes.len() {
+                if matches_deep(&nodes[..end], &parts, &node_matches) {
+                    found.insert((nodes[..end].join("."), end == nodes.len()), ());
+                }
+            }
+            continue;
+        }
         if nodes.len() < parts.len() || !nodes.iter().zip(&parts).all(|(n, p)| node_matches(n, p)) {
             continue;
         }
@@ -278,9 +289,51 @@ pub fn find_in_names<'a>(names: impl IntoIterator<Item = &'a str>, pattern: &str
         .collect()
 }
 
+/// Whether `nodes` match `parts` exactly, a `**` part matching any number
+/// of nodes (none included, but at least one at the end: as the disk walk
+/// reads `a.**`, the nodes under `a`).
+fn matches_deep(
+    nodes: &[&str],
+    parts: &[Vec<String>],
+    node_matches: &dyn Fn(&str, &Vec<String>) -> bool,
+) -> bool {
+    match parts.split_first() {
+        None => nodes.is_empty(),
+        Some((p, rest)) if p.len() == 1 && p[0] == "**" => {
+            let least = usize::from(rest.is_empty());
+            (least..=nodes.len()).any(|skip| matches_deep(&nodes[skip..], rest, node_matches))
+        }
+        Some((p, rest)) => match nodes.split_first() {
+            Some((n, more)) => node_matches(n, p) && matches_deep(more, rest, node_matches),
+            None => false,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_names_are_found_at_any_depth_by_double_star() {
+        let names = ["a.b.c", "a.x", "q"];
+        let leaves = |pattern: &str| -> Vec<String> {
+            find_in_names(names, pattern)
+                .into_iter()
+                .filter(|n| n.is_leaf)
+                .map(|n| n.path)
+                .collect()
+        };
+        assert_eq!(leaves("**"), vec!["a.b.c", "a.x", "q"]);
+        assert_eq!(leaves("a.**"), vec!["a.b.c", "a.x"]);
+        assert_eq!(leaves("**.c"), vec!["a.b.c"]);
+        assert_eq!(leaves("a.**.c"), vec!["a.b.c"]);
+        let all: Vec<String> = find_in_names(names, "a.**")
+            .into_iter()
+            .map(|n| n.path)
+            .collect();
+        assert_eq!(all, vec!["a.b", "a.b.c", "a.x"], "not a itself");
+    }
 
     #[test]
     fn fnmatch_like_python() {
