@@ -853,12 +853,25 @@ fn plan_for(
             // member took its points).
             Some(old_ring) => {
                 let before = owners(old_ring, &name);
+                let lacks = |id: &u64| lists.get(id).is_none_or(|l| !l.contains(&name));
+                // One pusher per new owner: the old owner that leaves the
+                // owner set (it must push before it deletes); an old owner
+                // that stays pushes only when none leaves that is still a
+                // member to do it.
+                let leaver = before
+                    .iter()
+                    .any(|&d| d != me && !now.contains(&d) && new.members.contains_key(&d));
+                let staying = now.contains(&me) && before.contains(&me);
                 let targets = now
                     .iter()
                     .copied()
                     .filter(|&id| id != me)
                     .filter(|id| {
-                        !before.contains(id) || lists.get(id).is_none_or(|l| !l.contains(&name))
+                        if before.contains(id) {
+                            lacks(id)
+                        } else {
+                            !(staying && leaver)
+                        }
                     })
                     .collect();
                 (targets, !now.contains(&me) && delete)
