@@ -542,8 +542,8 @@ impl Rebalancer {
 
     /// Resizes every local file whose archives differ from what the
     /// cluster's schemas give it (whisper-resize's migration), at the
-    /// rebalance byte rate. A series with points in the cache waits for
-    /// the writer (a file is not replaced under it).
+    /// rebalance byte rate. The writer is held off each file while it is
+    /// replaced (one it is writing now waits for the next round).
     async fn resize(
         &self,
         state: &ClusterState,
@@ -606,7 +606,9 @@ impl Rebalancer {
                     let mut bytes = 0u64;
                     let mut waiting = Vec::new();
                     for name in chunk {
-                        if !store.cache.get(&name).is_empty() {
+                        // The writer is kept off the file while it is
+                        // replaced; its points go back to it after.
+                        if store.cache.hold(&name).is_none() {
                             waiting.push(name);
                             continue;
                         }
@@ -618,7 +620,10 @@ impl Rebalancer {
                             opts.aggregation = method;
                         }
                         let path = store.path_of(&name);
-                        match graunt_storage::whisper::migrate(&path, &retentions, &opts, now) {
+                        let migrated =
+                            graunt_storage::whisper::migrate(&path, &retentions, &opts, now);
+                        store.cache.release(&name, true);
+                        match migrated {
                             Ok(true) => {
                                 resized += 1;
                                 bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -702,13 +707,51 @@ impl Rebalancer {
     /// the file, then the points that reached the cache meanwhile, which
     /// follow it. Answers the bytes pushed.
     async fn move_one(&self, item: &Item) -> Result<u64, String> {
+        // The writer is kept off the file while it is copied (and deleted):
+        // a point it wrote meanwhile would be in neither copy.
+        let mut held = None;
+        for _ in 0..500 {
+            held = self.store.cache.hold(&item.name);
+            if held.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let Some(held) = held else {
+            return Err(format!("{}: the writer kept it busy for 5 s", item.name));
+        };
+        let result = self.copy_held(item, held.points).await;
+        match &result {
+            // Gone elsewhere: the held points went with the copy.
+            Ok(_) if item.delete => self.store.cache.release(&item.name, false),
+            _ => self.store.cache.release(&item.name, true),
+        }
+        if item.delete && result.is_ok() {
+            // Points that arrived during the copy follow it.
+            if let Some(late) = self.store.cache.checkout(&item.name) {
+                let body = encode_copy(&[], &late.points);
+                match self.push(&item.name, &item.owners, body).await {
+                    Ok(_) => self.store.cache.complete(&item.name),
+                    Err(e) => {
+                        // Kept: written here again, moved by the next pass.
+                        self.store.cache.requeue(&item.name);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// [`Rebalancer::move_one`] with the writer held off and `cached` the
+    /// points it would have written.
+    async fn copy_held(&self, item: &Item, cached: Vec<(i64, f64)>) -> Result<u64, String> {
         let path = self.store.path_of(&item.name);
         let file = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let cached = self.store.cache.get(&item.name);
         if file.is_empty() && cached.is_empty() {
             return Ok(0);
         }
@@ -733,20 +776,6 @@ impl Rebalancer {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot delete {}: {e}", path.display())),
-            }
-            if let Some(late) = self.store.cache.checkout(&item.name) {
-                let body = encode_copy(&[], &late.points);
-                match self.push(&item.name, &item.owners, body).await {
-                    Ok(n) => {
-                        pushed += n;
-                        self.store.cache.complete(&item.name);
-                    }
-                    Err(e) => {
-                        // Kept: written here again, moved by the next pass.
-                        self.store.cache.requeue(&item.name);
-                        return Err(e);
-                    }
-                }
             }
         }
         Ok(pushed)

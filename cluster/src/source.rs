@@ -416,6 +416,45 @@ impl Source for ClusterSource {
         for s in answers.into_iter().flatten().flatten() {
             copies.entry(s.name.clone()).or_default().push(s);
         }
+        // A holder that no longer has a path moved it to its new owners
+        // between find and fetch (a rebalance deletes a copy once they have
+        // it): ask those owners too, or the answer would rest on one copy.
+        let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for path in paths {
+            let asked = per_peer.iter().filter(|(_, p)| p.contains(path)).count();
+            let got = copies.get(path).map_or(0, Vec::len);
+            if got >= asked {
+                continue;
+            }
+            for owner in self.owners(path).unwrap_or_default() {
+                let already = per_peer.get(&owner.id).is_some_and(|p| p.contains(path));
+                if !already {
+                    again.entry(owner.id).or_default().push(path.clone());
+                }
+            }
+        }
+        if !again.is_empty() {
+            let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
+                .peers
+                .iter()
+                .filter_map(|p| {
+                    let paths = again.get(&p.id)?;
+                    let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
+                    let url = self.transport.url(&p.http, "/cluster/fetch");
+                    let r = crate::secret::json_call(
+                        &self.client,
+                        self.secret.as_ref(),
+                        "POST",
+                        &url,
+                        &body,
+                    );
+                    Some((p, r))
+                })
+                .collect();
+            for s in self.ask(calls, decode).into_iter().flatten().flatten() {
+                copies.entry(s.name.clone()).or_default().push(s);
+            }
+        }
         Ok(paths
             .iter()
             .zip(local)

@@ -174,6 +174,52 @@ impl Cache {
         })
     }
 
+    /// Keeps the writer off `name` while its file is read or replaced
+    /// elsewhere (a rebalance copying it, a resize): its waiting points go
+    /// in flight as for a writer's checkout, even when there are none, so
+    /// the writer leaves the file alone until [`Cache::release`]. `None`
+    /// while the writer has it in flight (try again in a moment).
+    pub fn hold(&self, name: &str) -> Option<Checkout> {
+        let mut shard = Self::lock(self.shard(name));
+        let entry = shard.entry(name.to_string()).or_default();
+        if entry.in_flight.is_some() {
+            return None;
+        }
+        let points = std::mem::take(&mut entry.points);
+        // An empty hold must not pin the write-ahead log's oldest segment.
+        let segment = if points.is_empty() {
+            u64::MAX
+        } else {
+            entry.segment
+        };
+        let mut sorted = points.clone();
+        entry.in_flight = Some((points, segment));
+        drop(shard);
+        sort_dedup(&mut sorted);
+        Some(Checkout {
+            name: name.to_string(),
+            points: sorted,
+        })
+    }
+
+    /// Ends a [`Cache::hold`]: the held points go back ahead of any that
+    /// arrived since (`keep`, for the writer to write here) or leave the
+    /// cache (they went elsewhere).
+    pub fn release(&self, name: &str, keep: bool) {
+        if keep {
+            self.requeue(name);
+            let mut shard = Self::lock(self.shard(name));
+            if shard
+                .get(name)
+                .is_some_and(|e| e.points.is_empty() && e.in_flight.is_none())
+            {
+                shard.remove(name);
+            }
+        } else {
+            self.complete(name);
+        }
+    }
+
     /// The writer finished with `name`'s in-flight points: they leave the cache.
     pub fn complete(&self, name: &str) {
         let mut shard = Self::lock(self.shard(name));
