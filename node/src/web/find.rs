@@ -1,5 +1,5 @@
 //! `/metrics/find`: the metric tree, as graphite-web answers it in its
-//! `treejson` (default), `completer` and `json` formats.
+//! `treejson` (default), `completer`, `json` and `nodelist` formats.
 
 use axum::extract::{Extension, Form, Query, State};
 use axum::http::{header, StatusCode};
@@ -56,6 +56,7 @@ async fn answer(api: Api, who: Identity, params: Params) -> Response {
         }
     }
     let local = is_local(&params);
+    let store = api.sources.store().clone();
     let found =
         tokio::task::spawn_blocking(move || api.open(local, &who).find_nodes(&pattern)).await;
     let nodes = match found {
@@ -113,12 +114,77 @@ async fn answer(api: Api, who: Identity, params: Params) -> Response {
             }
             json!({"metrics": metrics})
         }
-        "json" => serde_json::Value::Array(
-            nodes
-                .iter()
-                .map(|n| json!({"path": n.path, "is_leaf": n.is_leaf}))
-                .collect(),
-        ),
+        "json" => {
+            // graphite-web's json_nodes: sorted by path, leaves with the
+            // interval their file covers (now - maxRetention to its mtime).
+            let found: Vec<(String, bool)> =
+                nodes.iter().map(|n| (n.path.clone(), n.is_leaf)).collect();
+            let items = tokio::task::spawn_blocking(move || {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let mut items: Vec<serde_json::Value> = found
+                    .into_iter()
+                    .map(|(path, leaf)| {
+                        if leaf {
+                            let (start, end) = interval(&store, &path, now);
+                            json!({"path": path, "is_leaf": true, "intervals": [{"start": start, "end": end}]})
+                        } else {
+                            json!({"path": path, "is_leaf": false})
+                        }
+                    })
+                    .collect();
+                items.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+                items
+            })
+            .await
+            .unwrap_or_default();
+            serde_json::Value::Array(items)
+        }
+        "nodelist" => {
+            // graphite-web's nodes_by_position: the distinct nodes at
+            // `position` (Python's index: -1, the default, is the last).
+            let position = match param(&params, "position").map(str::parse::<i64>) {
+                None => -1,
+                Some(Ok(p)) => p,
+                Some(Err(_)) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "Invalid int value {:?} for param position",
+                            param(&params, "position").unwrap_or_default()
+                        ),
+                    )
+                        .into_response()
+                }
+            };
+            let mut found = std::collections::BTreeSet::new();
+            for n in &nodes {
+                let parts: Vec<&str> = n.path.split('.').collect();
+                let at = if position < 0 {
+                    parts.len() as i64 + position
+                } else {
+                    position
+                };
+                match usize::try_from(at).ok().and_then(|i| parts.get(i)) {
+                    Some(part) => {
+                        found.insert(part.to_string());
+                    }
+                    None => {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "position {position} is out of range for {} ({} nodes)",
+                                n.path,
+                                parts.len()
+                            ),
+                        )
+                            .into_response()
+                    }
+                }
+            }
+            json!({ "nodes": found })
+        }
         other => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -209,6 +275,38 @@ async fn expand_answer(api: Api, who: Identity, params: Params) -> Response {
         json!(all)
     };
     json_response(json!({ "results": results }), jsonp.as_deref())
+}
+
+/// The time a leaf's data covers, as graphite-web's whisper reader gives
+/// it: from `now` less the file's longest retention to the file's last
+/// change (a series only in the cache, or on a peer: its schema's
+/// retention, to now).
+fn interval(store: &graunt_storage::store::Store, path: &str, now: f64) -> (f64, f64) {
+    let file = store.path_of(path);
+    let on_disk = std::fs::metadata(&file).ok().and_then(|meta| {
+        let retention = graunt_storage::whisper::WhisperFile::open(&file)
+            .ok()?
+            .header()
+            .max_retention;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        let start = now - f64::from(retention);
+        Some((start, mtime.max(start)))
+    });
+    on_disk.unwrap_or_else(|| {
+        let retention = store
+            .rules_for(path)
+            .0
+            .iter()
+            .map(|r| r.retention())
+            .max()
+            .unwrap_or(0);
+        (now - retention as f64, now)
+    })
 }
 
 /// `/metrics/index.json`: every metric path, sorted.
