@@ -26,6 +26,7 @@
 pub mod ack;
 pub mod agent;
 pub mod codec;
+pub mod duration;
 pub mod error;
 pub mod net;
 pub mod receive;

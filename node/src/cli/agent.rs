@@ -29,7 +29,7 @@ pub struct AgentArgs {
     #[arg(long = "name-prefix-part")]
     name_prefix_parts: Vec<String>,
     /// Seconds between statsd flushes [10].
-    #[arg(long)]
+    #[arg(long, value_parser = graunt_relay::duration::parse_seconds)]
     flush_interval: Option<f64>,
 }
 

@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long)]
     statsd_addr: Option<String>,
     /// Seconds between statsd flushes.
-    #[arg(long)]
+    #[arg(long, value_parser = graunt_relay::duration::parse_seconds)]
     statsd_flush_interval: Option<f64>,
     /// Raft id of this node: makes it a cluster member (then `graunt cluster init|join`).
     #[arg(long)]
@@ -51,7 +51,7 @@ pub struct ServeArgs {
     #[arg(long)]
     advertise_pickle: Option<String>,
     /// Seconds a cluster read waits for a peer [2].
-    #[arg(long)]
+    #[arg(long, value_parser = graunt_relay::duration::parse_seconds)]
     peer_timeout: Option<f64>,
     /// Start a new cluster with this node if it has no cluster state yet.
     #[arg(long)]

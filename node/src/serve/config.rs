@@ -54,8 +54,16 @@ pub struct FileConfig {
     /// Open TCP connections per listener [50,000].
     pub max_connections: Option<usize>,
     /// Seconds a silent connection is kept [600].
+    #[serde(
+        default,
+        deserialize_with = "graunt_relay::duration::option_whole_seconds"
+    )]
     pub idle_timeout: Option<u64>,
     /// Seconds between self-metric writes [60].
+    #[serde(
+        default,
+        deserialize_with = "graunt_relay::duration::option_whole_seconds"
+    )]
     pub self_metrics_interval: Option<u64>,
     /// Series one `/render` request may fetch [100,000].
     pub max_render_series: Option<usize>,
@@ -68,6 +76,7 @@ pub struct FileConfig {
     /// statsd on TCP too, same address [false].
     pub statsd_tcp: Option<bool>,
     /// Seconds between statsd flushes [10].
+    #[serde(default, deserialize_with = "graunt_relay::duration::option_seconds")]
     pub statsd_flush_interval: Option<f64>,
     /// statsd aggregation settings and extra listeners.
     pub statsd: Option<StatsdFile>,
@@ -78,6 +87,7 @@ pub struct FileConfig {
     /// Pickle `host:port` relays send to [the bound address].
     pub advertise_pickle: Option<String>,
     /// Seconds a cluster read waits for a peer before answering without it [2].
+    #[serde(default, deserialize_with = "graunt_relay::duration::option_seconds")]
     pub peer_timeout: Option<f64>,
     /// Start a new cluster with this node if it has no cluster state yet [false].
     pub cluster_init: Option<bool>,
@@ -441,6 +451,36 @@ mod tests {
         .unwrap();
         let e = ServeConfig::from_file(file).unwrap_err().to_string();
         assert!(e.contains("cluster_secret_file"), "{e}");
+    }
+
+    #[test]
+    fn durations_take_units_in_files_and_flags() {
+        let file: FileConfig =
+            toml::from_str("idle_timeout = \"10m\"\nself_metrics_interval = \"2min\"\n").unwrap();
+        let cfg = ServeConfig::from_file(file).unwrap();
+        assert_eq!(cfg.limits.idle_timeout, std::time::Duration::from_secs(600));
+        assert_eq!(
+            cfg.self_metrics_interval,
+            std::time::Duration::from_secs(120)
+        );
+        let cfg = crate::cli::serve_config([
+            "--statsd-flush-interval",
+            "1min",
+            "--node-id",
+            "1",
+            "--peer-timeout",
+            "1500ms",
+        ])
+        .unwrap();
+        assert_eq!(cfg.statsd[0].config.flush_interval_ms, 60_000);
+        assert_eq!(
+            cfg.cluster.unwrap().peer_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        let e = crate::cli::serve_config(["--statsd-flush-interval", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a duration"), "{e}");
     }
 
     /// The documented example files are valid configs (paths in them aside).

@@ -53,6 +53,7 @@ pub struct AgentFile {
     /// Prefix parts after it; dots inside a part become `_` [none].
     pub name_prefix_parts: Option<Vec<String>>,
     /// Seconds between flushes [10].
+    #[serde(default, deserialize_with = "crate::duration::option_seconds")]
     pub flush_interval: Option<f64>,
     /// Points held while the destination is down [1,000,000].
     pub max_buffer: Option<usize>,

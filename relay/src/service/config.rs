@@ -48,8 +48,10 @@ pub struct RelayFile {
     /// is acknowledged), `periodic` (every second) or `never` [periodic].
     pub journal_sync: Option<JournalSync>,
     /// Seconds between self-metrics [60].
+    #[serde(default, deserialize_with = "crate::duration::option_seconds")]
     pub self_metrics_interval: Option<f64>,
     /// Seconds between flushes of the statsd listeners [10].
+    #[serde(default, deserialize_with = "crate::duration::option_seconds")]
     pub statsd_flush_interval: Option<f64>,
     /// statsd aggregation settings for the statsd listeners.
     pub statsd: Option<StatsdFile>,
@@ -62,6 +64,7 @@ pub struct RelayFile {
     /// (`destinations`, `method`, `replication` and rules are not used).
     pub cluster: Option<Vec<String>>,
     /// Seconds between looks at the cluster's state [0.5].
+    #[serde(default, deserialize_with = "crate::duration::option_seconds")]
     pub cluster_poll_interval: Option<f64>,
     /// The cluster's secret (the members' `cluster_secret_file`), for
     /// reading its state [none].
@@ -73,6 +76,7 @@ pub struct RelayFile {
     /// Largest pickle frame, bytes [1 MiB].
     pub max_pickle_frame: Option<usize>,
     /// Seconds a silent client connection is kept [600].
+    #[serde(default, deserialize_with = "crate::duration::option_whole_seconds")]
     pub idle_timeout: Option<u64>,
     /// TLS to the destinations, and to the cluster's HTTP ports when the
     /// relay follows one [none: plain TCP and HTTP].
