@@ -426,6 +426,10 @@ impl Rebalancer {
         changes: &mut tokio::sync::watch::Receiver<ClusterState>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> (Outcome, u64) {
+        if new.ring().is_none() {
+            tracing::error!("the cluster's members do not make a ring (a pickle address that does not parse?): no series moved or deleted");
+            return (Outcome::Failed, 0);
+        }
         if let Some(after) = &progress.cursor {
             tracing::info!(after = %after, "carrying on with the rebalance a restart interrupted");
         }
@@ -720,7 +724,14 @@ impl Rebalancer {
         let Some(held) = held else {
             return Err(format!("{}: the writer kept it busy for 5 s", item.name));
         };
+        // Dropped mid-way (shutdown): the points go back to the writer.
+        let mut guard = Held {
+            cache: &self.store.cache,
+            name: &item.name,
+            armed: true,
+        };
         let result = self.copy_held(item, held.points).await;
+        guard.armed = false;
         match &result {
             // Gone elsewhere: the held points went with the copy.
             Ok(_) if item.delete => self.store.cache.release(&item.name, false),
@@ -812,6 +823,22 @@ impl Rebalancer {
     }
 }
 
+/// A [`graunt_storage::cache::Cache::hold`] given back if its future is
+/// dropped before it ends.
+struct Held<'a> {
+    cache: &'a graunt_storage::cache::Cache,
+    name: &'a str,
+    armed: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cache.release(self.name, true);
+        }
+    }
+}
+
 /// A copy of a series as `/cluster/series` takes it: the whisper file's
 /// length as a little-endian `u64`, the file (none for a series only in
 /// the cache), then its cached points as little-endian `i64` timestamp and
@@ -866,6 +893,11 @@ fn plan_for(
 ) -> Vec<Item> {
     let old_ring = old.map(RingView::ring);
     let new_ring = new.ring();
+    if new_ring.is_none() {
+        // No ring (a member's pickle address does not parse): nothing is
+        // owned by anyone, and nothing may be deleted.
+        return Vec::new();
+    }
     let names = held_series(store);
     let mut plan = Vec::new();
     for name in names {
@@ -876,6 +908,9 @@ fn plan_for(
             continue;
         }
         let now = owners(&new_ring, &name);
+        if now.is_empty() {
+            continue;
+        }
         let (targets, delete): (BTreeSet<u64>, bool) = match &old_ring {
             // New owners get it, and so does an owner that kept its place
             // but lacks it (the ring gave it the series, yet only this
@@ -885,25 +920,30 @@ fn plan_for(
                 let lacks = |id: &u64| lists.get(id).is_none_or(|l| !l.contains(&name));
                 // One pusher per new owner: the old owner that leaves the
                 // owner set (it must push before it deletes); an old owner
-                // that stays pushes only when none leaves that is still a
-                // member to do it.
-                let leaver = before
-                    .iter()
-                    .any(|&d| d != me && !now.contains(&d) && new.members.contains_key(&d));
+                // that stays pushes only when no leaver holds the series.
+                let leaver = before.iter().any(|&d| {
+                    d != me && !now.contains(&d) && lists.get(&d).is_some_and(|l| l.contains(&name))
+                });
                 let staying = now.contains(&me) && before.contains(&me);
+                let deleting = !now.contains(&me) && delete;
                 let targets = now
                     .iter()
                     .copied()
                     .filter(|&id| id != me)
                     .filter(|id| {
-                        if before.contains(id) {
+                        if deleting && before == now {
+                            // A copy here that the ring did not move (late
+                            // points, a stale peer's push): every owner gets
+                            // it before it goes.
+                            true
+                        } else if before.contains(id) {
                             lacks(id)
                         } else {
                             !(staying && leaver)
                         }
                     })
                     .collect();
-                (targets, !now.contains(&me) && delete)
+                (targets, deleting)
             }
             None if now.contains(&me) => {
                 (now.iter().copied().filter(|&id| id != me).collect(), false)

@@ -86,7 +86,9 @@ impl Receiving {
 
     /// Sends the last acknowledgement before the connection closes.
     pub async fn finish(&mut self, stream: &mut Conn) {
-        if self.acks && !self.pending.is_empty() {
+        // Over TLS, acknowledgements "written" may still sit in the
+        // session's buffer: flushed here even with nothing pending.
+        if self.acks {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 stream.write_all(&self.pending).await?;
                 stream.flush().await

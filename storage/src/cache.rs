@@ -242,9 +242,12 @@ impl Cache {
             return;
         };
         if let Some((mut points, segment)) = entry.in_flight.take() {
+            // The oldest of both: points that arrived meanwhile may come
+            // from an older segment than an empty hold's.
+            let waiting = (!entry.points.is_empty()).then_some(entry.segment);
             points.append(&mut entry.points);
             entry.points = points;
-            entry.segment = segment;
+            entry.segment = waiting.map_or(segment, |w| w.min(segment));
         }
     }
 
@@ -326,6 +329,24 @@ mod tests {
                 points: 2,
                 metrics: 2
             }
+        );
+    }
+
+    #[test]
+    fn an_empty_hold_keeps_the_log_segment_of_points_that_came_meanwhile() {
+        let cache = Cache::new(0, 1);
+        assert!(cache.hold("a").unwrap().points.is_empty());
+        cache.add(&[dp("a", 10, 1.0)], 5);
+        assert!(cache.checkout("a").is_none(), "the writer is held off");
+        cache.release("a", true);
+        assert_eq!(cache.oldest_segment(), Some(5));
+        assert_eq!(cache.checkout("a").unwrap().points, vec![(10, 1.0)]);
+        cache.complete("a");
+        assert!(cache.hold("b").is_some());
+        cache.release("b", true);
+        assert!(
+            cache.names().is_empty(),
+            "an empty hold leaves nothing behind"
         );
     }
 
