@@ -167,7 +167,7 @@ async fn authenticate(
     .await
 }
 
-fn failed(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(crate) fn failed(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
@@ -367,7 +367,7 @@ async fn status(State(app): State<App>) -> Response {
 }
 
 /// Runs futures concurrently (a handful: one per member).
-async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+pub(crate) async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,

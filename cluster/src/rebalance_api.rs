@@ -15,6 +15,7 @@ use graunt_storage::store::Store;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::failed;
 use crate::member::ClusterNode;
 use crate::rebalance::{Rebalancer, Status};
 use crate::Request;
@@ -45,10 +46,6 @@ pub fn routes(node: Arc<ClusterNode>, store: Arc<Store>, rebalancer: Arc<Rebalan
             store,
             rebalancer,
         })
-}
-
-fn failed(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -164,14 +161,7 @@ async fn ask_members(
             (id, answer)
         }
     });
-    let handles: Vec<_> = calls.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
+    crate::api::futures_join(calls).await
 }
 
 #[derive(Deserialize)]

@@ -254,6 +254,42 @@ impl ClusterSource {
             .collect()
     }
 
+    /// Each peer's own copies of the paths `per_peer` names for it, asked
+    /// in parallel (a peer that fails is noted as partial).
+    fn fetch_from(
+        &self,
+        per_peer: &BTreeMap<u64, Vec<String>>,
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Vec<Series> {
+        if per_peer.is_empty() {
+            return Vec::new();
+        }
+        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let paths = per_peer.get(&p.id)?;
+                let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
+                let url = self.transport.url(&p.http, "/cluster/fetch");
+                let r = crate::secret::json_call(
+                    &self.client,
+                    self.secret.as_ref(),
+                    "POST",
+                    &url,
+                    &body,
+                );
+                Some((p, r))
+            })
+            .collect();
+        self.ask(calls, decode)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
+    }
+
     fn find_on(&self, peers: &[&Member], pattern: &str, nodes: &mut BTreeMap<String, bool>) {
         let calls = peers
             .iter()
@@ -382,6 +418,7 @@ impl Source for ClusterSource {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut per_peer: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut asked: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
         for path in paths {
             let ids: Vec<u64> = match holders.get(path) {
                 Some(h) => h.iter().copied().collect(),
@@ -390,70 +427,31 @@ impl Source for ClusterSource {
                     None => self.peers.iter().map(|m| m.id).collect(),
                 },
             };
-            for id in ids {
+            for &id in &ids {
                 per_peer.entry(id).or_default().push(path.clone());
             }
+            asked.push(ids);
         }
-        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
-            .peers
-            .iter()
-            .filter_map(|p| {
-                let paths = per_peer.get(&p.id)?;
-                let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
-                let url = self.transport.url(&p.http, "/cluster/fetch");
-                let r = crate::secret::json_call(
-                    &self.client,
-                    self.secret.as_ref(),
-                    "POST",
-                    &url,
-                    &body,
-                );
-                Some((p, r))
-            })
-            .collect();
-        let answers: Vec<Option<Vec<Series>>> = self.ask(calls, decode);
         let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
-        for s in answers.into_iter().flatten().flatten() {
+        for s in self.fetch_from(&per_peer, from, until, now) {
             copies.entry(s.name.clone()).or_default().push(s);
         }
         // A holder that no longer has a path moved it to its new owners
         // between find and fetch (a rebalance deletes a copy once they have
         // it): ask those owners too, or the answer would rest on one copy.
         let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for path in paths {
-            let asked = per_peer.iter().filter(|(_, p)| p.contains(path)).count();
-            let got = copies.get(path).map_or(0, Vec::len);
-            if got >= asked {
+        for (path, asked) in paths.iter().zip(&asked) {
+            if copies.get(path).map_or(0, Vec::len) >= asked.len() {
                 continue;
             }
             for owner in self.owners(path).unwrap_or_default() {
-                let already = per_peer.get(&owner.id).is_some_and(|p| p.contains(path));
-                if !already {
+                if !asked.contains(&owner.id) {
                     again.entry(owner.id).or_default().push(path.clone());
                 }
             }
         }
-        if !again.is_empty() {
-            let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
-                .peers
-                .iter()
-                .filter_map(|p| {
-                    let paths = again.get(&p.id)?;
-                    let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
-                    let url = self.transport.url(&p.http, "/cluster/fetch");
-                    let r = crate::secret::json_call(
-                        &self.client,
-                        self.secret.as_ref(),
-                        "POST",
-                        &url,
-                        &body,
-                    );
-                    Some((p, r))
-                })
-                .collect();
-            for s in self.ask(calls, decode).into_iter().flatten().flatten() {
-                copies.entry(s.name.clone()).or_default().push(s);
-            }
+        for s in self.fetch_from(&again, from, until, now) {
+            copies.entry(s.name.clone()).or_default().push(s);
         }
         Ok(paths
             .iter()

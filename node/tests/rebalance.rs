@@ -198,19 +198,7 @@ fn series_follow_their_owners_as_members_join_and_leave() {
     let schemas = schemas(dir.path());
     let cluster = TestCluster::start(dir.path(), 3, &["--schemas", &schemas]);
     let admin = Admin::of(&cluster.secret_file);
-    let relay_config = dir.path().join("relay.toml");
-    let nodes: Vec<String> = cluster.http().iter().map(|h| format!("\"{h}\"")).collect();
-    std::fs::write(
-        &relay_config,
-        format!(
-            "cluster = [{}]\ncluster_secret_file = {:?}\ncluster_poll_interval = 0.1\n\
-             [[tenant]]\nname = \"t\"\n[[tenant.listener]]\nprotocol = \"line\"\naddr = \"127.0.0.1:0\"\n",
-            nodes.join(", "),
-            cluster.secret_file
-        ),
-    )
-    .unwrap();
-    let relay = Relay::start(&relay_config);
+    let relay = Relay::following(dir.path(), &cluster.http(), &cluster.secret_file, "");
     let line = relay.addr("t-line");
 
     // History: every series gets six points a minute apart-ish (10 s slots).
@@ -425,22 +413,6 @@ fn check_points(admin: &Admin, members: &[&Node], ids: &[u64], sent: &Sent, t0: 
     );
 }
 
-/// A relay following the cluster at `http`, its line listener's address.
-fn following_relay(dir: &Path, http: &[String], secret_file: &Path) -> Relay {
-    let config = dir.join("relay.toml");
-    let nodes: Vec<String> = http.iter().map(|h| format!("\"{h}\"")).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "cluster = [{}]\ncluster_secret_file = {secret_file:?}\ncluster_poll_interval = 0.1\n\
-             [[tenant]]\nname = \"t\"\n[[tenant.listener]]\nprotocol = \"line\"\naddr = \"127.0.0.1:0\"\n",
-            nodes.join(", ")
-        ),
-    )
-    .unwrap();
-    Relay::start(&config)
-}
-
 /// Writes `series` series of six points each through `relay`, returning
 /// what was sent and the first timestamp.
 fn write_history(relay: &Relay, series: usize) -> (Sent, i64) {
@@ -480,7 +452,7 @@ fn repair_brings_back_what_one_replica_lost() {
     let schemas = schemas(dir.path());
     let cluster = TestCluster::start(dir.path(), 3, &["--schemas", &schemas]);
     let admin = Admin::of(&cluster.secret_file);
-    let relay = following_relay(dir.path(), &cluster.http(), &cluster.secret_file);
+    let relay = Relay::following(dir.path(), &cluster.http(), &cluster.secret_file, "");
     let (sent, t0) = write_history(&relay, N);
     let nodes: Vec<&Node> = cluster.nodes.iter().collect();
     let ids = [1u64, 2, 3];
@@ -589,7 +561,7 @@ fn a_member_killed_mid_rebalance_carries_on_after_a_restart() {
         .iter()
         .map(|n| n.as_ref().unwrap().addr("http").to_string())
         .collect();
-    let relay = following_relay(dir.path(), &http, &secret_file);
+    let relay = Relay::following(dir.path(), &http, &secret_file, "");
     let (sent, t0) = write_history(&relay, N);
     {
         let all: Vec<&Node> = nodes.iter().flatten().collect();
@@ -660,7 +632,7 @@ fn new_schemas_apply_to_existing_files() {
     let schemas = schemas(dir.path());
     let cluster = TestCluster::start(dir.path(), 2, &["--schemas", &schemas]);
     let admin = Admin::of(&cluster.secret_file);
-    let relay = following_relay(dir.path(), &cluster.http(), &cluster.secret_file);
+    let relay = Relay::following(dir.path(), &cluster.http(), &cluster.secret_file, "");
     let (sent, t0) = write_history(&relay, N);
     let nodes: Vec<&Node> = cluster.nodes.iter().collect();
     let ids = [1u64, 2];

@@ -53,6 +53,27 @@ impl Relay {
         }
     }
 
+    /// Starts a relay in this process that follows the cluster at `http`
+    /// (its members' HTTP addresses) with `secret_file`, polling every
+    /// 100 ms, one tenant `t` with a plaintext listener (`t-line`), and
+    /// `extra` TOML tables (say `[destination_tls]`); its config is
+    /// `dir/relay.toml`.
+    pub fn following(dir: &Path, http: &[String], secret_file: &Path, extra: &str) -> Relay {
+        let config = dir.join("relay.toml");
+        let nodes: Vec<String> = http.iter().map(|h| format!("\"{h}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "cluster = [{}]\ncluster_secret_file = {secret_file:?}\ncluster_poll_interval = 0.1\n\
+                 {extra}\n[[tenant]]\nname = \"t\"\n\
+                 [[tenant.listener]]\nprotocol = \"line\"\naddr = \"127.0.0.1:0\"\n",
+                nodes.join(", ")
+            ),
+        )
+        .expect("write the relay's config");
+        Relay::start(&config)
+    }
+
     /// Starts `bin relay --config config` and waits until it is ready.
     pub fn spawn(bin: &Path, config: &Path) -> Relay {
         let mut child = Command::new(bin)
