@@ -10,6 +10,7 @@
 //! statsd (UDP/TCP) ─▶ Aggregator ─flush─▶ Buffer ─▶ forwarder ─TCP─▶ node/relay
 //! ```
 
+pub mod collect;
 pub mod config;
 mod forward;
 
