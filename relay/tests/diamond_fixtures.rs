@@ -82,7 +82,7 @@ fn replay(case: &Path) -> Result<(), String> {
     let mut table = toml::Table::new();
     table.insert("hostname".into(), toml::Value::String("replay".into()));
     table.insert(name.into(), toml::Value::Table(own));
-    let mut collector = collect::build(&table)
+    let mut collector = collect::build(&table, None)
         .map_err(|e| format!("config: {e}"))?
         .into_iter()
         .find(|c| c.name() == name)

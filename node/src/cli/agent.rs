@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use graunt_relay::agent::{self, AgentConfig, AgentFile, Protocol};
+use graunt_relay::agent::{self, collect, AgentConfig, AgentFile, Protocol};
 
 /// `graunt agent` flags; each overrides the same setting of `--config`.
 #[derive(Debug, Args)]
@@ -31,10 +31,39 @@ pub struct AgentArgs {
     /// Seconds between statsd flushes [10].
     #[arg(long, value_parser = graunt_relay::duration::parse_seconds)]
     flush_interval: Option<f64>,
+    /// Collect host metrics as diamond does, with diamond's defaults where
+    /// the file has no [collectors] table.
+    #[arg(long)]
+    collect: bool,
+    /// Print the lines one round of the collectors would send (two reads
+    /// an interval apart, for rates) and exit.
+    #[arg(long)]
+    collect_once: bool,
+    /// Every collector's interval (diamond's default: 300 s).
+    #[arg(long, value_parser = graunt_relay::duration::parse_seconds)]
+    collect_interval: Option<f64>,
+    /// The host's /proc [/proc] (a container sees the host's elsewhere).
+    #[arg(long)]
+    proc_root: Option<PathBuf>,
+    /// The host's /sys [/sys].
+    #[arg(long)]
+    sys_root: Option<PathBuf>,
+    /// The host's / [/]: mount points and /dev/disk/by-label under it.
+    #[arg(long)]
+    host_root: Option<PathBuf>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> ExitCode {
+    if args.collect_once {
+        return match collect_once(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("graunt agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     super::service::run("agent", Some(2), |shutdown| async move {
         let config = config(args)?;
         let listeners = agent::Listeners::bind(&config).await?;
@@ -69,5 +98,86 @@ fn file(args: AgentArgs) -> Result<AgentFile, graunt_relay::Error> {
     if args.flush_interval.is_some() {
         file.flush_interval = args.flush_interval;
     }
+    if args.collect || args.collect_once || args.collect_interval.is_some() {
+        let table = file.collectors.get_or_insert_with(Default::default);
+        if let Some(seconds) = args.collect_interval {
+            table.insert("interval".into(), toml::Value::Float(seconds));
+            // The flag wins over every collector's own interval too.
+            for (_, value) in table.iter_mut() {
+                if let toml::Value::Table(own) = value {
+                    own.remove("interval");
+                }
+            }
+        }
+    }
+    if args.proc_root.is_some() {
+        file.proc_root = args.proc_root;
+    }
+    if args.sys_root.is_some() {
+        file.sys_root = args.sys_root;
+    }
+    if args.host_root.is_some() {
+        file.host_root = args.host_root;
+    }
     Ok(file)
+}
+
+/// `--collect-once`: every enabled collector reads the host, waits its
+/// interval and reads again (each on its own thread, so the longest
+/// interval is the whole wait); the second round's lines go to stdout,
+/// collector by collector, as they would be sent.
+fn collect_once(args: AgentArgs) -> anyhow::Result<()> {
+    let file = file(args)?;
+    let host = file.host();
+    let table = file.collectors.as_ref().expect("set by --collect-once");
+    let collectors = collect::build(table, file.prefix().as_deref())?;
+    let longest = collectors
+        .iter()
+        .map(|c| c.interval())
+        .max()
+        .unwrap_or_default();
+    let count = collectors.len();
+    let (first_taken, firsts) = std::sync::mpsc::channel();
+    let rounds: Vec<_> = collectors
+        .into_iter()
+        .map(|mut c| {
+            let host = host.clone();
+            let first_taken = first_taken.clone();
+            std::thread::spawn(move || {
+                let first = c.round(&host, collect::now());
+                let _ = first_taken.send(());
+                std::thread::sleep(c.interval());
+                let second = c.round(&host, collect::now());
+                (c.name(), first.and(second))
+            })
+        })
+        .collect();
+    for _ in 0..count {
+        let _ = firsts.recv();
+    }
+    // A test (or an operator) can make its change to the host now.
+    eprintln!(
+        "graunt agent: first reading of {count} collectors taken; second in {longest:?} (--collect-interval sets it)"
+    );
+    let mut out = String::new();
+    let mut failed = Vec::new();
+    for handle in rounds {
+        let (name, lines) = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a collector panicked"))?;
+        match lines {
+            Ok(lines) => {
+                for l in lines {
+                    out.push_str(&l.to_plaintext());
+                    out.push('\n');
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    print!("{out}");
+    for f in &failed {
+        eprintln!("graunt agent: {f}");
+    }
+    Ok(())
 }

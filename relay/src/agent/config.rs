@@ -1,12 +1,13 @@
 //! The agent's settings: [`AgentFile`], its TOML file as read (flags
 //! override it field by field), and [`AgentConfig`], the validated form.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::collect::{self, Host};
 use crate::error::Error;
 use crate::statsd::{Listener, StatsdFile};
 use crate::tls::{ClientFiles, TlsClient};
@@ -61,6 +62,15 @@ pub struct AgentFile {
     pub statsd: Option<StatsdFile>,
     /// TLS to the destination (a relay's TLS listener) [none: plain TCP].
     pub destination_tls: Option<ClientFiles>,
+    /// Host collectors (diamond's): defaults for all, a table per
+    /// collector [none: no host metrics].
+    pub collectors: Option<toml::Table>,
+    /// The host's /proc, for collectors [/proc].
+    pub proc_root: Option<PathBuf>,
+    /// The host's /sys, for collectors [/sys].
+    pub sys_root: Option<PathBuf>,
+    /// The host's /: mount points and /dev/disk/by-label [/].
+    pub host_root: Option<PathBuf>,
 }
 
 impl AgentFile {
@@ -73,6 +83,25 @@ impl AgentFile {
                     .map_err(|e| Error::io(format!("cannot read {}", p.display()), e))?;
                 toml::from_str(&text).map_err(|e| Error::config(format!("in {}: {e}", p.display())))
             }
+        }
+    }
+
+    /// The prefix of every name, from `name_prefix` and its parts.
+    pub fn prefix(&self) -> Option<String> {
+        name_prefix(
+            self.name_prefix.as_deref(),
+            self.name_prefix_parts.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// Where the collectors read the host.
+    pub fn host(&self) -> Host {
+        let d = Host::default();
+        Host {
+            proc_root: self.proc_root.clone().unwrap_or(d.proc_root),
+            sys_root: self.sys_root.clone().unwrap_or(d.sys_root),
+            host_root: self.host_root.clone().unwrap_or(d.host_root),
+            filesystems: d.filesystems,
         }
     }
 }
@@ -109,6 +138,12 @@ pub struct AgentConfig {
     pub drain: Duration,
     /// TLS to the destination, if configured.
     pub tls: Option<Arc<TlsClient>>,
+    /// The `[collectors]` table, checked; none: no host collectors.
+    pub collectors: Option<toml::Table>,
+    /// The agent's name prefix, also before every collected path.
+    pub name_prefix: Option<String>,
+    /// Where the collectors read the host.
+    pub host: Host,
 }
 
 impl AgentConfig {
@@ -123,10 +158,7 @@ impl AgentConfig {
                 "flush_interval = {interval}: use a positive number of seconds"
             )));
         }
-        let prefix = name_prefix(
-            file.name_prefix.as_deref(),
-            file.name_prefix_parts.as_deref().unwrap_or_default(),
-        );
+        let prefix = file.prefix();
         let addr = file
             .statsd_addr
             .clone()
@@ -134,7 +166,7 @@ impl AgentConfig {
         let listeners = file.statsd.clone().unwrap_or_default().listeners(
             Some(&addr),
             file.statsd_tcp.unwrap_or(false),
-            prefix,
+            prefix.clone(),
             Duration::from_secs_f64(interval),
         )?;
         Ok(AgentConfig {
@@ -150,6 +182,15 @@ impl AgentConfig {
                 ),
                 None => None,
             },
+            host: file.host(),
+            collectors: match file.collectors {
+                Some(table) => {
+                    collect::build(&table, prefix.as_deref())?;
+                    Some(table)
+                }
+                None => None,
+            },
+            name_prefix: prefix,
         })
     }
 }

@@ -1,13 +1,15 @@
 //! `graunt agent` as a library call: the local statsd aggregator of a
-//! monitored host (what bucky does). statsd in; every flush, the aggregated
-//! metrics go to a remote node or relay over carbon plaintext or pickle,
-//! under the host's name prefix. While the far end is down they wait in a
+//! monitored host (what bucky does) and its host collectors (what diamond
+//! does). statsd in; every flush, the aggregated metrics go to a remote
+//! node or relay over carbon plaintext or pickle, under the host's name
+//! prefix; each collector's round goes the same way. While the far end is down they wait in a
 //! bounded buffer (oldest dropped and counted past the bound) and are sent
 //! once it is back. Over pickle to a graunt node or relay, delivery is
 //! acknowledged: a restart of the far end neither loses nor repeats a flush.
 //!
 //! ```text
 //! statsd (UDP/TCP) ─▶ Aggregator ─flush─▶ Buffer ─▶ forwarder ─TCP─▶ node/relay
+//! /proc, /sys ─▶ collect (diamond's collectors) ──▶ Buffer
 //! ```
 
 pub mod collect;
@@ -54,6 +56,25 @@ pub async fn run(config: AgentConfig, listeners: Listeners, shutdown: Shutdown) 
     let mut tasks = tokio::task::JoinSet::new();
     for task in statsd::serve(listeners.0, sink, shutdown.clone()) {
         tasks.spawn(task);
+    }
+    if let Some(table) = &config.collectors {
+        match collect::build(table, config.name_prefix.as_deref()) {
+            Ok(collectors) => {
+                let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
+                tracing::info!(collectors = ?names, host = ?config.host, "collecting host metrics");
+                let collect_buffer = buffer.clone();
+                let sink: collect::run::Sink = Arc::new(move |lines| collect_buffer.push(lines));
+                tasks.spawn(collect::run::run(
+                    collectors,
+                    config.host.clone(),
+                    sink,
+                    shutdown.clone(),
+                ));
+            }
+            // Checked when the config was validated; a host name that no
+            // longer resolves lands here.
+            Err(e) => tracing::error!(error = %e, "host collectors not started"),
+        }
     }
     // The forwarder stops on its own signal, after the last flush is in the
     // buffer.

@@ -45,11 +45,13 @@ pub struct Base {
 
 impl Base {
     /// The shared state from `settings`; `default_path` is the collector's
-    /// own `path` (`cpu`, `iostat`, …) and `default_units` its `byte_unit`.
+    /// own `path` (`cpu`, `iostat`, …), `default_units` its `byte_unit`,
+    /// and `outer_prefix` goes before everything.
     pub fn new(
         settings: &Settings,
         default_path: &str,
         default_units: &[&str],
+        outer_prefix: Option<&str>,
     ) -> Result<Base, Error> {
         let path = settings
             .string("path")?
@@ -71,7 +73,9 @@ impl Base {
         if let Some(suffix) = settings.string("path_suffix")?.filter(|s| !s.is_empty()) {
             prefix = format!("{prefix}.{suffix}");
         }
+        let outer = outer_prefix.unwrap_or_default().trim_matches('.');
         let pieces: Vec<&str> = [
+            outer,
             prefix.as_str(),
             if path == "." { "" } else { path.as_str() },
         ]

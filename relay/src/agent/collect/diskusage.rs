@@ -72,7 +72,7 @@ impl DiskUsage {
             None => None,
         };
         let sector_size = s.number("sector_size", 512.0)?;
-        if !(sector_size > 0.0) {
+        if sector_size.is_nan() || sector_size <= 0.0 {
             return Err(Error::config(
                 "[collectors.diskusage] sector_size: use a positive number of bytes",
             ));

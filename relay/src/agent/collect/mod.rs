@@ -288,8 +288,10 @@ fn round_to(value: f64, precision: u8) -> f64 {
 }
 
 /// The `[collectors]` table: defaults for every collector (diamond's
-/// `[[default]]`), and a table per collector.
-pub fn build(table: &toml::Table) -> Result<Vec<Collector>, Error> {
+/// `[[default]]`), and a table per collector. `outer_prefix` (the agent's
+/// name prefix) goes before every path, so that a tenant's fence at the
+/// relay admits the host's metrics as it admits its statsd flushes.
+pub fn build(table: &toml::Table, outer_prefix: Option<&str>) -> Result<Vec<Collector>, Error> {
     let mut defaults = toml::Table::new();
     let mut own: Vec<(&'static str, &toml::Table)> = Vec::new();
     for (key, value) in table {
@@ -346,7 +348,7 @@ pub fn build(table: &toml::Table) -> Result<Vec<Collector>, Error> {
             "tcp" => ("tcp", &["byte"]),
             _ => ("sockets", &["byte"]),
         };
-        let base = Base::new(&s, path, units)?;
+        let base = Base::new(&s, path, units, outer_prefix)?;
         let kind = match name {
             "cpu" => Kind::Cpu(cpu::Cpu::new(&s)?),
             "memory" => Kind::Memory(memory::Memory::new(&s)?),
@@ -384,14 +386,18 @@ mod tests {
     #[test]
     fn collectors_enable_as_diamond_ships_them() {
         let t: toml::Table =
-            toml::from_str("interval = 10\n[collectors.tcp]\n[memory]\nenabled = false").unwrap();
-        let names: Vec<_> = build(&t).unwrap().iter().map(|c| c.name()).collect();
+            toml::from_str("interval = 10\nhostname = \"h\"\n[tcp]\n[memory]\nenabled = false")
+                .unwrap();
+        let names: Vec<_> = build(&t, None).unwrap().iter().map(|c| c.name()).collect();
         assert_eq!(
             names,
             ["cpu", "loadavg", "diskspace", "diskusage", "vmstat", "tcp"]
         );
+        let tcp = build(&t, Some("cust.acme")).unwrap().pop().unwrap();
+        assert_eq!(tcp.base.path("x"), "cust.acme.servers.h.tcp.x");
+        assert_eq!(tcp.interval(), Duration::from_secs(10));
         let t: toml::Table = toml::from_str("[gpu]\nenabled = true").unwrap();
-        assert!(build(&t)
+        assert!(build(&t, None)
             .unwrap_err()
             .to_string()
             .contains("no such collector"));

@@ -70,7 +70,7 @@ impl Unit {
         }
     }
 
-    fn from_bits(&self, bits: f64) -> f64 {
+    fn bits_to(&self, bits: f64) -> f64 {
         let base = if self.bytes { bits / 8.0 } else { bits };
         base / 1024f64.powi(self.power)
     }
@@ -78,7 +78,7 @@ impl Unit {
 
 /// `value` in `from` expressed in `to`.
 pub fn convert(value: f64, from: &Unit, to: &Unit) -> f64 {
-    to.from_bits(from.to_bits(value))
+    to.bits_to(from.to_bits(value))
 }
 
 #[cfg(test)]
