@@ -382,6 +382,42 @@ fn the_compose_cluster_forms_and_survives_its_failures() {
             "{name} crossed the fence: {body}"
         );
     }
+
+    // The agent container collects the Docker host through relay1: diamond's
+    // names under servers.host1, on every node.
+    for &n in &nodes {
+        for metric in [
+            "servers.host1.cpu.total.idle",
+            "servers.host1.memory.MemTotal",
+            "servers.host1.loadavg.01",
+            "servers.host1.diskspace.root.byte_free",
+        ] {
+            wait_for(Duration::from_secs(90), metric, || {
+                let (_, body) = http(n, &format!("/metrics/find?query={metric}&format=completer"))?;
+                body.contains(metric).then_some(())
+            });
+        }
+    }
+    let (_, body) = http(
+        nodes[0],
+        "/render?target=servers.host1.memory.MemTotal&from=-5min&format=json",
+    )
+    .unwrap();
+    let host_mem = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: f64 = host_mem
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        body.contains(&format!("[{}", kb * 1024.0)),
+        "the host's MemTotal ({} bytes) in {body}",
+        kb * 1024.0
+    );
     assert!(
         started.elapsed() < Duration::from_secs(600),
         "took {:?}",

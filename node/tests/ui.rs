@@ -211,3 +211,100 @@ fn dashboard_endpoints_refuse_bad_input() {
     assert_eq!(node.http_request("/dashboard/load/ok").0, 404);
     node.stop(Duration::from_secs(20));
 }
+
+/// A host's dashboard: an agent collects this machine every second into
+/// the node; a dashboard of its cpu, memory, load, network and disks is
+/// saved through graphite-web's endpoint and opened in the UI, every graph
+/// drawn from what the collectors sent (the README's screenshot).
+#[test]
+fn a_hosts_dashboard_of_collected_metrics() {
+    let dir = temp_dir();
+    let schemas = dir.path().join("storage-schemas.conf");
+    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 1s:1h,1m:1d\n").unwrap();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--schemas", schemas.to_str().unwrap()],
+    );
+    let agent_config = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        "[collectors]\nhostname = \"web01\"\ninterval = 1\n\
+         [collectors.network]\ninterfaces = [\"lo\", \"eth\", \"en\"]\n\
+         [collectors.diskusage]\nsend_zero = true\n",
+    )
+    .unwrap();
+    let agent = graunt_harness::agent::Agent::start(&[
+        "--config",
+        agent_config.to_str().unwrap(),
+        "--destination",
+        &node.addr("line").to_string(),
+    ]);
+    let series = |pattern: &str| -> usize {
+        let body = node.http_get(&format!("/render?target={pattern}&from=-2min&format=json"));
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v.as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|s| {
+                    s["datapoints"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().filter(|p| p[0].is_number()).count() >= 10)
+                })
+                .count()
+        })
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "ten seconds of every collector",
+        || {
+            (series("servers.web01.cpu.total.*") >= 8
+                && series("servers.web01.memory.*") >= 10
+                && series("servers.web01.loadavg.*") >= 8
+                && series("servers.web01.network.lo.*") >= 10
+                && series("servers.web01.iostat.*.util_percentage") >= 1)
+                .then_some(())
+        },
+    );
+    let graphs = json!([
+        {"title": "CPU (jiffies/s)", "targets": ["stacked(aliasByNode(servers.web01.cpu.total.{user,system,iowait,steal},4))"]},
+        {"title": "Memory", "targets": ["aliasByNode(servers.web01.memory.{MemFree,Cached,Buffers,Dirty},3)"]},
+        {"title": "Load", "targets": ["aliasByNode(servers.web01.loadavg.{01,05,15},3)"]},
+        {"title": "Network (bytes/s)", "targets": ["aliasByNode(servers.web01.network.*.{rx_byte,tx_byte},3,4)"]},
+        {"title": "Disk utilisation (%)", "targets": ["aliasByNode(servers.web01.iostat.*.util_percentage,3)"]},
+        {"title": "Disk space free (%)", "targets": ["aliasByNode(servers.web01.diskspace.*.byte_percentfree,3)"]}
+    ]);
+    let view = json!({"from": "-2min", "until": "", "refresh": 0, "graphs": graphs});
+    let body = format!("state={}", url_encode(&view.to_string()));
+    let (status, _) = node.http_post_form("/dashboard/save/web01", &body);
+    assert_eq!(status, 200);
+    let base = format!("http://{}", node.addr("http"));
+    let b = Browser::start(1400, 1100);
+    b.goto(&format!("{base}/"));
+    b.click(&b.find("#dash-list option[value='web01']"));
+    wait_for(
+        Duration::from_secs(30),
+        "every graph of the host's dashboard",
+        || (targets(&b).len() == 6 && (0..6).all(|g| loads(&b, g) >= 1)).then_some(()),
+    );
+    // Every graph drew a picture, none an error.
+    let errors = b.eval(
+        "return [...document.querySelectorAll('#graphs .graph .error')].filter(e => !e.hidden).length;",
+        vec![],
+    );
+    assert_eq!(errors, json!(0));
+    shoot(&b, "ui-host-dashboard.png");
+    drop(b);
+    agent.stop();
+    node.stop(Duration::from_secs(20));
+}
+
+/// Percent-encodes a form value.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

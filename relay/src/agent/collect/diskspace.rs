@@ -60,7 +60,7 @@ impl DiskSpace {
     /// One round.
     pub fn collect(&mut self, host: &Host, base: &mut Base) -> Result<(), Error> {
         let labels = labels(host);
-        let mounts = host.read_proc("mounts")?;
+        let mounts = host.read_proc_of_host("mounts")?;
         let mut seen_devices = Vec::new();
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();

@@ -161,6 +161,19 @@ impl Host {
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
     }
 
+    /// A file /proc shows per process (`mounts`, `net/*`): pid 1's when the
+    /// proc root is not this process's own `/proc`, so an agent in a
+    /// container with the host's /proc mounted sees the host's mounts and
+    /// network, not the container's.
+    pub fn read_proc_of_host(&self, relative: &str) -> Result<String, Error> {
+        if self.proc_root != Path::new("/proc") {
+            if let Ok(text) = std::fs::read_to_string(self.proc_root.join("1").join(relative)) {
+                return Ok(text);
+            }
+        }
+        self.read_proc(relative)
+    }
+
     /// An absolute host path under the host root.
     pub fn host_path(&self, absolute: &str) -> PathBuf {
         self.host_root.join(absolute.trim_start_matches('/'))

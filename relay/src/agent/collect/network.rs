@@ -55,7 +55,7 @@ impl Network {
 
     /// One round.
     pub fn collect(&mut self, host: &Host, base: &mut Base) -> Result<(), Error> {
-        let text = host.read_proc("net/dev")?;
+        let text = host.read_proc_of_host("net/dev")?;
         let byte = Unit::byte();
         // A device listed twice keeps its last line, at its first place.
         let mut devices: Vec<(String, Vec<i128>)> = Vec::new();

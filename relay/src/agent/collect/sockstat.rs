@@ -37,7 +37,7 @@ pub fn collect(host: &Host, base: &mut Base) -> Result<(), Error> {
     let mut sums: [Option<i64>; 8] = [None; 8];
     let mut read_any = None;
     for file in ["net/sockstat", "net/sockstat6"] {
-        let text = match host.read_proc(file) {
+        let text = match host.read_proc_of_host(file) {
             Ok(t) => t,
             Err(e) => {
                 read_any.get_or_insert(Err(e));

@@ -51,7 +51,7 @@ impl Tcp {
         let mut metrics: Vec<(String, String)> = Vec::new();
         let mut failure = None;
         for file in ["net/netstat", "net/snmp"] {
-            let text = match host.read_proc(file) {
+            let text = match host.read_proc_of_host(file) {
                 Ok(t) => t,
                 Err(e) => {
                     failure = Some(e);
