@@ -119,7 +119,12 @@ def measure(name, cmd, env, sink, rounds):
         total, largest = rss_kib(pids)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # diamond's collector processes ignore SIGTERM for a while.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     per_round_ms = (c1 - c0) / rounds * 1000
     return {"name": name, "ms": per_round_ms, "cpu_pct": (c1 - c0) / rounds * 100,
             "rss": total, "largest": largest, "procs": len(pids),

@@ -240,14 +240,14 @@ fn a_hosts_dashboard_of_collected_metrics() {
         &node.addr("line").to_string(),
     ]);
     let series = |pattern: &str| -> usize {
-        let body = node.http_get(&format!("/render?target={pattern}&from=-2min&format=json"));
+        let body = node.http_get(&format!("/render?target={pattern}&from=-40s&format=json"));
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         v.as_array().map_or(0, |a| {
             a.iter()
                 .filter(|s| {
                     s["datapoints"]
                         .as_array()
-                        .is_some_and(|d| d.iter().filter(|p| p[0].is_number()).count() >= 10)
+                        .is_some_and(|d| d.iter().filter(|p| p[0].is_number()).count() >= 20)
                 })
                 .count()
         })
@@ -265,14 +265,14 @@ fn a_hosts_dashboard_of_collected_metrics() {
         },
     );
     let graphs = json!([
-        {"title": "CPU (jiffies/s)", "targets": ["stacked(aliasByNode(servers.web01.cpu.total.{user,system,iowait,steal},4))"]},
+        {"title": "CPU (jiffies/s)", "targets": ["aliasByNode(stacked(servers.web01.cpu.total.{user,system,iowait,steal}),4)"]},
         {"title": "Memory", "targets": ["aliasByNode(servers.web01.memory.{MemFree,Cached,Buffers,Dirty},3)"]},
         {"title": "Load", "targets": ["aliasByNode(servers.web01.loadavg.{01,05,15},3)"]},
         {"title": "Network (bytes/s)", "targets": ["aliasByNode(servers.web01.network.*.{rx_byte,tx_byte},3,4)"]},
         {"title": "Disk utilisation (%)", "targets": ["aliasByNode(servers.web01.iostat.*.util_percentage,3)"]},
         {"title": "Disk space free (%)", "targets": ["aliasByNode(servers.web01.diskspace.*.byte_percentfree,3)"]}
     ]);
-    let view = json!({"from": "-2min", "until": "", "refresh": 0, "graphs": graphs});
+    let view = json!({"from": "-40s", "until": "", "refresh": 0, "graphs": graphs});
     let body = format!("state={}", url_encode(&view.to_string()));
     let (status, _) = node.http_post_form("/dashboard/save/web01", &body);
     assert_eq!(status, 200);

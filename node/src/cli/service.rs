@@ -34,7 +34,7 @@ where
         .build()
         .context("cannot start the async runtime")
         .and_then(|runtime| {
-            runtime.block_on(async {
+            let result = runtime.block_on(async {
                 let (trigger, shutdown) = shutdown::channel();
                 let signals = wait_for_signal()?;
                 tokio::spawn(async move {
@@ -43,7 +43,11 @@ where
                 });
                 watch_hangup()?;
                 service(shutdown).await
-            })
+            });
+            // A blocking call that never returns (a collector's statvfs on
+            // a hung NFS mount) must not keep the process from exiting.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            result
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,8 +38,11 @@ pub struct Base {
     blacklist: Option<regex::Regex>,
     /// Whether to publish `collector_time_ms`.
     pub measure_time: bool,
-    last_counts: HashMap<String, i128>,
-    last_values: HashMap<String, f64>,
+    /// Each counter's last reading and the round it was read in.
+    last_counts: HashMap<String, (i128, u64)>,
+    last_values: HashMap<String, (f64, u64)>,
+    /// Rounds taken so far.
+    round: u64,
     out: Vec<Sample>,
 }
 
@@ -134,6 +137,7 @@ impl Base {
             measure_time: settings.bool("measure_collector_time", false)?,
             last_counts: HashMap::new(),
             last_values: HashMap::new(),
+            round: 0,
             out: Vec::new(),
         })
     }
@@ -163,8 +167,14 @@ impl Base {
         });
     }
 
-    /// What this round published, emptying it.
+    /// What this round published, emptying it. Counters not read this
+    /// round (a device or interface that went away) are forgotten, so a
+    /// host whose devices come and go does not grow the agent.
     pub fn take(&mut self) -> Vec<Sample> {
+        let round = self.round;
+        self.last_counts.retain(|_, (_, r)| *r == round);
+        self.last_values.retain(|_, (_, r)| *r == round);
+        self.round += 1;
         std::mem::take(&mut self.out)
     }
 
@@ -174,7 +184,9 @@ impl Base {
     /// 0. `None` on the first sight of `name`: there is no rate yet, and
     /// diamond's 0 there would draw a false dip on every restart.
     pub fn counter(&mut self, name: &str, new: i128, max: i128, per_second: bool) -> Option<f64> {
-        let old = self.last_counts.insert(name.to_string(), new)?;
+        let (old, _) = self
+            .last_counts
+            .insert(name.to_string(), (new, self.round))?;
         let old = if new < old { old - max } else { old };
         let change = (new - old) as f64;
         let rate = if per_second {
@@ -188,8 +200,45 @@ impl Base {
     /// [`Base::counter`] over float readings (diskusage's sector counts,
     /// already scaled), with no time division.
     pub fn change(&mut self, name: &str, new: f64, max: f64) -> Option<f64> {
-        let old = self.last_values.insert(name.to_string(), new)?;
+        let (old, _) = self
+            .last_values
+            .insert(name.to_string(), (new, self.round))?;
         let old = if new < old { old - max } else { old };
         Some((new - old).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Base {
+        let t: toml::Table = toml::from_str("hostname = \"h\"\ninterval = 10").unwrap();
+        Base::new(
+            &Settings::merge("cpu", &t, None, &[]).unwrap(),
+            "cpu",
+            &["byte"],
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn counters_rate_roll_over_and_are_forgotten_when_gone() {
+        let mut b = base();
+        assert_eq!(b.counter("a", 100, MAX_COUNTER, true), None);
+        assert_eq!(b.counter("gone", 1, MAX_COUNTER, true), None);
+        b.take();
+        assert_eq!(b.counter("a", 150, MAX_COUNTER, true), Some(5.0));
+        b.take();
+        // Rolled over at 2^64 - 1: exact.
+        assert_eq!(
+            b.counter("a", 9, MAX_COUNTER, false),
+            Some((MAX_COUNTER - 150 + 9) as f64)
+        );
+        // "gone" was not read last round: a first sight again.
+        assert_eq!(b.counter("gone", 5, MAX_COUNTER, true), None);
+        b.take();
+        assert_eq!(b.counter("a", 8, 0, true), Some(0.0));
     }
 }

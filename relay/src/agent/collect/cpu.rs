@@ -148,8 +148,10 @@ impl Cpu {
         let sum: i64 = delta.iter().sum();
         if let (Some(idle), true) = (delta.last(), sum != 0) {
             let busy = 100.0 - (*idle as f64 * 100.0 / sum as f64);
-            // diamond publishes the '%.4f' string with precision 0.
-            base.publish("percent", busy, 0);
+            // diamond publishes the '%.4f' string, which its Metric makes
+            // whole with Python 2's round(): halves away from zero.
+            let four: f64 = format!("{busy:.4}").parse().unwrap_or(busy);
+            base.publish("percent", four.round(), 0);
         }
         Ok(())
     }

@@ -75,7 +75,9 @@ impl DiskSpace {
             if !real_fs || !mount_point.starts_with('/') {
                 continue;
             }
-            let on_host = host.host_path(&unescape(mount_point));
+            // As diamond: a mount point /proc/mounts escapes (\040 for a
+            // space) does not stat, and is skipped.
+            let on_host = host.host_path(mount_point);
             // One filesystem mounted twice (bind mounts) counts once.
             let Ok(dev) = host.filesystems.device_id(&on_host) else {
                 continue;
@@ -160,7 +162,13 @@ fn labels(host: &Host) -> HashMap<PathBuf, String> {
     entries
         .flatten()
         .filter_map(|e| {
-            let label = e.file_name().to_string_lossy().replace("\\x2f", "/");
+            // diamond resolves a label with an escaped "/" (\x2f) after
+            // decoding it, a path that does not exist: such labels never
+            // name a device there, nor here.
+            let label = e.file_name().to_string_lossy().into_owned();
+            if label.contains("\\x2f") {
+                return None;
+            }
             let device = std::fs::canonicalize(e.path()).ok()?;
             Some((device, label))
         })
@@ -170,33 +178,4 @@ fn labels(host: &Host) -> HashMap<PathBuf, String> {
 /// A device path from `/proc/mounts` resolved as the host sees it.
 fn realpath(host: &Host, device: &str) -> PathBuf {
     std::fs::canonicalize(host.host_path(device)).unwrap_or_else(|_| host.host_path(device))
-}
-
-/// `/proc/mounts` writes space, tab, newline and backslash as octal escapes.
-fn unescape(path: &str) -> String {
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mount_points_unescape() {
-        assert_eq!(super::unescape(r"/mnt/my\040disk"), "/mnt/my disk");
-        assert_eq!(super::unescape("/plain"), "/plain");
-    }
 }

@@ -3,6 +3,7 @@
 //! short host name), or `hostname` as written.
 
 use std::ffi::{CStr, CString};
+use std::sync::Mutex;
 
 use crate::error::Error;
 
@@ -21,11 +22,28 @@ pub const METHODS: &[&str] = &[
     "none",
 ];
 
+/// A method and the `hostname` setting it was asked with.
+type Asked = (String, Option<String>);
+
 /// The host name node for `method`; `configured` is the `hostname` setting
 /// (used as is, except under `shell`, where it is the command to run).
 /// `None` for method `none`: paths then have no host node.
 pub fn resolve(method: &str, configured: Option<&str>) -> Result<Option<String>, Error> {
-    let method = method.to_ascii_lowercase();
+    // diamond asks once per method; so do we (every collector, every
+    // config check, one lookup or one shell command).
+    static CACHE: Mutex<Vec<(Asked, Option<String>)>> = Mutex::new(Vec::new());
+    let key = (method.to_ascii_lowercase(), configured.map(str::to_string));
+    let cache = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, name)) = cache().iter().find(|(k, _)| *k == key) {
+        return Ok(name.clone());
+    }
+    let name = lookup(&key.0, configured)?;
+    cache().push((key, name.clone()));
+    Ok(name)
+}
+
+fn lookup(method: &str, configured: Option<&str>) -> Result<Option<String>, Error> {
+    let method = method.to_string();
     if let (Some(name), false) = (configured, method == "shell") {
         return Ok(Some(name.to_string()));
     }
@@ -99,33 +117,87 @@ fn gethostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The host's canonical name as the resolver gives it (Python's
-/// `socket.getfqdn()`), or the host name when it has none.
+/// The host's fully qualified name as Python's `socket.getfqdn()` finds
+/// it: the host name's address looked up in reverse, then the first of the
+/// primary name and its aliases with a dot (else the primary name); the
+/// host name itself when there is no answer.
 fn fqdn() -> String {
     let host = gethostname();
     let Ok(c_host) = CString::new(host.clone()) else {
         return host;
     };
     // SAFETY: a zeroed addrinfo is a valid "no hints" value; getaddrinfo
-    // owns the result list until freeaddrinfo.
+    // owns the result list until freeaddrinfo, and the address is copied
+    // out before that. gethostbyaddr_r writes into the buffer it is given;
+    // the hostent it returns points into that buffer, read before it goes.
     unsafe {
-        let mut hints: libc::addrinfo = std::mem::zeroed();
-        hints.ai_flags = libc::AI_CANONNAME;
+        let hints: libc::addrinfo = std::mem::zeroed();
         let mut res: *mut libc::addrinfo = std::ptr::null_mut();
         if libc::getaddrinfo(c_host.as_ptr(), std::ptr::null(), &hints, &mut res) != 0
             || res.is_null()
         {
             return host;
         }
-        let canon = (*res).ai_canonname;
-        let name = if canon.is_null() {
-            host
-        } else {
-            CStr::from_ptr(canon).to_string_lossy().into_owned()
+        let ai = &*res;
+        let (family, addr): (libc::c_int, Vec<u8>) = match ai.ai_family {
+            libc::AF_INET => {
+                let sin = &*(ai.ai_addr as *const libc::sockaddr_in);
+                (libc::AF_INET, sin.sin_addr.s_addr.to_ne_bytes().to_vec())
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(ai.ai_addr as *const libc::sockaddr_in6);
+                (libc::AF_INET6, sin6.sin6_addr.s6_addr.to_vec())
+            }
+            _ => {
+                libc::freeaddrinfo(res);
+                return host;
+            }
         };
         libc::freeaddrinfo(res);
-        name
+        let mut entry: libc::hostent = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut result: *mut libc::hostent = std::ptr::null_mut();
+        let mut herr: libc::c_int = 0;
+        let rc = gethostbyaddr_r(
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+            family,
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+            &mut herr,
+        );
+        if rc != 0 || result.is_null() || entry.h_name.is_null() {
+            return host;
+        }
+        let primary = CStr::from_ptr(entry.h_name).to_string_lossy().into_owned();
+        let mut names = vec![primary.clone()];
+        let mut alias = entry.h_aliases;
+        while !alias.is_null() && !(*alias).is_null() {
+            names.push(CStr::from_ptr(*alias).to_string_lossy().into_owned());
+            alias = alias.add(1);
+        }
+        names
+            .into_iter()
+            .find(|n| n.contains('.'))
+            .unwrap_or(primary)
     }
+}
+
+extern "C" {
+    // glibc's reentrant reverse lookup (not in the libc crate).
+    #[allow(clippy::too_many_arguments)]
+    fn gethostbyaddr_r(
+        addr: *const libc::c_void,
+        len: libc::socklen_t,
+        family: libc::c_int,
+        ret: *mut libc::hostent,
+        buf: *mut libc::c_char,
+        buflen: libc::size_t,
+        result: *mut *mut libc::hostent,
+        h_errnop: *mut libc::c_int,
+    ) -> libc::c_int;
 }
 
 #[cfg(test)]

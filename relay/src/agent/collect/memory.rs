@@ -74,11 +74,11 @@ impl Memory {
         if let (Some(total), Some(available)) = (total, available) {
             if total != 0 {
                 let used = (total - available) as f64;
-                // diamond rounds to 2 places, then Python 2's round()
-                // (half away from zero) makes it whole for precision 0.
+                // diamond rounds to 2 places (a float), then prints it
+                // with no decimals.
                 let pct = 100.0 * used / total as f64;
                 let two: f64 = format!("{pct:.2}").parse().unwrap_or(pct);
-                base.publish("MemUsedPercentage", two.round(), 0);
+                base.publish("MemUsedPercentage", two, 0);
             }
         }
         Ok(())

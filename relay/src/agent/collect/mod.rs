@@ -11,7 +11,11 @@
 //! in the round after its counter is first read (diamond publishes 0 then,
 //! a false dip on every restart), and iostat with several `byte_unit`s
 //! computes each unit on its own (diamond's loop divides the sector counts
-//! once per unit and zeroes the other counters).
+//! once per unit and zeroes the other counters). A collector with its own
+//! table runs unless the table says `enabled = false` (diamond would keep
+//! a default `enabled = false`). Patterns are Rust regular expressions:
+//! look-around and back-references, which Python's `re` has, are refused
+//! with a message.
 
 mod base;
 mod cpu;
@@ -308,6 +312,11 @@ pub fn build(table: &toml::Table, outer_prefix: Option<&str>) -> Result<Vec<Coll
     let mut defaults = toml::Table::new();
     let mut own: Vec<(&'static str, &toml::Table)> = Vec::new();
     for (key, value) in table {
+        // diamond's [[default]] section, as [collectors.default].
+        if let ("default", toml::Value::Table(t)) = (key.as_str(), value) {
+            defaults.extend(t.clone());
+            continue;
+        }
         match (KINDS.iter().find(|k| k.0 == key || k.1 == key), value) {
             (Some(kind), toml::Value::Table(t)) => own.push((kind.0, t)),
             (Some(kind), _) => {

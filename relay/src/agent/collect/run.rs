@@ -22,7 +22,11 @@ pub async fn run(collectors: Vec<Collector>, host: Host, sink: Sink, shutdown: S
             shutdown.clone(),
         ));
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a collector's schedule failed");
+        }
+    }
 }
 
 async fn schedule(collector: Collector, host: Host, sink: Sink, mut shutdown: Shutdown) {
@@ -44,12 +48,17 @@ async fn schedule(collector: Collector, host: Host, sink: Sink, mut shutdown: Sh
             let lines = collector.round(&host, now());
             (collector, lines)
         });
-        let (collector, lines) = match done.await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(collector = name, error = %e, "collector panicked; it stops");
-                return;
-            }
+        // A round stuck in the kernel (statvfs on a hung NFS mount) is
+        // abandoned at shutdown rather than waited for.
+        let (collector, lines) = tokio::select! {
+            r = done => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(collector = name, error = %e, "collector panicked; it stops");
+                    return;
+                }
+            },
+            _ = shutdown.recv() => return,
         };
         slot = Some(collector);
         match lines {

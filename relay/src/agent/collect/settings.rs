@@ -18,6 +18,11 @@ pub const COMMON_KEYS: &[&str] = &[
     "metrics_whitelist",
     "metrics_blacklist",
     "measure_collector_time",
+    // diamond's, accepted and without effect here: no virtual machine
+    // metrics, no event TTLs, rounds start when the agent does.
+    "instance_prefix",
+    "ttl_multiplier",
+    "stagger_collection",
 ];
 
 /// A collector's merged table.
@@ -96,10 +101,10 @@ impl Settings {
             })?,
             _ => self.number(key, default)?,
         };
-        if v.is_finite() && v > 0.0 {
+        if (0.001..=1e9).contains(&v) {
             Ok(v)
         } else {
-            Err(self.bad(key, "a positive number of seconds"))
+            Err(self.bad(key, "a number of seconds from 0.001 to 1e9"))
         }
     }
 
