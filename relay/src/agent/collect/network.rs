@@ -46,8 +46,10 @@ impl Network {
             &["eth", "bond", "em", "p1p", "eno", "enp", "ens", "enx"],
         )?;
         let greed = if s.bool("greedy", true)? { r"\S*" } else { "" };
-        let counters = r"(\d+)\s*(\w+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\w+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)";
-        let pattern = format!(r"^\s*((?:{}){greed}):\s*{counters}", interfaces.join("|"));
+        // ASCII classes: Unicode \d, \w and \s would make this pattern's
+        // automaton (and the agent's memory) many times larger.
+        let counters = r"(?-u:(\d+)\s*(\w+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\w+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+))";
+        let pattern = format!(r"^(?-u:\s)*((?:{}){greed}):(?-u:\s)*{counters}", interfaces.join("|"));
         let line = regex::Regex::new(&pattern)
             .map_err(|e| Error::config(format!("[collectors.network] interfaces: {e}")))?;
         Ok(Network { line })

@@ -24,10 +24,10 @@ const KEYS_OUT: &[&str] = &[
 
 static LINE: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(concat!(
-        r"^(?:sockets: used (?P<used>\d+)?",
-        r"|(?:TCP|TCP6): inuse (?P<tcp_inuse>\d+)",
-        r"(?: orphan (?P<tcp_orphan>\d+) tw (?P<tcp_tw>\d+) alloc (?P<tcp_alloc>\d+) mem (?P<tcp_mem>\d+))?",
-        r"|(?:UDP|UDP6): inuse (?P<udp_inuse>\d+)(?: mem (?P<udp_mem>\d+))?)"
+        r"^(?:sockets: used (?P<used>[0-9]+)?",
+        r"|(?:TCP|TCP6): inuse (?P<tcp_inuse>[0-9]+)",
+        r"(?: orphan (?P<tcp_orphan>[0-9]+) tw (?P<tcp_tw>[0-9]+) alloc (?P<tcp_alloc>[0-9]+) mem (?P<tcp_mem>[0-9]+))?",
+        r"|(?:UDP|UDP6): inuse (?P<udp_inuse>[0-9]+)(?: mem (?P<udp_mem>[0-9]+))?)"
     ))
     .expect("sockstat pattern compiles")
 });
