@@ -49,7 +49,10 @@ impl Network {
         // ASCII classes: Unicode \d, \w and \s would make this pattern's
         // automaton (and the agent's memory) many times larger.
         let counters = r"(?-u:(\d+)\s*(\w+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\w+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+)\s*(\d+))";
-        let pattern = format!(r"^(?-u:\s)*((?:{}){greed}):(?-u:\s)*{counters}", interfaces.join("|"));
+        let pattern = format!(
+            r"^(?-u:\s)*((?:{}){greed}):(?-u:\s)*{counters}",
+            interfaces.join("|")
+        );
         let line = regex::Regex::new(&pattern)
             .map_err(|e| Error::config(format!("[collectors.network] interfaces: {e}")))?;
         Ok(Network { line })
