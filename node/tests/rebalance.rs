@@ -196,7 +196,13 @@ fn send_lines(addr: std::net::SocketAddr, lines: &str) {
 fn series_follow_their_owners_as_members_join_and_leave() {
     let dir = temp_dir();
     let schemas = schemas(dir.path());
-    let cluster = TestCluster::start(dir.path(), 3, &["--schemas", &schemas]);
+    // Reads during the moves must be complete; under CI's load a 20,000
+    // series answer can take a peer more than the harness's 1 s.
+    let cluster = TestCluster::start(
+        dir.path(),
+        3,
+        &["--schemas", &schemas, "--peer-timeout", "5"],
+    );
     let admin = Admin::of(&cluster.secret_file);
     let relay = Relay::following(dir.path(), &cluster.http(), &cluster.secret_file, "");
     let line = relay.addr("t-line");
@@ -278,7 +284,7 @@ fn series_follow_their_owners_as_members_join_and_leave() {
             "--node-id".into(),
             id.to_string(),
             "--peer-timeout".into(),
-            "1".into(),
+            "5".into(),
             "--cluster-join".into(),
             first.addr("http").to_string(),
             "--schemas".into(),

@@ -8,7 +8,8 @@
 //!   ([`receive::Limits`]) and one way of counting refusals; [`ack`]: both
 //!   ends of acknowledged pickle over TCP.
 //! - [`statsd`]: etsy statsd's aggregation and its listeners.
-//! - [`route`]: relay rules and tenant fences over graunt-cluster's hash rings.
+//! - [`route`]: relay rules and tenant fences over graunt-cluster's hash rings;
+//!   [`rules`]: carbon's rewrite rules, whitelist and blacklist files.
 //! - [`service`]: `graunt relay` (tenants, router, per-destination queues
 //!   with spill, senders, following a cluster); [`agent`]: `graunt agent`.
 //! - [`shutdown`], [`net`]: the shutdown signal every task obeys and the
@@ -31,6 +32,7 @@ pub mod error;
 pub mod net;
 pub mod receive;
 pub mod route;
+pub mod rules;
 pub mod service;
 pub mod shutdown;
 pub mod statsd;

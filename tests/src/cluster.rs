@@ -45,11 +45,16 @@ impl TestCluster {
         let secret = ClusterSecret::read(&secret_file).expect("a valid secret");
         let mut nodes: Vec<Node> = Vec::with_capacity(n);
         for id in 1..=n {
+            // Peers time out after 1 s (tests that stop members want
+            // answers fast) unless `extra` sets its own.
+            let timeout = if extra.contains(&"--peer-timeout") {
+                None
+            } else {
+                Some("1")
+            };
             let mut args: Vec<String> = [
                 "--node-id",
                 &id.to_string(),
-                "--peer-timeout",
-                "1",
                 "--cluster-secret-file",
                 &secret_file.display().to_string(),
             ]
@@ -62,6 +67,9 @@ impl TestCluster {
                     args.push("--cluster-join".into());
                     args.push(first.addr("http").to_string());
                 }
+            }
+            if let Some(t) = timeout {
+                args.extend(["--peer-timeout".to_string(), t.to_string()]);
             }
             args.extend(extra.iter().map(|s| s.to_string()));
             let data_dir = dir.join(format!("n{id}"));

@@ -66,8 +66,9 @@ fn watch_hangup() -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: TLS certificates are looked at again on the next connection");
+            tracing::info!("SIGHUP: TLS certificates and rule files are looked at again");
             graunt_relay::tls::reload_all();
+            graunt_relay::rules::reload_all();
         }
     });
     Ok(())

@@ -47,6 +47,14 @@ pub struct FileConfig {
     pub sparse_create: Option<bool>,
     /// Seconds a timestamp may be ahead of the clock [3600].
     pub max_future: Option<i64>,
+    /// carbon's `rewrite-rules.conf` [none].
+    pub rewrite_rules: Option<PathBuf>,
+    /// carbon's `whitelist.conf`, with `use_whitelist` [none].
+    pub whitelist: Option<PathBuf>,
+    /// carbon's `blacklist.conf`, with `use_whitelist` [none].
+    pub blacklist: Option<PathBuf>,
+    /// carbon's `USE_WHITELIST` [false].
+    pub use_whitelist: Option<bool>,
     /// Longest plaintext line, bytes [16384].
     pub max_line_length: Option<usize>,
     /// Largest pickle frame, bytes [1 MiB].
@@ -211,6 +219,8 @@ pub struct ServeConfig {
     pub instance: String,
     /// See [`FileConfig::max_future`].
     pub max_future: i64,
+    /// carbon's rule files, applied to what the receivers read.
+    pub rules: graunt_relay::rules::RuleFiles,
     /// Receiver bounds: `max_connections`, `max_line_length`,
     /// `max_pickle_frame`, `idle_timeout` (defaults shared with the relay).
     pub limits: Limits,
@@ -344,6 +354,16 @@ impl ServeConfig {
             aggregations,
             instance: f.instance.unwrap_or_else(|| "a".into()),
             max_future: f.max_future.unwrap_or(3600),
+            rules: {
+                let rules = graunt_relay::rules::RuleFiles {
+                    rewrite_rules: f.rewrite_rules.clone(),
+                    whitelist: f.whitelist.clone(),
+                    blacklist: f.blacklist.clone(),
+                    use_whitelist: f.use_whitelist,
+                };
+                graunt_relay::rules::Rules::read(&rules)?;
+                rules
+            },
             limits: {
                 let d = Limits::default();
                 Limits {

@@ -157,6 +157,11 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
         store: store.clone(),
         telemetry: telemetry.clone(),
         max_future: cfg.max_future,
+        rules: if cfg.rules.any() {
+            Some(graunt_relay::rules::LiveRules::load(cfg.rules.clone())?)
+        } else {
+            None
+        },
     });
     let mut tasks = tokio::task::JoinSet::new();
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use graunt_relay::codec::{Point, TimeBounds};
 use graunt_relay::net::unix_now;
 use graunt_relay::receive::{Protocol, Sink};
+use graunt_relay::rules::LiveRules;
 use graunt_relay::shutdown::Shutdown;
 use graunt_storage::store::Store;
 
@@ -21,6 +22,8 @@ pub struct StoreSink {
     pub telemetry: Arc<Telemetry>,
     /// Seconds a timestamp may be ahead of the clock.
     pub max_future: i64,
+    /// carbon's rule files, if any.
+    pub rules: Option<Arc<LiveRules>>,
 }
 
 impl Sink for StoreSink {
@@ -30,11 +33,23 @@ impl Sink for StoreSink {
 
     async fn accept(
         &self,
-        _protocol: Protocol,
-        points: Vec<Point>,
+        protocol: Protocol,
+        mut points: Vec<Point>,
         wait: bool,
         shutdown: &mut Shutdown,
     ) -> bool {
+        if let Some(rules) = &self.rules {
+            let outcome = rules.current().apply(&mut points);
+            for (reason, n) in [
+                ("blacklist", outcome.blacklisted),
+                ("whitelist", outcome.not_whitelisted),
+                ("rewrite_invalid", outcome.invalid),
+            ] {
+                if n > 0 {
+                    self.telemetry.refuse_many(protocol.label(), reason, n);
+                }
+            }
+        }
         if points.is_empty() {
             return !shutdown.is_down();
         }

@@ -59,6 +59,14 @@ pub struct RelayFile {
     pub rule: Option<Vec<RuleFile>>,
     /// Tenants and their listeners.
     pub tenant: Option<Vec<TenantFile>>,
+    /// carbon's `rewrite-rules.conf` [none].
+    pub rewrite_rules: Option<PathBuf>,
+    /// carbon's `whitelist.conf`, with `use_whitelist` [none].
+    pub whitelist: Option<PathBuf>,
+    /// carbon's `blacklist.conf`, with `use_whitelist` [none].
+    pub blacklist: Option<PathBuf>,
+    /// carbon's `USE_WHITELIST` [false].
+    pub use_whitelist: Option<bool>,
     /// HTTP `host:port` of cluster nodes: destinations, ring method and
     /// replication then come from the cluster and follow its membership
     /// (`destinations`, `method`, `replication` and rules are not used).
@@ -290,6 +298,8 @@ pub struct RelayConfig {
     pub tenants: Vec<TenantConfig>,
     /// Bounds of every listener.
     pub limits: Limits,
+    /// carbon's rule files, applied before fences and routing.
+    pub rules: crate::rules::RuleFiles,
 }
 
 impl RelayConfig {
@@ -342,7 +352,16 @@ impl RelayConfig {
             });
         }
         let defaults = Limits::default();
+        let rules = crate::rules::RuleFiles {
+            rewrite_rules: file.rewrite_rules.clone(),
+            whitelist: file.whitelist.clone(),
+            blacklist: file.blacklist.clone(),
+            use_whitelist: file.use_whitelist,
+        };
+        // Refused at start: a file that does not parse names its line.
+        crate::rules::Rules::read(&rules)?;
         Ok(RelayConfig {
+            rules,
             id: file.id.clone().unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|h| h.trim().replace('.', "_"))

@@ -209,6 +209,11 @@ pub async fn run(
             outbound: outbound.clone(),
         })),
         stats: metrics::Stats::new(),
+        rules: if config.rules.any() {
+            Some(crate::rules::LiveRules::load(config.rules.clone())?)
+        } else {
+            None
+        },
     });
     let mut tasks = tokio::task::JoinSet::new();
     for (t, bound) in config.tenants.iter().zip(listeners.tenants) {

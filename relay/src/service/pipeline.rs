@@ -10,6 +10,7 @@ use crate::codec::{Point, TimeBounds};
 use crate::net::unix_now;
 use crate::receive::{Protocol, Sink};
 use crate::route::{Fence, Router};
+use crate::rules::LiveRules;
 use crate::shutdown::Shutdown;
 
 /// A tenant at run time.
@@ -37,6 +38,8 @@ pub struct Pipeline {
     pub routing: RwLock<Arc<Routing>>,
     /// Counters.
     pub stats: Stats,
+    /// carbon's rule files, if any.
+    pub rules: Option<Arc<LiveRules>>,
 }
 
 impl Pipeline {
@@ -49,7 +52,23 @@ impl Pipeline {
     }
 
     /// Fences (when a tenant is given), routes and queues points.
-    pub fn deliver(&self, tenant: Option<&Tenant>, protocol: &str, points: Vec<Point>) {
+    pub fn deliver(&self, tenant: Option<&Tenant>, protocol: &str, mut points: Vec<Point>) {
+        if let Some(rules) = &self.rules {
+            let outcome = rules.current().apply(&mut points);
+            let name = tenant.map_or("relay", |t| t.name.as_str());
+            for (reason, n) in [
+                ("blacklist", outcome.blacklisted),
+                ("whitelist", outcome.not_whitelisted),
+                ("rewrite_invalid", outcome.invalid),
+            ] {
+                if n > 0 {
+                    self.stats
+                        .refused
+                        .with_label_values(&[name, reason])
+                        .inc_by(n);
+                }
+            }
+        }
         let routing = self.routing();
         let mut per: Vec<Vec<Point>> = vec![Vec::new(); routing.outbound.len()];
         let now = unix_now();

@@ -1,0 +1,339 @@
+//! carbon's rule files on incoming points, in carbon's order: the blacklist
+//! and the whitelist (`blacklist.conf`, `whitelist.conf`, with carbon's
+//! `USE_WHITELIST`), then the `[pre]` and `[post]` rewrite rules
+//! (`rewrite-rules.conf`). The files are looked at again when they change
+//! (every 10 s, as carbon does) and at once after SIGHUP; a file that does
+//! not parse is refused, logged, and the rules in force stay.
+//!
+//! ```text
+//! receivers ─▶ LiveRules::current().apply ─▶ node store / relay fence and router
+//! ```
+
+pub mod lists;
+pub mod rewrite;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+
+use self::lists::RegexList;
+use self::rewrite::RewriteRules;
+use crate::codec::Point;
+use crate::error::Error;
+
+/// A rule file that cannot be used: which, where, why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}, line {line}: {message}")]
+pub struct RuleError {
+    file: String,
+    line: usize,
+    message: String,
+}
+
+impl RuleError {
+    fn new(file: &str, line: usize, message: impl Into<String>) -> RuleError {
+        RuleError {
+            file: file.to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// The rule files a node or relay reads, by the config keys carbon's
+/// operators know.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFiles {
+    /// `rewrite-rules.conf` [none].
+    pub rewrite_rules: Option<PathBuf>,
+    /// `whitelist.conf`, used with `use_whitelist` [none].
+    pub whitelist: Option<PathBuf>,
+    /// `blacklist.conf`, used with `use_whitelist` [none].
+    pub blacklist: Option<PathBuf>,
+    /// carbon's `USE_WHITELIST`: apply both lists [false].
+    pub use_whitelist: Option<bool>,
+}
+
+impl RuleFiles {
+    /// Whether any rule is configured.
+    pub fn any(&self) -> bool {
+        self.rewrite_rules.is_some() || self.use_whitelist == Some(true)
+    }
+
+    fn paths(&self) -> Vec<&Path> {
+        let lists = self.use_whitelist == Some(true);
+        [
+            self.rewrite_rules.as_deref(),
+            self.whitelist.as_deref().filter(|_| lists),
+            self.blacklist.as_deref().filter(|_| lists),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// What the rules did to a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Points a blacklist pattern matched.
+    pub blacklisted: u64,
+    /// Points no whitelist pattern matched.
+    pub not_whitelisted: u64,
+    /// Points a rewrite made into an invalid name.
+    pub invalid: u64,
+}
+
+/// One reading of the rule files.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    whitelist: RegexList,
+    blacklist: RegexList,
+    rewrite: RewriteRules,
+}
+
+impl Rules {
+    /// Reads every configured file; a missing file is an empty one (as in
+    /// carbon), a file that does not parse an error.
+    pub fn read(files: &RuleFiles) -> Result<Rules, Error> {
+        let text = |p: &Path| -> Result<String, Error> {
+            match std::fs::read_to_string(p) {
+                Ok(t) => Ok(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %p.display(), "rule file missing: no rules from it");
+                    Ok(String::new())
+                }
+                Err(e) => Err(Error::io(format!("cannot read {}", p.display()), e)),
+            }
+        };
+        let bad = |e: RuleError| Error::config(format!("{e} (the file is refused; fix the line)"));
+        let mut rules = Rules::default();
+        if let Some(p) = &files.rewrite_rules {
+            rules.rewrite =
+                RewriteRules::parse(&text(p)?, &p.display().to_string()).map_err(bad)?;
+        }
+        if files.use_whitelist == Some(true) {
+            if let Some(p) = &files.whitelist {
+                rules.whitelist =
+                    RegexList::parse(&text(p)?, &p.display().to_string()).map_err(bad)?;
+            }
+            if let Some(p) = &files.blacklist {
+                rules.blacklist =
+                    RegexList::parse(&text(p)?, &p.display().to_string()).map_err(bad)?;
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Rules from texts (tests, and checking a file before use).
+    pub fn from_texts(rewrite: &str, whitelist: &str, blacklist: &str) -> Result<Rules, RuleError> {
+        Ok(Rules {
+            rewrite: RewriteRules::parse(rewrite, "rewrite-rules.conf")?,
+            whitelist: RegexList::parse(whitelist, "whitelist.conf")?,
+            blacklist: RegexList::parse(blacklist, "blacklist.conf")?,
+        })
+    }
+
+    /// Whether `name` passes the lists.
+    pub fn admits(&self, name: &str) -> Result<(), Refusal> {
+        if self.blacklist.contains(name) {
+            return Err(Refusal::Blacklisted);
+        }
+        if !self.whitelist.is_empty() && !self.whitelist.contains(name) {
+            return Err(Refusal::NotWhitelisted);
+        }
+        Ok(())
+    }
+
+    /// `name` after the `[pre]` and `[post]` rules (graunt has no
+    /// aggregation step between them yet).
+    pub fn rewrite(&self, name: &str) -> String {
+        let mut name = name.to_string();
+        for rule in self.rewrite.pre.iter().chain(&self.rewrite.post) {
+            name = rule.apply(&name);
+        }
+        name
+    }
+
+    /// Whether these rules change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.whitelist.is_empty()
+            && self.blacklist.is_empty()
+            && self.rewrite.pre.is_empty()
+            && self.rewrite.post.is_empty()
+    }
+
+    /// Filters and renames `points` in place.
+    pub fn apply(&self, points: &mut Vec<Point>) -> Outcome {
+        let mut outcome = Outcome::default();
+        if self.is_empty() {
+            return outcome;
+        }
+        points.retain_mut(|p| {
+            match self.admits(&p.name) {
+                Err(Refusal::Blacklisted) => {
+                    outcome.blacklisted += 1;
+                    return false;
+                }
+                Err(Refusal::NotWhitelisted) => {
+                    outcome.not_whitelisted += 1;
+                    return false;
+                }
+                Ok(()) => {}
+            }
+            let renamed = self.rewrite(&p.name);
+            if renamed != p.name {
+                if graunt_storage::metric::validate_name(&renamed).is_err() {
+                    outcome.invalid += 1;
+                    return false;
+                }
+                p.name = renamed;
+            }
+            true
+        });
+        outcome
+    }
+}
+
+/// Why the lists refused a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A blacklist pattern matched.
+    Blacklisted,
+    /// No whitelist pattern matched.
+    NotWhitelisted,
+}
+
+/// Bumped by [`reload_all`] (SIGHUP): every [`LiveRules`] looks at its
+/// files on its next use.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every [`LiveRules`] look at its files again.
+pub fn reload_all() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How often unchanged files are looked at (carbon: 10 s).
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// The rules in force, re-read when their files change.
+pub struct LiveRules {
+    files: RuleFiles,
+    current: RwLock<Arc<Rules>>,
+    check: Mutex<Check>,
+}
+
+struct Check {
+    at: Instant,
+    generation: u64,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl LiveRules {
+    /// Reads the files; an error names the file and line.
+    pub fn load(files: RuleFiles) -> Result<Arc<LiveRules>, Error> {
+        let rules = Rules::read(&files)?;
+        let stamps = stamps(&files);
+        Ok(Arc::new(LiveRules {
+            files,
+            current: RwLock::new(Arc::new(rules)),
+            check: Mutex::new(Check {
+                at: Instant::now(),
+                generation: GENERATION.load(Ordering::Relaxed),
+                stamps,
+            }),
+        }))
+    }
+
+    /// The rules in force, after looking at the files if it is time (every
+    /// 10 s, or after SIGHUP).
+    pub fn current(&self) -> Arc<Rules> {
+        let generation = GENERATION.load(Ordering::Relaxed);
+        if let Ok(mut check) = self.check.try_lock() {
+            if check.generation != generation || check.at.elapsed() >= CHECK_EVERY {
+                let forced = check.generation != generation;
+                check.generation = generation;
+                check.at = Instant::now();
+                let now = stamps(&self.files);
+                if forced || now != check.stamps {
+                    check.stamps = now;
+                    self.reread();
+                }
+            }
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn reread(&self) {
+        match Rules::read(&self.files) {
+            Ok(rules) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+                tracing::info!(files = ?self.files.paths(), "rule files read again");
+            }
+            Err(e) => tracing::error!(error = %e, "rule file refused; the rules in force stay"),
+        }
+    }
+}
+
+fn stamps(files: &RuleFiles) -> Vec<Option<SystemTime>> {
+    files
+        .paths()
+        .into_iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(name: &str) -> Point {
+        Point {
+            name: name.into(),
+            timestamp: 1,
+            value: 1.0,
+        }
+    }
+
+    #[test]
+    fn lists_then_rewrites_in_carbons_order() {
+        let rules = Rules::from_texts(
+            "[pre]\n^old\\. = new.\n[post]\n\\.tmp$ = \n",
+            "^new\\.\n^old\\.\n",
+            "secret\n",
+        )
+        .unwrap();
+        let mut points = vec![
+            point("old.a.tmp"),
+            point("old.secret"),
+            point("other.b"),
+            point("new.c"),
+        ];
+        let outcome = rules.apply(&mut points);
+        let names: Vec<_> = points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["new.a", "new.c"]);
+        assert_eq!(outcome.blacklisted, 1);
+        assert_eq!(outcome.not_whitelisted, 1);
+    }
+
+    #[test]
+    fn a_rewrite_to_an_invalid_name_drops_the_point() {
+        let rules = Rules::from_texts("[pre]\n.* = \n", "", "").unwrap();
+        let mut points = vec![point("a.b")];
+        assert_eq!(rules.apply(&mut points).invalid, 1);
+        assert!(points.is_empty());
+    }
+
+    #[test]
+    fn a_bad_line_names_its_file_and_line() {
+        let e = Rules::from_texts("[pre]\nok = fine\n(unclosed = x\n", "", "").unwrap_err();
+        assert!(e.to_string().contains("rewrite-rules.conf, line 3"), "{e}");
+    }
+}
