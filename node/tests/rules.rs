@@ -222,3 +222,63 @@ fn a_relay_reloads_rewrite_rules_at_sighup_under_load_and_keeps_them_when_broken
     relay.stop();
     node.stop(Duration::from_secs(20));
 }
+
+#[test]
+fn a_relay_aggregates_as_carbon_aggregator_and_forwards_the_inputs() {
+    let dir = temp_dir();
+    let schemas = dir.path().join("storage-schemas.conf");
+    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 1s:1d\n").unwrap();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--schemas", schemas.to_str().unwrap()],
+    );
+    let rules = dir.path().join("aggregation-rules.conf");
+    std::fs::write(
+        &rules,
+        "agg.<m>.sum (2) = sum src.*.<m>\nagg.<m>.p50 (2) = p50 src.*.<m>\nagg.<m>.count (2) = count src.*.<m>\n",
+    )
+    .unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:0\"\ndestinations = [\"{}:a\"]\naggregation_rules = {rules:?}\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            node.addr("pickle")
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(&config);
+    let t = unix_now() - 20;
+    let t = t - t % 2;
+    let lines: String = [("a", 1.0), ("b", 2.0), ("c", 4.0), ("d", 10.0)]
+        .iter()
+        .map(|(h, v)| format!("src.{h}.x {v} {t}\nsrc.{h}.x {} {}\n", v * 2.0, t + 1))
+        .collect();
+    let mut s = TcpStream::connect(relay.addr("t-line")).unwrap();
+    s.write_all(lines.as_bytes()).unwrap();
+    drop(s);
+    let value = |target: &str| -> Option<f64> {
+        let body = node.http_get(&format!(
+            "/render?target={target}&from={}&until={}&format=json",
+            t - 1,
+            t + 1
+        ));
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v.get(0)?["datapoints"]
+            .as_array()?
+            .iter()
+            .find_map(|p| (p[1].as_i64() == Some(t)).then(|| p[0].as_f64()).flatten())
+    };
+    // One interval of 2 s holds both timestamps of every host: 8 values.
+    wait_for(Duration::from_secs(20), "the aggregates", || {
+        (value("agg.x.sum") == Some(51.0)).then_some(())
+    });
+    assert_eq!(value("agg.x.count"), Some(8.0));
+    // p50 of 1 2 2 4 4 8 10 20: between 4 and 4.
+    assert_eq!(value("agg.x.p50"), Some(4.0));
+    // FORWARD_ALL: the inputs are passed on too.
+    assert_eq!(value("src.c.x"), Some(4.0));
+    relay.stop();
+    node.stop(Duration::from_secs(20));
+}

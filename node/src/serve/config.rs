@@ -55,6 +55,10 @@ pub struct FileConfig {
     pub blacklist: Option<PathBuf>,
     /// carbon's `USE_WHITELIST` [false].
     pub use_whitelist: Option<bool>,
+    /// carbon-aggregator's `aggregation-rules.conf` [none].
+    pub aggregation_rules: Option<PathBuf>,
+    /// carbon's `FORWARD_ALL` [true].
+    pub forward_all: Option<bool>,
     /// Longest plaintext line, bytes [16384].
     pub max_line_length: Option<usize>,
     /// Largest pickle frame, bytes [1 MiB].
@@ -360,6 +364,8 @@ impl ServeConfig {
                     whitelist: f.whitelist.clone(),
                     blacklist: f.blacklist.clone(),
                     use_whitelist: f.use_whitelist,
+                    aggregation_rules: f.aggregation_rules.clone(),
+                    forward_all: f.forward_all,
                 };
                 graunt_relay::rules::Rules::read(&rules)?;
                 rules

@@ -39,12 +39,13 @@ impl Sink for StoreSink {
         shutdown: &mut Shutdown,
     ) -> bool {
         if let Some(rules) = &self.rules {
-            let outcome = rules.current().apply(&mut points);
+            let outcome = rules.process(&mut points);
             for (reason, n) in [
                 ("blacklist", outcome.blacklisted),
                 ("whitelist", outcome.not_whitelisted),
                 ("rewrite_invalid", outcome.invalid),
             ] {
+                // (points that only fed aggregates are not refusals)
                 if n > 0 {
                     self.telemetry.refuse_many(protocol.label(), reason, n);
                 }

@@ -1,7 +1,9 @@
 //! carbon's rule files on incoming points, in carbon's order: the blacklist
 //! and the whitelist (`blacklist.conf`, `whitelist.conf`, with carbon's
-//! `USE_WHITELIST`), then the `[pre]` and `[post]` rewrite rules
-//! (`rewrite-rules.conf`). The files are looked at again when they change
+//! `USE_WHITELIST`), the `[pre]` rewrite rules, carbon-aggregator's rules
+//! (`aggregation-rules.conf`: matching points feed aggregates, and are
+//! passed on too with `forward_all`), then the `[post]` rewrite rules
+//! (`rewrite-rules.conf`), which aggregates also go through. The files are looked at again when they change
 //! (every 10 s, as carbon does) and at once after SIGHUP; a file that does
 //! not parse is refused, logged, and the rules in force stay.
 //!
@@ -9,6 +11,7 @@
 //! receivers ─▶ LiveRules::current().apply ─▶ node store / relay fence and router
 //! ```
 
+pub mod aggregate;
 pub mod lists;
 pub mod rewrite;
 
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
+use self::aggregate::{AggregationRules, Aggregator};
 use self::lists::RegexList;
 use self::rewrite::RewriteRules;
 use crate::codec::Point;
@@ -56,18 +60,26 @@ pub struct RuleFiles {
     pub blacklist: Option<PathBuf>,
     /// carbon's `USE_WHITELIST`: apply both lists [false].
     pub use_whitelist: Option<bool>,
+    /// carbon-aggregator's `aggregation-rules.conf` [none].
+    pub aggregation_rules: Option<PathBuf>,
+    /// carbon's `FORWARD_ALL`: points that feed an aggregate are passed
+    /// on too [true].
+    pub forward_all: Option<bool>,
 }
 
 impl RuleFiles {
     /// Whether any rule is configured.
     pub fn any(&self) -> bool {
-        self.rewrite_rules.is_some() || self.use_whitelist == Some(true)
+        self.rewrite_rules.is_some()
+            || self.use_whitelist == Some(true)
+            || self.aggregation_rules.is_some()
     }
 
     fn paths(&self) -> Vec<&Path> {
         let lists = self.use_whitelist == Some(true);
         [
             self.rewrite_rules.as_deref(),
+            self.aggregation_rules.as_deref(),
             self.whitelist.as_deref().filter(|_| lists),
             self.blacklist.as_deref().filter(|_| lists),
         ]
@@ -86,6 +98,8 @@ pub struct Outcome {
     pub not_whitelisted: u64,
     /// Points a rewrite made into an invalid name.
     pub invalid: u64,
+    /// Points that fed an aggregate and were not passed on.
+    pub aggregated: u64,
 }
 
 /// One reading of the rule files.
@@ -94,6 +108,8 @@ pub struct Rules {
     whitelist: RegexList,
     blacklist: RegexList,
     rewrite: RewriteRules,
+    aggregation: AggregationRules,
+    forward_all: bool,
 }
 
 impl Rules {
@@ -111,7 +127,14 @@ impl Rules {
             }
         };
         let bad = |e: RuleError| Error::config(format!("{e} (the file is refused; fix the line)"));
-        let mut rules = Rules::default();
+        let mut rules = Rules {
+            forward_all: files.forward_all.unwrap_or(true),
+            ..Rules::default()
+        };
+        if let Some(p) = &files.aggregation_rules {
+            rules.aggregation =
+                AggregationRules::parse(&text(p)?, &p.display().to_string()).map_err(bad)?;
+        }
         if let Some(p) = &files.rewrite_rules {
             rules.rewrite =
                 RewriteRules::parse(&text(p)?, &p.display().to_string()).map_err(bad)?;
@@ -135,6 +158,8 @@ impl Rules {
             rewrite: RewriteRules::parse(rewrite, "rewrite-rules.conf")?,
             whitelist: RegexList::parse(whitelist, "whitelist.conf")?,
             blacklist: RegexList::parse(blacklist, "blacklist.conf")?,
+            aggregation: AggregationRules::default(),
+            forward_all: true,
         })
     }
 
@@ -149,11 +174,22 @@ impl Rules {
         Ok(())
     }
 
-    /// `name` after the `[pre]` and `[post]` rules (graunt has no
-    /// aggregation step between them yet).
+    /// `name` after the `[pre]` and `[post]` rules.
     pub fn rewrite(&self, name: &str) -> String {
+        self.post(&self.pre(name))
+    }
+
+    fn pre(&self, name: &str) -> String {
         let mut name = name.to_string();
-        for rule in self.rewrite.pre.iter().chain(&self.rewrite.post) {
+        for rule in &self.rewrite.pre {
+            name = rule.apply(&name);
+        }
+        name
+    }
+
+    fn post(&self, name: &str) -> String {
+        let mut name = name.to_string();
+        for rule in &self.rewrite.post {
             name = rule.apply(&name);
         }
         name
@@ -165,14 +201,28 @@ impl Rules {
             && self.blacklist.is_empty()
             && self.rewrite.pre.is_empty()
             && self.rewrite.post.is_empty()
+            && self.aggregation.rules.is_empty()
     }
 
-    /// Filters and renames `points` in place.
+    /// Filters and renames `points` in place (no aggregation).
     pub fn apply(&self, points: &mut Vec<Point>) -> Outcome {
+        self.apply_with(points, None, 0)
+    }
+
+    /// Filters, renames and aggregates `points` in place: what feeds an
+    /// aggregate goes into `aggregator` (at `now`) and stays only with
+    /// `forward_all`.
+    pub fn apply_with(
+        &self,
+        points: &mut Vec<Point>,
+        mut aggregator: Option<&mut Aggregator>,
+        now: i64,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         if self.is_empty() {
             return outcome;
         }
+        let aggregating = !self.aggregation.rules.is_empty();
         points.retain_mut(|p| {
             match self.admits(&p.name) {
                 Err(Refusal::Blacklisted) => {
@@ -185,7 +235,21 @@ impl Rules {
                 }
                 Ok(()) => {}
             }
-            let renamed = self.rewrite(&p.name);
+            let mut renamed = self.pre(&p.name);
+            if let (true, Some(agg)) = (aggregating, aggregator.as_deref_mut()) {
+                let point = Point {
+                    name: renamed.clone(),
+                    ..p.clone()
+                };
+                // carbon passes a point on only with FORWARD_ALL, and
+                // never the input of an aggregate of its own name.
+                let own = agg.input(&self.aggregation, &point, now);
+                if own || !self.forward_all {
+                    outcome.aggregated += 1;
+                    return false;
+                }
+            }
+            renamed = self.post(&renamed);
             if renamed != p.name {
                 if graunt_storage::metric::validate_name(&renamed).is_err() {
                     outcome.invalid += 1;
@@ -225,6 +289,9 @@ pub struct LiveRules {
     files: RuleFiles,
     current: RwLock<Arc<Rules>>,
     check: Mutex<Check>,
+    /// carbon-aggregator's buffers; emptied when the rules are read again,
+    /// as carbon does.
+    aggregator: Mutex<Aggregator>,
 }
 
 struct Check {
@@ -241,6 +308,7 @@ impl LiveRules {
         Ok(Arc::new(LiveRules {
             files,
             current: RwLock::new(Arc::new(rules)),
+            aggregator: Mutex::new(Aggregator::default()),
             check: Mutex::new(Check {
                 at: Instant::now(),
                 generation: GENERATION.load(Ordering::Relaxed),
@@ -271,10 +339,56 @@ impl LiveRules {
             .clone()
     }
 
+    /// Filters, renames and aggregates `points` under the rules in force.
+    pub fn process(&self, points: &mut Vec<Point>) -> Outcome {
+        let rules = self.current();
+        if rules.aggregation.rules.is_empty() {
+            return rules.apply(points);
+        }
+        let mut agg = self.aggregator.lock().unwrap_or_else(|e| e.into_inner());
+        rules.apply_with(points, Some(&mut agg), crate::net::unix_now())
+    }
+
+    /// The aggregates due at `now`, after the `[post]` rewrite rules
+    /// (carbon's pipeline for generated points); none without rules.
+    pub fn tick(&self, now: i64) -> Vec<Point> {
+        self.emit(|agg| agg.tick(now))
+    }
+
+    /// Every aggregate held, due or not (at shutdown).
+    pub fn flush(&self, now: i64) -> Vec<Point> {
+        self.emit(|agg| agg.flush(now))
+    }
+
+    fn emit(&self, take: impl FnOnce(&mut Aggregator) -> Vec<Point>) -> Vec<Point> {
+        let rules = self.current();
+        if rules.aggregation.rules.is_empty() {
+            return Vec::new();
+        }
+        let mut points = take(&mut self.aggregator.lock().unwrap_or_else(|e| e.into_inner()));
+        points.retain_mut(|p| {
+            let renamed = rules.post(&p.name);
+            if renamed != p.name {
+                if graunt_storage::metric::validate_name(&renamed).is_err() {
+                    return false;
+                }
+                p.name = renamed;
+            }
+            true
+        });
+        points
+    }
+
+    /// Whether aggregation rules are configured (a ticker is needed).
+    pub fn aggregates(&self) -> bool {
+        self.files.aggregation_rules.is_some()
+    }
+
     fn reread(&self) {
         match Rules::read(&self.files) {
             Ok(rules) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+                *self.aggregator.lock().unwrap_or_else(|e| e.into_inner()) = Aggregator::default();
                 tracing::info!(files = ?self.files.paths(), "rule files read again");
             }
             Err(e) => tracing::error!(error = %e, "rule file refused; the rules in force stay"),

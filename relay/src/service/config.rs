@@ -67,6 +67,10 @@ pub struct RelayFile {
     pub blacklist: Option<PathBuf>,
     /// carbon's `USE_WHITELIST` [false].
     pub use_whitelist: Option<bool>,
+    /// carbon-aggregator's `aggregation-rules.conf` [none].
+    pub aggregation_rules: Option<PathBuf>,
+    /// carbon's `FORWARD_ALL` [true].
+    pub forward_all: Option<bool>,
     /// HTTP `host:port` of cluster nodes: destinations, ring method and
     /// replication then come from the cluster and follow its membership
     /// (`destinations`, `method`, `replication` and rules are not used).
@@ -357,6 +361,8 @@ impl RelayConfig {
             whitelist: file.whitelist.clone(),
             blacklist: file.blacklist.clone(),
             use_whitelist: file.use_whitelist,
+            aggregation_rules: file.aggregation_rules.clone(),
+            forward_all: file.forward_all,
         };
         // Refused at start: a file that does not parse names its line.
         crate::rules::Rules::read(&rules)?;

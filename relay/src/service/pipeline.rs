@@ -51,10 +51,10 @@ impl Pipeline {
             .clone()
     }
 
-    /// Fences (when a tenant is given), routes and queues points.
+    /// Applies the rule files, then [`Pipeline::route`]s.
     pub fn deliver(&self, tenant: Option<&Tenant>, protocol: &str, mut points: Vec<Point>) {
         if let Some(rules) = &self.rules {
-            let outcome = rules.current().apply(&mut points);
+            let outcome = rules.process(&mut points);
             let name = tenant.map_or("relay", |t| t.name.as_str());
             for (reason, n) in [
                 ("blacklist", outcome.blacklisted),
@@ -69,6 +69,12 @@ impl Pipeline {
                 }
             }
         }
+        self.route(tenant, protocol, points);
+    }
+
+    /// Fences (when a tenant is given), routes and queues points the rules
+    /// have seen (or made: aggregates).
+    pub fn route(&self, tenant: Option<&Tenant>, protocol: &str, points: Vec<Point>) {
         let routing = self.routing();
         let mut per: Vec<Vec<Point>> = vec![Vec::new(); routing.outbound.len()];
         let now = unix_now();
