@@ -213,6 +213,8 @@ fn template(output: &str) -> Vec<Piece> {
 pub struct AggregationRules {
     /// In file order.
     pub rules: Vec<AggregationRule>,
+    /// Every input pattern: one pass finds the rules a name matches.
+    set: Option<regex::RegexSet>,
 }
 
 impl AggregationRules {
@@ -229,7 +231,21 @@ impl AggregationRules {
                     .map_err(|e| RuleError::new(file, n + 1, format!("{line:?}: {e}")))?,
             );
         }
-        Ok(AggregationRules { rules })
+        let set = (!rules.is_empty()).then(|| {
+            regex::RegexSet::new(rules.iter().map(|r| r.input.as_str()))
+                .expect("each pattern compiled alone")
+        });
+        Ok(AggregationRules { rules, set })
+    }
+
+    /// The rules `name` matches, in file order.
+    fn matching<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a AggregationRule> + 'a {
+        let hits: Vec<usize> = self
+            .set
+            .as_ref()
+            .map(|s| s.matches(name).into_iter().collect())
+            .unwrap_or_default();
+        hits.into_iter().map(move |i| &self.rules[i])
     }
 }
 
@@ -282,7 +298,7 @@ impl Aggregator {
     /// (carbon then does not forward it).
     pub fn input(&mut self, rules: &AggregationRules, point: &Point, now: i64) -> bool {
         let mut own = false;
-        for rule in &rules.rules {
+        for rule in rules.matching(&point.name) {
             let Some(output) = rule.output_for(&point.name) else {
                 continue;
             };

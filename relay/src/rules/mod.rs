@@ -180,19 +180,11 @@ impl Rules {
     }
 
     fn pre(&self, name: &str) -> String {
-        let mut name = name.to_string();
-        for rule in &self.rewrite.pre {
-            name = rule.apply(&name);
-        }
-        name
+        self.rewrite.pre.apply(name).into_owned()
     }
 
     fn post(&self, name: &str) -> String {
-        let mut name = name.to_string();
-        for rule in &self.rewrite.post {
-            name = rule.apply(&name);
-        }
-        name
+        self.rewrite.post.apply(name).into_owned()
     }
 
     /// Whether these rules change nothing.

@@ -30,13 +30,57 @@ impl RewriteRule {
     }
 }
 
+/// Rules applied in order to a name, each to what the ones before made of
+/// it. One pass of a set of every pattern tells which rules can match, so
+/// a name pays for the rules that change it, not for every rule.
+#[derive(Debug, Clone, Default)]
+pub struct RuleChain {
+    rules: Vec<RewriteRule>,
+    set: Option<regex::RegexSet>,
+}
+
+impl RuleChain {
+    fn new(rules: Vec<RewriteRule>) -> RuleChain {
+        let set = (!rules.is_empty()).then(|| {
+            regex::RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
+                .expect("each pattern compiled alone")
+        });
+        RuleChain { rules, set }
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// `name` after every rule, borrowed when none changed it.
+    pub fn apply<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        use std::borrow::Cow;
+        let Some(set) = &self.set else {
+            return Cow::Borrowed(name);
+        };
+        let mut name: Cow<'a, str> = Cow::Borrowed(name);
+        let mut matches = set.matches(&name);
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !matches.matched(i) {
+                continue;
+            }
+            if let Cow::Owned(changed) = rule.regex.replace_all(&name, rule.replacement.as_str()) {
+                name = Cow::Owned(changed);
+                matches = set.matches(&name);
+            }
+        }
+        name
+    }
+}
+
 /// The `[pre]` and `[post]` rule sets.
 #[derive(Debug, Clone, Default)]
 pub struct RewriteRules {
     /// Applied before aggregation.
-    pub pre: Vec<RewriteRule>,
+    pub pre: RuleChain,
     /// Applied after aggregation.
-    pub post: Vec<RewriteRule>,
+    pub post: RuleChain,
 }
 
 impl RewriteRules {
@@ -44,7 +88,7 @@ impl RewriteRules {
     /// named again starts over, as in carbon; sections other than `pre`
     /// and `post` are read and never applied.
     pub fn parse(text: &str, file: &str) -> Result<RewriteRules, RuleError> {
-        let mut rules = RewriteRules::default();
+        let (mut pre, mut post) = (Vec::new(), Vec::new());
         let mut section: Option<String> = None;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -54,8 +98,8 @@ impl RewriteRules {
             if line.starts_with('[') && line.ends_with(']') {
                 let name = line[1..line.len() - 1].to_lowercase();
                 match name.as_str() {
-                    "pre" => rules.pre.clear(),
-                    "post" => rules.post.clear(),
+                    "pre" => pre.clear(),
+                    "post" => post.clear(),
                     _ => {}
                 }
                 section = Some(name);
@@ -63,8 +107,8 @@ impl RewriteRules {
                 let rule = RewriteRule::new(pattern.trim(), replacement.trim())
                     .map_err(|e| RuleError::new(file, n + 1, e))?;
                 match section.as_deref() {
-                    Some("pre") => rules.pre.push(rule),
-                    Some("post") => rules.post.push(rule),
+                    Some("pre") => pre.push(rule),
+                    Some("post") => post.push(rule),
                     _ => {}
                 }
             } else {
@@ -75,7 +119,10 @@ impl RewriteRules {
                 ));
             }
         }
-        Ok(rules)
+        Ok(RewriteRules {
+            pre: RuleChain::new(pre),
+            post: RuleChain::new(post),
+        })
     }
 }
 
