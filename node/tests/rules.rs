@@ -71,6 +71,29 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// A node that keeps a point a second for a day, in `dir/data`.
+fn node_by_the_second(dir: &Path) -> Node {
+    let schemas = dir.join("storage-schemas.conf");
+    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 1s:1d\n").unwrap();
+    Node::start(&dir.join("data"), &["--schemas", schemas.to_str().unwrap()])
+}
+
+/// `dir/relay.toml`: a relay sending to `node`, with the `rules` line and
+/// one tenant `t` with a plaintext listener (`t-line`).
+fn relay_config(dir: &Path, node: &Node, rules: &str) -> std::path::PathBuf {
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"127.0.0.1:0\"\ndestinations = [\"{}:a\"]\n{rules}\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            node.addr("pickle")
+        ),
+    )
+    .unwrap();
+    config
+}
+
 #[test]
 fn a_node_applies_carbons_rule_files() {
     let dir = temp_dir();
@@ -128,24 +151,10 @@ fn a_node_applies_carbons_rule_files() {
 #[test]
 fn a_relay_reloads_rewrite_rules_at_sighup_under_load_and_keeps_them_when_broken() {
     let dir = temp_dir();
-    let schemas = dir.path().join("storage-schemas.conf");
-    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 1s:1d\n").unwrap();
-    let node = Node::start(
-        &dir.path().join("data"),
-        &["--schemas", schemas.to_str().unwrap()],
-    );
+    let node = node_by_the_second(dir.path());
     let rules = dir.path().join("rewrite-rules.conf");
     write(&rules, "[pre]\n^in\\. = first.\n");
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "http_addr = \"127.0.0.1:0\"\ndestinations = [\"{}:a\"]\nrewrite_rules = {rules:?}\n\
-             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
-            node.addr("pickle")
-        ),
-    )
-    .unwrap();
+    let config = relay_config(dir.path(), &node, &format!("rewrite_rules = {rules:?}"));
     let relay = Relay::spawn(Path::new(BIN), &config);
     let hup = || {
         let ok = Command::new("kill")
@@ -226,28 +235,14 @@ fn a_relay_reloads_rewrite_rules_at_sighup_under_load_and_keeps_them_when_broken
 #[test]
 fn a_relay_aggregates_as_carbon_aggregator_and_forwards_the_inputs() {
     let dir = temp_dir();
-    let schemas = dir.path().join("storage-schemas.conf");
-    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 1s:1d\n").unwrap();
-    let node = Node::start(
-        &dir.path().join("data"),
-        &["--schemas", schemas.to_str().unwrap()],
-    );
+    let node = node_by_the_second(dir.path());
     let rules = dir.path().join("aggregation-rules.conf");
     std::fs::write(
         &rules,
         "agg.<m>.sum (2) = sum src.*.<m>\nagg.<m>.p50 (2) = p50 src.*.<m>\nagg.<m>.count (2) = count src.*.<m>\n",
     )
     .unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "http_addr = \"127.0.0.1:0\"\ndestinations = [\"{}:a\"]\naggregation_rules = {rules:?}\n\
-             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
-            node.addr("pickle")
-        ),
-    )
-    .unwrap();
+    let config = relay_config(dir.path(), &node, &format!("aggregation_rules = {rules:?}"));
     let relay = Relay::start(&config);
     let t = unix_now() - 20;
     let t = t - t % 2;

@@ -165,23 +165,12 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(rules) = sink.rules.clone().filter(|r| r.aggregates()) {
-        // carbon-aggregator's timers: aggregates due each second go to the store.
-        let (store, mut shutdown) = (store.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = shutdown.recv() => return,
-                }
-                let points = rules.tick(graunt_relay::net::unix_now());
-                if !points.is_empty() {
-                    if let Err(e) = tokio::task::block_in_place(|| store.accept(&points)) {
-                        tracing::error!(error = %e, points = points.len(), "cannot store aggregates");
-                    }
-                }
+        let store = store.clone();
+        tasks.spawn(rules.emit_aggregates(shutdown.clone(), move |points| {
+            if let Err(e) = tokio::task::block_in_place(|| store.accept(&points)) {
+                tracing::error!(error = %e, points = points.len(), "cannot store aggregates");
             }
-        });
+        }));
     }
 
     let pickle_bound = listeners.addr("pickle");

@@ -371,6 +371,26 @@ impl LiveRules {
         points
     }
 
+    /// carbon-aggregator's timers until `shutdown`: each second, the
+    /// aggregates due go to `deliver`.
+    pub async fn emit_aggregates(
+        self: Arc<Self>,
+        mut shutdown: crate::shutdown::Shutdown,
+        deliver: impl Fn(Vec<Point>),
+    ) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.recv() => return,
+            }
+            let points = self.tick(crate::net::unix_now());
+            if !points.is_empty() {
+                deliver(points);
+            }
+        }
+    }
+
     /// Whether aggregation rules are configured (a ticker is needed).
     pub fn aggregates(&self) -> bool {
         self.files.aggregation_rules.is_some()

@@ -217,21 +217,10 @@ pub async fn run(
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(rules) = pipeline.rules.clone().filter(|r| r.aggregates()) {
-        // carbon-aggregator's timers: aggregates due each second are routed.
-        let (pipeline, mut shutdown) = (pipeline.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = shutdown.recv() => return,
-                }
-                let points = rules.tick(crate::net::unix_now());
-                if !points.is_empty() {
-                    pipeline.route(None, "aggregator", points);
-                }
-            }
-        });
+        let pipeline = pipeline.clone();
+        tasks.spawn(rules.emit_aggregates(shutdown.clone(), move |points| {
+            pipeline.route(None, "aggregator", points)
+        }));
     }
     for (t, bound) in config.tenants.iter().zip(listeners.tenants) {
         let sink = Arc::new(TenantSink {
