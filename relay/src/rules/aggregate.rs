@@ -114,16 +114,17 @@ impl AggregationRule {
             .map_err(|_| {
                 format!("frequency {frequency:?}: want a whole number of seconds in parentheses")
             })?;
-        if frequency <= 0 {
+        if !(1..=315_360_000).contains(&frequency) {
             return Err(format!(
-                "frequency {frequency}: want a positive number of seconds"
+                "frequency {frequency}: want from 1 second to 10 years"
             ));
         }
         let method = Method::parse(method).ok_or_else(|| {
             format!("method {method:?}: use sum, avg, min, max, count, p50, p75, p80, p90, p95, p99 or p999")
         })?;
-        let pattern = input_regex(input);
-        let input = regex::Regex::new(&format!("^{pattern}"))
+        let pattern = input_regex(input)?;
+        // re.match anchors the whole pattern at the start, alternatives too.
+        let input = regex::Regex::new(&format!("^(?:{pattern})"))
             .map_err(|e| format!("input pattern {input:?}: {e}"))?;
         let output = template(output);
         for piece in &output {
@@ -161,19 +162,22 @@ impl AggregationRule {
 /// carbon's translation of an input pattern, node by node: `<<f>>` any
 /// text, `<f>` one node's text, `*` a whole node, `*` inside a node any of
 /// its text; what surrounds a field is regex as written.
-fn input_regex(input: &str) -> String {
-    let parts: Vec<String> = input
+fn input_regex(input: &str) -> Result<String, String> {
+    let parts = input
         .split('.')
         .map(|part| {
             if let (Some(i), Some(j)) = (part.find("<<"), part.find(">>")) {
-                return format!(
+                if j < i + 2 {
+                    return Err(format!("node {part:?}: >> before <<"));
+                }
+                return Ok(format!(
                     "{}(?P<{}>.+?){}",
                     &part[..i],
                     &part[i + 2..j],
                     &part[j + 2..]
-                );
+                ));
             }
-            match (part.find('<'), part.find('>')) {
+            Ok(match (part.find('<'), part.find('>')) {
                 (Some(i), Some(j)) if j > i => {
                     format!(
                         "{}(?P<{}>[^.]+?){}",
@@ -184,10 +188,10 @@ fn input_regex(input: &str) -> String {
                 }
                 _ if part == "*" => "[^.]+".to_string(),
                 _ => part.replace('*', "[^.]*"),
-            }
+            })
         })
-        .collect();
-    format!("{}$", parts.join("\\."))
+        .collect::<Result<Vec<String>, String>>()?;
+    Ok(format!("{}$", parts.join("\\.")))
 }
 
 /// An output template's text and `<field>`s.
@@ -231,10 +235,14 @@ impl AggregationRules {
                     .map_err(|e| RuleError::new(file, n + 1, format!("{line:?}: {e}")))?,
             );
         }
-        let set = (!rules.is_empty()).then(|| {
-            regex::RegexSet::new(rules.iter().map(|r| r.input.as_str()))
-                .expect("each pattern compiled alone")
-        });
+        let set = match rules.is_empty() {
+            true => None,
+            false => Some(
+                regex::RegexSet::new(rules.iter().map(|r| r.input.as_str())).map_err(|e| {
+                    RuleError::new(file, 0, format!("the input patterns together: {e}"))
+                })?,
+            ),
+        };
         Ok(AggregationRules { rules, set })
     }
 
@@ -387,6 +395,12 @@ mod tests {
         assert!(AggregationRule::parse("x.<nope> (60) = sum y.*").is_err());
         assert!(AggregationRule::parse("x (60) = median y.*").is_err());
         assert!(AggregationRule::parse("x 60 = sum").is_err());
+        // carbon slices an empty name here and fails; a panic must not.
+        assert!(AggregationRule::parse("x (60) = sum a>>b<<c.y").is_err());
+        assert!(AggregationRule::parse("x (0) = sum a.*").is_err());
+        // re.match anchors every alternative.
+        let r = AggregationRule::parse("x (60) = sum a|b").unwrap();
+        assert_eq!(r.output_for("zb").as_deref(), None);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! `USE_WHITELIST`), the `[pre]` rewrite rules, carbon-aggregator's rules
 //! (`aggregation-rules.conf`: matching points feed aggregates, and are
 //! passed on too with `forward_all`), then the `[post]` rewrite rules
-//! (`rewrite-rules.conf`), which aggregates also go through. The files are looked at again when they change
-//! (every 10 s, as carbon does) and at once after SIGHUP; a file that does
-//! not parse is refused, logged, and the rules in force stay.
+//! (`rewrite-rules.conf`); aggregates take no rewrite rules, as carbon's
+//! pipeline for generated points. The files are looked at again when they
+//! change (every 10 s, as carbon does) and at once after SIGHUP; a file
+//! that does not parse is refused, logged, and the rules in force stay.
 //!
 //! ```text
 //! receivers ─▶ LiveRules::current().apply ─▶ node store / relay fence and router
@@ -62,8 +63,8 @@ pub struct RuleFiles {
     pub use_whitelist: Option<bool>,
     /// carbon-aggregator's `aggregation-rules.conf` [none].
     pub aggregation_rules: Option<PathBuf>,
-    /// carbon's `FORWARD_ALL`: points that feed an aggregate are passed
-    /// on too [true].
+    /// carbon's `FORWARD_ALL`: received points are passed on besides the
+    /// aggregates [true]; false passes on aggregates only.
     pub forward_all: Option<bool>,
 }
 
@@ -75,7 +76,9 @@ impl RuleFiles {
             || self.aggregation_rules.is_some()
     }
 
-    fn paths(&self) -> Vec<&Path> {
+    /// The files in use, in a fixed order: rewrite, aggregation, white,
+    /// black.
+    fn slots(&self) -> [Option<&Path>; 4] {
         let lists = self.use_whitelist == Some(true);
         [
             self.rewrite_rules.as_deref(),
@@ -83,9 +86,10 @@ impl RuleFiles {
             self.whitelist.as_deref().filter(|_| lists),
             self.blacklist.as_deref().filter(|_| lists),
         ]
-        .into_iter()
-        .flatten()
-        .collect()
+    }
+
+    fn paths(&self) -> Vec<&Path> {
+        self.slots().into_iter().flatten().collect()
     }
 }
 
@@ -201,6 +205,44 @@ impl Rules {
         self.apply_with(points, None, 0)
     }
 
+    /// The lists and the `[pre]` rules only.
+    fn admit_and_pre(&self, points: &mut Vec<Point>, outcome: &mut Outcome) {
+        points.retain_mut(|p| {
+            match self.admits(&p.name) {
+                Err(Refusal::Blacklisted) => {
+                    outcome.blacklisted += 1;
+                    return false;
+                }
+                Err(Refusal::NotWhitelisted) => {
+                    outcome.not_whitelisted += 1;
+                    return false;
+                }
+                Ok(()) => {}
+            }
+            if let std::borrow::Cow::Owned(renamed) = self.rewrite.pre.apply(&p.name) {
+                p.name = renamed;
+            }
+            true
+        });
+    }
+
+    /// The `[post]` rules, then the name check of anything renamed.
+    fn post_and_check(&self, points: &mut Vec<Point>, outcome: &mut Outcome, original: &[String]) {
+        let mut k = 0;
+        points.retain_mut(|p| {
+            let before = &original[k];
+            k += 1;
+            if let std::borrow::Cow::Owned(renamed) = self.rewrite.post.apply(&p.name) {
+                p.name = renamed;
+            }
+            if p.name != *before && graunt_storage::metric::validate_name(&p.name).is_err() {
+                outcome.invalid += 1;
+                return false;
+            }
+            true
+        });
+    }
+
     /// Filters, renames and aggregates `points` in place: what feeds an
     /// aggregate goes into `aggregator` (at `now`) and stays only with
     /// `forward_all`.
@@ -313,36 +355,82 @@ impl LiveRules {
     /// 10 s, or after SIGHUP).
     pub fn current(&self) -> Arc<Rules> {
         let generation = GENERATION.load(Ordering::Relaxed);
-        if let Ok(mut check) = self.check.try_lock() {
+        let check = match self.check.try_lock() {
+            Ok(c) => Some(c),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut check) = check {
             if check.generation != generation || check.at.elapsed() >= CHECK_EVERY {
                 let forced = check.generation != generation;
                 check.generation = generation;
                 check.at = Instant::now();
                 let now = stamps(&self.files);
                 if forced || now != check.stamps {
+                    // Aggregation buffers are emptied only when the
+                    // aggregation rules change, as in carbon.
+                    let aggregation_changed =
+                        self.files.aggregation_rules.is_some() && now.get(1) != check.stamps.get(1);
                     check.stamps = now;
-                    self.reread();
+                    self.reread(aggregation_changed);
                 }
             }
         }
+        self.rules_now()
+    }
+
+    /// Filters, renames and aggregates `points` under the rules in force.
+    /// Only feeding the aggregator holds its lock, so receivers run the
+    /// lists and rewrites side by side.
+    pub fn process(&self, points: &mut Vec<Point>) -> Outcome {
+        let rules = self.current();
+        if rules.aggregation.rules.is_empty() {
+            return rules.apply(points);
+        }
+        let mut outcome = Outcome::default();
+        rules.admit_and_pre(points, &mut outcome);
+        let original: Vec<String> = points.iter().map(|p| p.name.clone()).collect();
+        let now = crate::net::unix_now();
+        let mut keep = vec![true; points.len()];
+        {
+            let mut agg = self.aggregator.lock().unwrap_or_else(|e| e.into_inner());
+            // The rules the buffers were made under: a reload swaps them
+            // and empties the buffers while holding this lock.
+            let rules = self.rules_now();
+            for (p, keep) in points.iter().zip(keep.iter_mut()) {
+                // carbon passes a point on only with FORWARD_ALL, and never
+                // the input of an aggregate of its own name.
+                let own = agg.input(&rules.aggregation, p, now);
+                if own || !rules.forward_all {
+                    *keep = false;
+                    outcome.aggregated += 1;
+                }
+            }
+        }
+        let mut keep = keep.into_iter();
+        let mut original_kept = Vec::with_capacity(points.len());
+        let mut names = original.into_iter();
+        points.retain(|_| {
+            let k = keep.next().unwrap_or(true);
+            let name = names.next().unwrap_or_default();
+            if k {
+                original_kept.push(name);
+            }
+            k
+        });
+        rules.post_and_check(points, &mut outcome, &original_kept);
+        outcome
+    }
+
+    fn rules_now(&self) -> Arc<Rules> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    /// Filters, renames and aggregates `points` under the rules in force.
-    pub fn process(&self, points: &mut Vec<Point>) -> Outcome {
-        let rules = self.current();
-        if rules.aggregation.rules.is_empty() {
-            return rules.apply(points);
-        }
-        let mut agg = self.aggregator.lock().unwrap_or_else(|e| e.into_inner());
-        rules.apply_with(points, Some(&mut agg), crate::net::unix_now())
-    }
-
-    /// The aggregates due at `now`, after the `[post]` rewrite rules
-    /// (carbon's pipeline for generated points); none without rules.
+    /// The aggregates due at `now`; none without rules. As carbon's
+    /// pipeline for generated points, they take no rewrite rules.
     pub fn tick(&self, now: i64) -> Vec<Point> {
         self.emit(|agg| agg.tick(now))
     }
@@ -358,21 +446,13 @@ impl LiveRules {
             return Vec::new();
         }
         let mut points = take(&mut self.aggregator.lock().unwrap_or_else(|e| e.into_inner()));
-        points.retain_mut(|p| {
-            let renamed = rules.post(&p.name);
-            if renamed != p.name {
-                if graunt_storage::metric::validate_name(&renamed).is_err() {
-                    return false;
-                }
-                p.name = renamed;
-            }
-            true
-        });
+        points.retain(|p| graunt_storage::metric::validate_name(&p.name).is_ok());
         points
     }
 
     /// carbon-aggregator's timers until `shutdown`: each second, the
-    /// aggregates due go to `deliver`.
+    /// aggregates due go to `deliver`; at shutdown every aggregate held
+    /// goes (carbon loses them).
     pub async fn emit_aggregates(
         self: Arc<Self>,
         mut shutdown: crate::shutdown::Shutdown,
@@ -382,7 +462,13 @@ impl LiveRules {
         loop {
             tokio::select! {
                 _ = every.tick() => {}
-                _ = shutdown.recv() => return,
+                _ = shutdown.recv() => {
+                    let points = self.flush(crate::net::unix_now());
+                    if !points.is_empty() {
+                        deliver(points);
+                    }
+                    return;
+                }
             }
             let points = self.tick(crate::net::unix_now());
             if !points.is_empty() {
@@ -396,11 +482,17 @@ impl LiveRules {
         self.files.aggregation_rules.is_some()
     }
 
-    fn reread(&self) {
+    fn reread(&self, aggregation_changed: bool) {
         match Rules::read(&self.files) {
             Ok(rules) => {
+                // Swapped under the aggregator's lock: no batch feeds new
+                // buffers under the old rules.
+                let mut agg = self.aggregator.lock().unwrap_or_else(|e| e.into_inner());
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
-                *self.aggregator.lock().unwrap_or_else(|e| e.into_inner()) = Aggregator::default();
+                if aggregation_changed {
+                    *agg = Aggregator::default();
+                }
+                drop(agg);
                 tracing::info!(files = ?self.files.paths(), "rule files read again");
             }
             Err(e) => tracing::error!(error = %e, "rule file refused; the rules in force stay"),
@@ -408,11 +500,12 @@ impl LiveRules {
     }
 }
 
+/// Each slot's modification time (index 1: the aggregation rules).
 fn stamps(files: &RuleFiles) -> Vec<Option<SystemTime>> {
     files
-        .paths()
+        .slots()
         .into_iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .map(|p| p.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()))
         .collect()
 }
 

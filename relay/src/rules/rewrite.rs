@@ -16,10 +16,22 @@ pub struct RewriteRule {
 impl RewriteRule {
     /// `pattern` and a Python replacement.
     pub fn new(pattern: &str, replacement: &str) -> Result<RewriteRule, String> {
-        Ok(RewriteRule {
-            regex: regex::Regex::new(pattern).map_err(|e| format!("{pattern:?}: {e}"))?,
-            replacement: python_replacement(replacement)?,
-        })
+        let regex = regex::Regex::new(pattern).map_err(|e| format!("{pattern:?}: {e}"))?;
+        let (replacement, refs) = python_replacement_refs(replacement)?;
+        // Python raises on a group the pattern lacks (carbon then drops
+        // every point the rule matches): refused here instead.
+        for r in refs {
+            let known = match r.parse::<usize>() {
+                Ok(n) => n < regex.captures_len(),
+                Err(_) => regex.capture_names().flatten().any(|n| n == r),
+            };
+            if !known {
+                return Err(format!(
+                    "replacement refers to group {r}, which {pattern:?} does not have"
+                ));
+            }
+        }
+        Ok(RewriteRule { regex, replacement })
     }
 
     /// `name` with every match replaced.
@@ -40,12 +52,15 @@ pub struct RuleChain {
 }
 
 impl RuleChain {
-    fn new(rules: Vec<RewriteRule>) -> RuleChain {
-        let set = (!rules.is_empty()).then(|| {
-            regex::RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
-                .expect("each pattern compiled alone")
-        });
-        RuleChain { rules, set }
+    fn new(rules: Vec<RewriteRule>) -> Result<RuleChain, String> {
+        let set = match rules.is_empty() {
+            true => None,
+            false => Some(
+                regex::RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
+                    .map_err(|e| format!("the patterns together: {e}"))?,
+            ),
+        };
+        Ok(RuleChain { rules, set })
     }
 
     /// Whether there are no rules.
@@ -120,8 +135,8 @@ impl RewriteRules {
             }
         }
         Ok(RewriteRules {
-            pre: RuleChain::new(pre),
-            post: RuleChain::new(post),
+            pre: RuleChain::new(pre).map_err(|e| RuleError::new(file, 0, e))?,
+            post: RuleChain::new(post).map_err(|e| RuleError::new(file, 0, e))?,
         })
     }
 }
@@ -131,8 +146,15 @@ impl RewriteRules {
 /// their characters, `\\` a backslash, `$` a literal `$`; any other
 /// backslash stays as written.
 pub fn python_replacement(repl: &str) -> Result<String, String> {
+    python_replacement_refs(repl).map(|(out, _)| out)
+}
+
+/// [`python_replacement`] and the groups it refers to.
+fn python_replacement_refs(repl: &str) -> Result<(String, Vec<String>), String> {
     let mut out = String::with_capacity(repl.len());
+    let mut refs = Vec::new();
     let mut chars = repl.chars().peekable();
+    let octal = |c: Option<&char>| c.is_some_and(|c| ('0'..='7').contains(c));
     while let Some(c) = chars.next() {
         match c {
             '$' => out.push_str("$$"),
@@ -152,23 +174,54 @@ pub fn python_replacement(repl: &str) -> Result<String, String> {
                             "replacement {repl:?}: \\g must be followed by <group>"
                         ));
                     }
-                    let name: String = chars.by_ref().take_while(|&c| c != '>').collect();
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('>') => break,
+                            Some(c) => name.push(c),
+                            None => {
+                                return Err(format!("replacement {repl:?}: \\g<{name} lacks its >"))
+                            }
+                        }
+                    }
                     if name.is_empty() {
                         return Err(format!("replacement {repl:?}: empty \\g<>"));
                     }
                     out.push_str(&format!("${{{name}}}"));
+                    refs.push(name);
                 }
-                Some(d) if d.is_ascii_digit() && d != '0' => {
+                // Python: \0 and three octal digits are a character.
+                Some('0') => {
+                    let mut code = 0u32;
+                    for _ in 0..2 {
+                        if octal(chars.peek()) {
+                            code = code * 8 + chars.next().and_then(|c| c.to_digit(8)).unwrap_or(0);
+                        }
+                    }
+                    out.push(char::from_u32(code).unwrap_or('\0'));
+                }
+                Some(d) if d.is_ascii_digit() => {
                     let mut group = d.to_string();
                     if let Some(&d2) = chars.peek() {
                         if d2.is_ascii_digit() {
                             group.push(d2);
                             chars.next();
+                            if ('0'..='7').contains(&d)
+                                && ('0'..='7').contains(&d2)
+                                && octal(chars.peek())
+                            {
+                                let d3 = chars.next().unwrap_or('0');
+                                let code =
+                                    u32::from_str_radix(&format!("{d}{d2}{d3}"), 8).unwrap_or(0);
+                                out.push(char::from_u32(code).unwrap_or('?'));
+                                continue;
+                            }
                         }
                     }
                     out.push_str(&format!("${{{group}}}"));
+                    refs.push(group);
                 }
-                Some(other) if other.is_ascii_alphabetic() || other == '0' => {
+                Some(other) if other.is_ascii_alphabetic() => {
                     return Err(format!("replacement {repl:?}: bad escape \\{other}"));
                 }
                 Some(other) => {
@@ -179,7 +232,7 @@ pub fn python_replacement(repl: &str) -> Result<String, String> {
             c => out.push(c),
         }
     }
-    Ok(out)
+    Ok((out, refs))
 }
 
 #[cfg(test)]
@@ -195,6 +248,11 @@ mod tests {
         );
         assert_eq!(python_replacement(r"a$b\\c\.").unwrap(), r"a$$b\c\.");
         assert!(python_replacement(r"\q").is_err());
+        assert_eq!(python_replacement(r"\101\0x").unwrap(), "A\0x");
+        assert!(python_replacement(r"\g<abc").is_err());
+        assert!(RewriteRule::new("(a)", r"\2").is_err());
+        assert!(RewriteRule::new("(?P<h>a)", r"\g<x>").is_err());
+        assert!(RewriteRule::new("(?P<h>a)", r"\g<h>\g<0>\1").is_ok());
         let r = RewriteRule::new(r"^servers\.([^.]+)\.", r"hosts.\1.").unwrap();
         assert_eq!(r.apply("servers.web1.cpu"), "hosts.web1.cpu");
     }
