@@ -418,8 +418,10 @@ fn the_compose_cluster_forms_and_survives_its_failures() {
         "the host's MemTotal ({} bytes) in {body}",
         kb * 1024.0
     );
+    // The bound keeps CI in its budget; a fresh clone builds the release
+    // image first, beside every other test (517 s seen on 2 cores).
     assert!(
-        started.elapsed() < Duration::from_secs(600),
+        started.elapsed() < Duration::from_secs(900),
         "took {:?}",
         started.elapsed()
     );
