@@ -129,8 +129,9 @@ fn file(args: AgentArgs) -> Result<AgentFile, graunt_relay::Error> {
 fn collect_once(args: AgentArgs) -> anyhow::Result<()> {
     let file = file(args)?;
     let host = file.host();
-    let table = file.collectors.as_ref().expect("set by --collect-once");
-    let collectors = collect::build(table, file.prefix().as_deref())?;
+    // --collect-once makes the table if the file had none.
+    let table = file.collectors.clone().unwrap_or_default();
+    let collectors = collect::build(&table, file.prefix().as_deref())?;
     let longest = collectors
         .iter()
         .map(|c| c.interval())

@@ -180,15 +180,10 @@ impl Rules {
 
     /// `name` after the `[pre]` and `[post]` rules.
     pub fn rewrite(&self, name: &str) -> String {
-        self.post(&self.pre(name))
-    }
-
-    fn pre(&self, name: &str) -> String {
-        self.rewrite.pre.apply(name).into_owned()
-    }
-
-    fn post(&self, name: &str) -> String {
-        self.rewrite.post.apply(name).into_owned()
+        self.rewrite
+            .post
+            .apply(&self.rewrite.pre.apply(name))
+            .into_owned()
     }
 
     /// Whether these rules change nothing.
@@ -202,99 +197,43 @@ impl Rules {
 
     /// Filters and renames `points` in place (no aggregation).
     pub fn apply(&self, points: &mut Vec<Point>) -> Outcome {
-        self.apply_with(points, None, 0)
+        let mut outcome = Outcome::default();
+        if !self.is_empty() {
+            self.admit_and_pre(points, &mut outcome);
+            self.post(points, &mut outcome);
+        }
+        outcome
     }
 
-    /// The lists and the `[pre]` rules only.
+    /// The lists, then the `[pre]` rules; a name a rule made invalid
+    /// drops its point.
     fn admit_and_pre(&self, points: &mut Vec<Point>, outcome: &mut Outcome) {
         points.retain_mut(|p| {
             match self.admits(&p.name) {
-                Err(Refusal::Blacklisted) => {
-                    outcome.blacklisted += 1;
-                    return false;
-                }
-                Err(Refusal::NotWhitelisted) => {
-                    outcome.not_whitelisted += 1;
-                    return false;
-                }
-                Ok(()) => {}
+                Err(Refusal::Blacklisted) => outcome.blacklisted += 1,
+                Err(Refusal::NotWhitelisted) => outcome.not_whitelisted += 1,
+                Ok(()) => return rename(&self.rewrite.pre, p, outcome),
             }
-            if let std::borrow::Cow::Owned(renamed) = self.rewrite.pre.apply(&p.name) {
-                p.name = renamed;
-            }
-            true
+            false
         });
     }
 
-    /// The `[post]` rules, then the name check of anything renamed.
-    fn post_and_check(&self, points: &mut Vec<Point>, outcome: &mut Outcome, original: &[String]) {
-        let mut k = 0;
-        points.retain_mut(|p| {
-            let before = &original[k];
-            k += 1;
-            if let std::borrow::Cow::Owned(renamed) = self.rewrite.post.apply(&p.name) {
-                p.name = renamed;
-            }
-            if p.name != *before && graunt_storage::metric::validate_name(&p.name).is_err() {
-                outcome.invalid += 1;
-                return false;
-            }
-            true
-        });
+    /// The `[post]` rules; a name a rule made invalid drops its point.
+    fn post(&self, points: &mut Vec<Point>, outcome: &mut Outcome) {
+        points.retain_mut(|p| rename(&self.rewrite.post, p, outcome));
     }
+}
 
-    /// Filters, renames and aggregates `points` in place: what feeds an
-    /// aggregate goes into `aggregator` (at `now`) and stays only with
-    /// `forward_all`.
-    pub fn apply_with(
-        &self,
-        points: &mut Vec<Point>,
-        mut aggregator: Option<&mut Aggregator>,
-        now: i64,
-    ) -> Outcome {
-        let mut outcome = Outcome::default();
-        if self.is_empty() {
-            return outcome;
+/// `p` renamed by `chain`; false (counted) when the new name is invalid.
+fn rename(chain: &rewrite::RuleChain, p: &mut Point, outcome: &mut Outcome) -> bool {
+    if let std::borrow::Cow::Owned(renamed) = chain.apply(&p.name) {
+        if graunt_storage::metric::validate_name(&renamed).is_err() {
+            outcome.invalid += 1;
+            return false;
         }
-        let aggregating = !self.aggregation.rules.is_empty();
-        points.retain_mut(|p| {
-            match self.admits(&p.name) {
-                Err(Refusal::Blacklisted) => {
-                    outcome.blacklisted += 1;
-                    return false;
-                }
-                Err(Refusal::NotWhitelisted) => {
-                    outcome.not_whitelisted += 1;
-                    return false;
-                }
-                Ok(()) => {}
-            }
-            let mut renamed = self.pre(&p.name);
-            if let (true, Some(agg)) = (aggregating, aggregator.as_deref_mut()) {
-                let point = Point {
-                    name: renamed.clone(),
-                    ..p.clone()
-                };
-                // carbon passes a point on only with FORWARD_ALL, and
-                // never the input of an aggregate of its own name.
-                let own = agg.input(&self.aggregation, &point, now);
-                if own || !self.forward_all {
-                    outcome.aggregated += 1;
-                    return false;
-                }
-            }
-            renamed = self.post(&renamed);
-            if renamed != p.name {
-                if graunt_storage::metric::validate_name(&renamed).is_err() {
-                    outcome.invalid += 1;
-                    return false;
-                }
-                p.name = renamed;
-            }
-            true
-        });
-        outcome
+        p.name = renamed;
     }
+    true
 }
 
 /// Why the lists refused a name.
@@ -389,7 +328,6 @@ impl LiveRules {
         }
         let mut outcome = Outcome::default();
         rules.admit_and_pre(points, &mut outcome);
-        let original: Vec<String> = points.iter().map(|p| p.name.clone()).collect();
         let now = crate::net::unix_now();
         let mut keep = vec![true; points.len()];
         {
@@ -408,17 +346,8 @@ impl LiveRules {
             }
         }
         let mut keep = keep.into_iter();
-        let mut original_kept = Vec::with_capacity(points.len());
-        let mut names = original.into_iter();
-        points.retain(|_| {
-            let k = keep.next().unwrap_or(true);
-            let name = names.next().unwrap_or_default();
-            if k {
-                original_kept.push(name);
-            }
-            k
-        });
-        rules.post_and_check(points, &mut outcome, &original_kept);
+        points.retain(|_| keep.next().unwrap_or(true));
+        rules.post(points, &mut outcome);
         outcome
     }
 
@@ -548,6 +477,26 @@ mod tests {
         let mut points = vec![point("a.b")];
         assert_eq!(rules.apply(&mut points).invalid, 1);
         assert!(points.is_empty());
+    }
+
+    #[test]
+    fn a_pre_rewrite_to_an_invalid_name_never_reaches_the_aggregator() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rewrite, aggregation) = (dir.path().join("rw.conf"), dir.path().join("agg.conf"));
+        std::fs::write(&rewrite, "[pre]\n^bad\\. = bad..\n").unwrap();
+        std::fs::write(&aggregation, "all.<m> (60) = sum <x>.<m>\n").unwrap();
+        let live = LiveRules::load(RuleFiles {
+            rewrite_rules: Some(rewrite),
+            aggregation_rules: Some(aggregation),
+            ..RuleFiles::default()
+        })
+        .unwrap();
+        let mut points = vec![point("bad.m"), point("good.m")];
+        let outcome = live.process(&mut points);
+        assert_eq!((outcome.invalid, points.len()), (1, 1));
+        let sums = live.flush(100);
+        assert_eq!(sums.len(), 1);
+        assert_eq!((sums[0].name.as_str(), sums[0].value), ("all.m", 1.0));
     }
 
     #[test]
