@@ -95,12 +95,28 @@ impl Drop for Compose {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A host port for a published container port: below the kernel's ephemeral
+/// range (32768 and up), so no other test's listener or outgoing connection
+/// can take it between this check and docker binding it, and free on TCP and
+/// UDP now.
+fn free_port(taken: &mut Vec<u16>) -> u16 {
+    let mut seed = std::process::id() as u64 ^ unix_now() as u64;
+    loop {
+        // xorshift: enough spread to keep parallel runs apart.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = 20_000 + (seed % 12_000) as u16;
+        if taken.contains(&port) {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok();
+        if free {
+            taken.push(port);
+            return port;
+        }
+    }
 }
 
 fn http(port: u16, path: &str) -> Option<(u16, String)> {
@@ -188,33 +204,50 @@ fn the_compose_cluster_forms_and_survives_its_failures() {
     )
     .unwrap();
     let _ = SECRET.set(graunt_cluster::secret::ClusterSecret::read(&secret_file).unwrap());
-    let mut env = vec![
+    let base_env = vec![
         ("GRAUNT_IMAGE".to_string(), IMAGE.to_string()),
         (
             "GRAUNT_CLUSTER_SECRET_FILE".to_string(),
             secret_file.display().to_string(),
         ),
     ];
-    for var in [
-        "NODE1_HTTP",
-        "NODE2_HTTP",
-        "NODE3_HTTP",
-        "RELAY1_LINE",
-        "RELAY1_PICKLE",
-        "RELAY1_STATSD",
-        "RELAY2_LINE",
-        "RELAY2_PICKLE",
-        "RELAY2_STATSD",
-        "ACME_LINE",
-        "ACME_STATSD",
-    ] {
-        env.push((var.to_string(), free_port().to_string()));
-    }
-    let compose = Compose {
-        project: format!("graunte2e{}", std::process::id()),
-        env,
+    let mut taken = Vec::new();
+    let mut attempt = 0;
+    let compose = loop {
+        let mut env = base_env.clone();
+        for var in [
+            "NODE1_HTTP",
+            "NODE2_HTTP",
+            "NODE3_HTTP",
+            "RELAY1_LINE",
+            "RELAY1_PICKLE",
+            "RELAY1_STATSD",
+            "RELAY2_LINE",
+            "RELAY2_PICKLE",
+            "RELAY2_STATSD",
+            "ACME_LINE",
+            "ACME_STATSD",
+        ] {
+            env.push((var.to_string(), free_port(&mut taken).to_string()));
+        }
+        let compose = Compose {
+            project: format!("graunte2e{}", std::process::id()),
+            env,
+        };
+        let up = compose.run(&["up", "-d"]);
+        if up.status.success() {
+            break compose;
+        }
+        // Something outside the test may still take a port between the check
+        // and docker's bind: take other ports (dropping this try's project).
+        let err = String::from_utf8_lossy(&up.stderr).into_owned();
+        attempt += 1;
+        assert!(
+            attempt < 3 && err.contains("already allocated"),
+            "docker-compose up: {err}"
+        );
+        drop(compose);
     };
-    compose.ok(&["up", "-d"]);
     let nodes: Vec<u16> = ["NODE1_HTTP", "NODE2_HTTP", "NODE3_HTTP"]
         .iter()
         .map(|v| compose.port(v))
