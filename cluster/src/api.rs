@@ -308,7 +308,7 @@ async fn leave(State(app): State<App>, Body(leave): Body<Leave>) -> Response {
 
 async fn write(State(app): State<App>, Body(request): Body<Request>) -> Response {
     match app.node.raft.client_write(request).await {
-        Ok(r) => Json(json!({ "version": r.data.version })).into_response(),
+        Ok(r) => Json(r.data).into_response(),
         Err(e) => raft_failed(&e, "cannot apply the change".into()),
     }
 }

@@ -116,8 +116,14 @@ impl ClusterNode {
     /// Replicates a change: applied here if this node leads, else sent to
     /// the leader.
     pub async fn write(&self, request: Request) -> Result<u64, WriteError> {
+        self.submit(request).await.map(|r| r.version)
+    }
+
+    /// Replicates a change as [`ClusterNode::write`] and answers what
+    /// applying it answered (its log index among it).
+    pub async fn submit(&self, request: Request) -> Result<crate::Response, WriteError> {
         match self.raft.client_write(request.clone()).await {
-            Ok(r) => Ok(r.data.version),
+            Ok(r) => Ok(r.data),
             Err(e) => {
                 let leader = e
                     .forward_to_leader()
@@ -136,11 +142,8 @@ impl ClusterNode {
                     })?;
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
-                let version = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["version"].as_u64());
-                match version {
-                    Some(v) if status.is_success() => Ok(v),
+                match serde_json::from_str::<crate::Response>(&body) {
+                    Ok(r) if status.is_success() => Ok(r),
                     _ => Err(WriteError::Refused { leader, body }),
                 }
             }

@@ -1,7 +1,8 @@
 //! The replicated cluster state and the requests that change it: members
 //! (id, HTTP and pickle addresses), the ring settings relays route by, the
-//! storage schemas and aggregation rules nodes create files with, and the
-//! tenants of the relays.
+//! storage schemas and aggregation rules nodes create files with, the
+//! tenants of the relays, and graphite-web's events (kept beside the state
+//! by the state machine, so relays polling the state do not carry them).
 
 use std::collections::BTreeMap;
 
@@ -90,6 +91,10 @@ pub enum Request {
     },
     /// Sets the tenants.
     SetTenants(String),
+    /// Adds an event (graphite-web's `POST /events/`) for the whole cluster.
+    AddEvent(graunt_storage::events::NewEvent),
+    /// Removes an event by id.
+    DeleteEvent(u64),
 }
 
 /// What applying a request answers: the state's new version.
@@ -97,6 +102,10 @@ pub enum Request {
 pub struct Response {
     /// [`ClusterState::version`] after the change.
     pub version: u64,
+    /// The raft log index of the change (a member that has applied it
+    /// has its effect: reads after a write wait for it).
+    #[serde(default)]
+    pub index: u64,
 }
 
 impl ClusterState {
@@ -124,10 +133,19 @@ impl ClusterState {
                 }
             }
             Request::SetTenants(t) => self.tenants = Some(t.clone()),
+            // Events are not the ring's or the schemas' business: the state
+            // machine keeps them, and the version stays.
+            Request::AddEvent(_) | Request::DeleteEvent(_) => {
+                return Response {
+                    version: self.version,
+                    index: 0,
+                }
+            }
         }
         self.version += 1;
         Response {
             version: self.version,
+            index: 0,
         }
     }
 }

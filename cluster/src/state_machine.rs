@@ -1,7 +1,10 @@
 //! The durable state machine: [`ClusterState`] with the raft bookkeeping
 //! (last applied entry, membership), written to `state.json` after every
-//! apply, snapshots as that same JSON. Changes are published on a watch
-//! channel, so the node and relays act on them as they land.
+//! apply, and the cluster's events in `events.json` (written first, with
+//! the index of the last event change, so a change replayed after a crash
+//! between the two files is not applied twice). Snapshots are the state's
+//! JSON with the events beside it. Changes are published on watch
+//! channels, so the node and relays act on them as they land.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, RwLock};
 
 use crate::log_store::{read_json, write_json};
-use crate::state::{ClusterState, Response};
+use graunt_storage::events::Events;
+
+use crate::state::{ClusterState, Request, Response};
 use crate::{NodeId, TypeConfig};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,6 +29,25 @@ struct Data {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     state: ClusterState,
+    #[serde(skip)]
+    events: Arc<Events>,
+}
+
+/// A snapshot's body: the state, with the events beside its fields.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    #[serde(flatten)]
+    state: &'a ClusterState,
+    events: &'a Events,
+}
+
+/// A snapshot read back (one from before events has none).
+#[derive(Deserialize)]
+struct SnapshotIn {
+    #[serde(flatten)]
+    state: ClusterState,
+    #[serde(default)]
+    events: Events,
 }
 
 /// The last snapshot: its metadata and bytes.
@@ -35,6 +59,7 @@ struct Inner {
     data: RwLock<Data>,
     snapshot: RwLock<Option<StoredSnapshot>>,
     changes: watch::Sender<ClusterState>,
+    events: watch::Sender<Arc<Events>>,
 }
 
 /// A node's copy of the cluster state.
@@ -47,14 +72,17 @@ impl StateMachine {
     /// Opens the state kept in `dir` (empty on first start).
     pub fn open(dir: &Path) -> std::io::Result<StateMachine> {
         std::fs::create_dir_all(dir)?;
-        let data: Data = read_json(dir, "state.json")?.unwrap_or_default();
+        let mut data: Data = read_json(dir, "state.json")?.unwrap_or_default();
+        data.events = Arc::new(Events::load(&dir.join("events.json"))?);
         let (changes, _) = watch::channel(data.state.clone());
+        let (events, _) = watch::channel(data.events.clone());
         Ok(StateMachine {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 data: RwLock::new(data),
                 snapshot: RwLock::new(None),
                 changes,
+                events,
             }),
         })
     }
@@ -69,6 +97,17 @@ impl StateMachine {
         self.inner.changes.subscribe()
     }
 
+    /// The cluster's events as applied here, and each change to them.
+    pub fn events(&self) -> watch::Receiver<Arc<Events>> {
+        self.inner.events.subscribe()
+    }
+
+    async fn save_events(&self, data: &Data) -> Result<(), StorageError<NodeId>> {
+        data.events
+            .save(&self.inner.dir.join("events.json"))
+            .map_err(|e| StorageIOError::write_state_machine(&e).into())
+    }
+
     async fn save(&self, data: &Data) -> Result<(), StorageError<NodeId>> {
         write_json(&self.inner.dir, "state.json", data)
             .map_err(|e| StorageIOError::write_state_machine(&e).into())
@@ -78,8 +117,12 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let data = self.inner.data.read().await;
+        let body = SnapshotOut {
+            state: &data.state,
+            events: &data.events,
+        };
         let bytes =
-            serde_json::to_vec(&data.state).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            serde_json::to_vec(&body).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let id = match data.last_applied {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".into(),
@@ -115,23 +158,50 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut data = self.inner.data.write().await;
         let mut out = Vec::new();
+        let mut events_changed = false;
         for entry in entries {
             data.last_applied = Some(entry.log_id);
+            let index = entry.log_id.index;
+            let mut response = Response {
+                version: data.state.version,
+                index,
+            };
             match entry.payload {
-                EntryPayload::Blank => out.push(Response {
-                    version: data.state.version,
-                }),
-                EntryPayload::Normal(ref request) => out.push(data.state.apply(request)),
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Request::AddEvent(ref new)) => {
+                    if data.events.applied < Some(index) {
+                        let events = Arc::make_mut(&mut data.events);
+                        events.add(new.clone());
+                        events.applied = Some(index);
+                        events_changed = true;
+                    }
+                }
+                EntryPayload::Normal(Request::DeleteEvent(id)) => {
+                    if data.events.applied < Some(index) {
+                        let events = Arc::make_mut(&mut data.events);
+                        events.remove(id);
+                        events.applied = Some(index);
+                        events_changed = true;
+                    }
+                }
+                EntryPayload::Normal(ref request) => {
+                    response = data.state.apply(request);
+                    response.index = index;
+                }
                 EntryPayload::Membership(ref m) => {
                     data.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    out.push(Response {
-                        version: data.state.version,
-                    });
                 }
             }
+            out.push(response);
+        }
+        if events_changed {
+            self.save_events(&data).await?;
         }
         self.save(&data).await?;
         self.inner.changes.send_replace(data.state.clone());
+        if events_changed {
+            self.inner.events.send_replace(data.events.clone());
+        }
         Ok(out)
     }
 
@@ -147,16 +217,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
-        let state: ClusterState = serde_json::from_slice(&bytes)
+        let body: SnapshotIn = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let mut events = body.events;
+        events.applied = meta.last_log_id.map(|l| l.index);
         let mut data = self.inner.data.write().await;
         *data = Data {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            state,
+            state: body.state,
+            events: Arc::new(events),
         };
+        self.save_events(&data).await?;
         self.save(&data).await?;
         self.inner.changes.send_replace(data.state.clone());
+        self.inner.events.send_replace(data.events.clone());
         *self.inner.snapshot.write().await = Some((meta.clone(), bytes));
         Ok(())
     }

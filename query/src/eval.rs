@@ -87,6 +87,8 @@ pub struct Context<'a> {
     pub x_files_factor: f64,
     /// The request's `template[name]=value` parameters.
     pub templates: Vec<(String, String)>,
+    /// The events `events()` counts (none unless the caller gives them).
+    pub events: std::sync::Arc<graunt_storage::events::Events>,
     state: std::rc::Rc<State>,
 }
 
@@ -115,6 +117,7 @@ impl<'a> Context<'a> {
             max_depth: parser::MAX_DEPTH,
             x_files_factor: 0.0,
             templates: Vec::new(),
+            events: Default::default(),
             state: Default::default(),
         }
     }

@@ -4,6 +4,7 @@
 //!   Python whisper 1.1.10 does, over any [`whisper::Blocks`] (a file or a buffer).
 //! - [`schema`]: carbon's `storage-schemas.conf` and `storage-aggregation.conf`.
 //! - [`metric`]: which names are accepted and where their files live.
+//! - [`events`]: graphite-web's events (annotations) and their file.
 //! - [`store`]: a node's storage, tying together [`cache`], [`wal`] and [`writer`].
 //!
 //! ```text
@@ -14,6 +15,7 @@
 
 pub mod cache;
 pub mod conf;
+pub mod events;
 pub mod find;
 pub mod metric;
 pub mod schema;

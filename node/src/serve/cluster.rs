@@ -1,6 +1,6 @@
 //! Wiring a node into its cluster: the addresses it advertises, its raft
-//! member, and the tasks that bootstrap it, keep its schemas current and
-//! keep its series on their owners.
+//! member, the tasks that bootstrap it, keep its schemas current and keep
+//! its series on their owners, and the cluster's events for the web API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,11 +8,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use graunt_cluster::member::{self, ClusterNode};
 use graunt_cluster::rebalance::Rebalancer;
+use graunt_cluster::Request;
 use graunt_relay::shutdown::Shutdown;
+use graunt_storage::events::{Events, NewEvent};
 use graunt_storage::store::Store;
 use tokio::net::TcpListener;
 
 use super::config::ClusterSettings;
+use crate::web::events::{BookFuture, EventBook};
 
 /// The address peers reach a listener at: as given, or the bound one. A
 /// wildcard bind is not an address peers can use; the host name is
@@ -81,4 +84,49 @@ pub async fn start(
         async move { s.recv().await },
     ));
     Ok((node, rebalancer))
+}
+
+/// The cluster's events, as graphite-web's events API keeps them: changes go
+/// through raft (forwarded to the leader), reads are this member's copy.
+pub struct ClusterEvents {
+    node: Arc<ClusterNode>,
+    events: tokio::sync::watch::Receiver<Arc<Events>>,
+}
+
+impl ClusterEvents {
+    /// The events of `node`'s cluster.
+    pub fn new(node: Arc<ClusterNode>) -> ClusterEvents {
+        let events = node.state.events();
+        ClusterEvents { node, events }
+    }
+
+    /// Replicates `request`, then waits (a bounded while) until this member
+    /// has applied it, so a read after a write on the same node sees it.
+    async fn change(&self, request: Request) -> Result<(), String> {
+        let response = self
+            .node
+            .submit(request)
+            .await
+            .map_err(|e| format!("the cluster did not take the event change: {e}"))?;
+        let mut events = self.events.clone();
+        let applied = events.wait_for(|e| e.applied >= Some(response.index));
+        // The leader applied it; a follower catches up within a heartbeat
+        // or two. Past the bound the change is still made, only not yet seen here.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), applied).await;
+        Ok(())
+    }
+}
+
+impl EventBook for ClusterEvents {
+    fn current(&self) -> Arc<Events> {
+        self.events.borrow().clone()
+    }
+
+    fn add(&self, event: NewEvent) -> BookFuture<'_, ()> {
+        Box::pin(self.change(Request::AddEvent(event)))
+    }
+
+    fn delete(&self, id: u64) -> BookFuture<'_, ()> {
+        Box::pin(self.change(Request::DeleteEvent(id)))
+    }
 }

@@ -18,6 +18,7 @@ use graunt_storage::store::Store;
 use tokio::net::TcpListener;
 
 use super::telemetry::Telemetry;
+use crate::web::events::EventBook;
 
 #[derive(Clone)]
 struct App {
@@ -44,13 +45,22 @@ pub struct Port {
     pub tls: Option<Arc<TlsServer>>,
 }
 
+/// What graphite-web's API is served with besides the data.
+pub struct Web {
+    /// Request bounds.
+    pub limits: crate::web::Limits,
+    /// Logins and CORS.
+    pub auth: Arc<crate::web::auth::Auth>,
+    /// This node's or the cluster's events.
+    pub events: Arc<dyn EventBook>,
+}
+
 /// Serves HTTP until shutdown.
 pub async fn serve(
     port: Port,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
-    limits: crate::web::Limits,
-    auth: Arc<crate::web::auth::Auth>,
+    web: Web,
     member: Option<(Arc<ClusterNode>, Arc<Rebalancer>)>,
     mut shutdown: Shutdown,
 ) {
@@ -72,8 +82,9 @@ pub async fn serve(
         })
         .merge(crate::web::routes(crate::web::Api {
             sources,
-            limits,
-            auth,
+            limits: web.limits,
+            auth: web.auth,
+            events: web.events,
         }));
     if let Some((node, rebalancer)) = member {
         app = app.merge(graunt_cluster::api::routes(node, store, rebalancer));

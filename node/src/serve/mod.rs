@@ -210,6 +210,16 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
                 cluster::start(c, &listener, pickle_bound, &store, &mut tasks, &shutdown).await?,
             ),
         };
+        let events: Arc<dyn crate::web::events::EventBook> = match &member {
+            None => {
+                let path = store.config.data_dir.join("events.json");
+                Arc::new(
+                    crate::web::events::LocalEvents::open(path.clone())
+                        .with_context(|| format!("cannot read the events in {}", path.display()))?,
+                )
+            }
+            Some((node, _)) => Arc::new(cluster::ClusterEvents::new(node.clone())),
+        };
         tasks.spawn(http::serve(
             http::Port {
                 listener,
@@ -217,8 +227,11 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
             },
             store.clone(),
             telemetry.clone(),
-            cfg.render_limits,
-            cfg.auth.clone(),
+            http::Web {
+                limits: cfg.render_limits,
+                auth: cfg.auth.clone(),
+                events,
+            },
             member,
             shutdown.clone(),
         ));

@@ -1,12 +1,13 @@
 //! graphite-web's HTTP API on the node's HTTP port: `/render` (json, csv,
 //! raw, pickle), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`,
-//! `/functions`, `/version`, graphite-web's dashboard endpoints and the
-//! browser UI at `/`. Requests are evaluated by graunt-query over the
+//! `/functions`, `/version`, graphite-web's dashboard and events endpoints
+//! and the browser UI at `/`. Requests are evaluated by graunt-query over the
 //! source [`Api::sources`] opens for each request: this node's store, or the
 //! whole cluster; this layer does not know which.
 
 pub mod auth;
 mod dashboard;
+pub mod events;
 mod find;
 mod functions;
 mod graph;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use events::EventBook;
 use graunt_query::eval::Source;
 use graunt_query::source::{Fenced, Sources};
 
@@ -52,6 +54,8 @@ pub struct Api {
     pub limits: Limits,
     /// Who may read, and CORS.
     pub auth: Arc<auth::Auth>,
+    /// graphite-web's events: this node's or the cluster's.
+    pub events: Arc<dyn EventBook>,
 }
 
 impl Api {
@@ -87,6 +91,13 @@ pub fn routes(api: Api) -> Router {
         .route("/dashboard/delete/{name}", post(dashboard::delete))
         .route("/dashboard/find", get(dashboard::find))
         .route("/dashboard/find/", get(dashboard::find))
+        .route("/events", get(events::view).post(events::post))
+        .route("/events/", get(events::view).post(events::post))
+        // graphite-web's pattern is `get_data?`: the last letter is optional.
+        .route("/events/get_data", get(events::get_data))
+        .route("/events/get_dat", get(events::get_data))
+        .route("/events/{id}", get(events::detail).delete(events::delete))
+        .route("/events/{id}/", get(events::detail).delete(events::delete))
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
         // Every route above needs a login when users are configured.

@@ -47,7 +47,12 @@ async fn respond(api: Api, who: Identity, params: Params) -> Response {
     let local = super::find::is_local(&params);
     match tokio::task::spawn_blocking(move || {
         let source = api.open(local, &who);
-        let mut response = answer(&api, &*source, &params);
+        // Events are the estate's: a tenant's `events()` counts none.
+        let events = match who.namespaces {
+            Some(_) => Default::default(),
+            None => api.events.current(),
+        };
+        let mut response = answer(&api, &*source, &params, events);
         let partial = source.partial();
         if !partial.is_empty() {
             let text: Vec<String> = partial
@@ -98,7 +103,12 @@ fn range(params: &Params) -> Result<(i64, i64, i64), String> {
     Ok((from, until, now.as_second()))
 }
 
-fn answer(api: &Api, source: &dyn Source, params: &Params) -> Response {
+fn answer(
+    api: &Api,
+    source: &dyn Source,
+    params: &Params,
+    events: std::sync::Arc<graunt_storage::events::Events>,
+) -> Response {
     // graphite-web: `rawData` means raw, an explicit `format` wins.
     let format = match (param(params, "format"), param(params, "rawData")) {
         (Some(f), _) => f,
@@ -149,6 +159,7 @@ fn answer(api: &Api, source: &dyn Source, params: &Params) -> Response {
         Some(_) => return bad_request("xFilesFactor must be a number"),
     };
     let mut ctx = Context::new(source, from, until, now);
+    ctx.events = events;
     ctx.tz = tz.clone();
     ctx.max_series = api.limits.max_series;
     ctx.max_points = api.limits.max_points;
