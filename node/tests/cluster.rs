@@ -545,3 +545,64 @@ fn index_json_lists_cache_only_series_across_the_cluster() {
     );
     cluster.stop();
 }
+
+/// A relay that follows the cluster keeps its `[[rule]]`s: one pins names
+/// to a member named as the cluster lists it (`host:port:id`), one sends
+/// names to a destination outside the cluster (a legacy node), one names
+/// no member (its names follow the ring rather than vanish), and the rest
+/// follow the ring at replication 2.
+#[test]
+fn a_relay_following_the_cluster_keeps_its_rules() {
+    let dir = temp_dir();
+    let schemas = dir.path().join("schemas.conf");
+    std::fs::write(&schemas, "[all]\npattern = .*\nretentions = 60s:1d\n").unwrap();
+    let s = schemas.to_str().unwrap();
+    let cluster = TestCluster::start(dir.path(), 3, &["--schemas", s]);
+    let legacy = Node::start(&dir.path().join("legacy"), &["--schemas", s]);
+    let http = cluster.http();
+    let pinned_to = format!("{}:2", cluster.nodes[1].addr("pickle"));
+    let outside = format!("{}:legacy", legacy.addr("pickle"));
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = [\"{}\"]\ncluster_poll_interval = 0.2\nself_metrics_interval = 3600\n\
+             cluster_secret_file = \"{}\"\ndestinations = [\"{outside}\"]\n\
+             [[rule]]\npattern = \"^pinned\\\\.\"\ndestinations = [\"{pinned_to}\"]\n\
+             [[rule]]\npattern = \"^legacy\\\\.\"\ndestinations = [\"{outside}\"]\n\
+             [[rule]]\npattern = \"^gone\\\\.\"\ndestinations = [\"127.0.0.1:1:9\"]\n\
+             [[tenant]]\nname = \"t\"\nlistener = [{{ protocol = \"line\", addr = \"127.0.0.1:0\" }}]\n",
+            http[0],
+            cluster.secret_file.display()
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(&config);
+    let t0 = (unix_now() - 3600) / 60 * 60;
+    let mut data = String::new();
+    for prefix in ["pinned", "legacy", "ring", "gone"] {
+        data.push_str(&lines(prefix, 20, 5, t0, 60));
+    }
+    send(relay.addr("t-line"), &data);
+    let range = format!("from={}&until={}&format=json&local=1", t0 - 60, t0 + 600);
+    let local =
+        |n: &Node, prefix: &str| points_stored(n, &format!("/render?target={prefix}.*&{range}"));
+    let copies =
+        |prefix: &str| -> Vec<usize> { cluster.nodes.iter().map(|n| local(n, prefix)).collect() };
+    wait_for(
+        Duration::from_secs(30),
+        "every point where its rule sends it",
+        || {
+            (copies("pinned") == [0, 100, 0]
+                && local(&legacy, "legacy") == 100
+                && copies("ring").iter().sum::<usize>() == 200
+                && copies("gone").iter().sum::<usize>() == 200)
+                .then_some(())
+        },
+    );
+    assert_eq!(copies("legacy"), [0, 0, 0], "legacy names stay outside");
+    assert_eq!(local(&legacy, "ring"), 0);
+    relay.stop();
+    legacy.stop(Duration::from_secs(20));
+    cluster.stop();
+}

@@ -20,22 +20,75 @@ pub struct Rule {
     pub continue_matching: bool,
 }
 
+/// A relay rule as configured, its destinations by name: resolved to
+/// indexes ([`RuleSpec::resolve`]) against the destinations of the moment
+/// (a followed cluster's members change).
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    /// Regular expression searched in the name.
+    pub pattern: Regex,
+    /// Where matches go.
+    pub targets: Vec<Destination>,
+    /// Keep evaluating later rules after a match.
+    pub continue_matching: bool,
+}
+
+impl RuleSpec {
+    /// The rule over `destinations`, with the targets not among them
+    /// (returned second); `None` when no target is left.
+    pub fn resolve(&self, destinations: &[Destination]) -> (Option<Rule>, Vec<&Destination>) {
+        let mut targets = Vec::new();
+        let mut missing = Vec::new();
+        for t in &self.targets {
+            match destinations.iter().position(|d| d == t) {
+                Some(i) => targets.push(i),
+                None => missing.push(t),
+            }
+        }
+        let rule = (!targets.is_empty()).then(|| Rule {
+            pattern: self.pattern.clone(),
+            targets,
+            continue_matching: self.continue_matching,
+        });
+        (rule, missing)
+    }
+}
+
 /// Rules first, then the ring for whatever no rule took.
 #[derive(Debug, Clone)]
 pub struct Router {
     ring: Ring,
     rules: Vec<Rule>,
+    /// The ring's destinations, then those only rules send to.
+    destinations: Vec<Destination>,
 }
 
 impl Router {
     /// A router over `ring` with `rules` (indexes into the ring's destinations).
     pub fn new(ring: Ring, rules: Vec<Rule>) -> Router {
-        Router { ring, rules }
+        Router::with_extra(ring, Vec::new(), rules)
+    }
+
+    /// A router over `ring` and `extra` destinations that only rules send
+    /// to (outside a followed cluster, say a legacy carbon-cache); rule
+    /// targets index the ring's destinations followed by `extra`.
+    pub fn with_extra(ring: Ring, extra: Vec<Destination>, rules: Vec<Rule>) -> Router {
+        let mut destinations = ring.destinations().to_vec();
+        destinations.extend(
+            extra
+                .into_iter()
+                .filter(|d| !ring.destinations().contains(d)),
+        );
+        Router {
+            ring,
+            rules,
+            destinations,
+        }
     }
 
     /// Every destination.
     pub fn destinations(&self) -> &[Destination] {
-        self.ring.destinations()
+        &self.destinations
     }
 
     /// Where `name` goes, each destination once, in order.

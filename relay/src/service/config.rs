@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::journal::JournalSync;
 use crate::error::Error;
 use crate::receive::Limits;
-use crate::route::{Fence, Router, Rule};
+use crate::route::{Fence, Router, RuleSpec};
 use crate::statsd::{Config as StatsdConfig, StatsdFile};
 use crate::tls::{ClientFiles, ServerFiles, TlsClient};
 
@@ -71,9 +71,12 @@ pub struct RelayFile {
     pub aggregation_rules: Option<PathBuf>,
     /// carbon's `FORWARD_ALL` [true].
     pub forward_all: Option<bool>,
-    /// HTTP `host:port` of cluster nodes: destinations, ring method and
-    /// replication then come from the cluster and follow its membership
-    /// (`destinations`, `method`, `replication` and rules are not used).
+    /// HTTP `host:port` of cluster nodes: the ring's destinations, method
+    /// and replication then come from the cluster and follow its
+    /// membership (`method` and `replication` are not used); `[[rule]]`s
+    /// still apply, sending to members named `host:port:id` as the cluster
+    /// lists them, or to `destinations`, which are then only where rules
+    /// send outside the cluster.
     pub cluster: Option<Vec<String>>,
     /// Seconds between looks at the cluster's state [0.5].
     #[serde(default, deserialize_with = "crate::duration::option_seconds")]
@@ -179,6 +182,26 @@ impl RelayFile {
         }
     }
 
+    /// The `[[rule]]`s, their destinations by name.
+    pub fn rule_specs(&self) -> Result<Vec<RuleSpec>, Error> {
+        self.rule
+            .iter()
+            .flatten()
+            .map(|r| {
+                Ok(RuleSpec {
+                    pattern: regex::Regex::new(&r.pattern)
+                        .map_err(|e| Error::config(format!("rule pattern {:?}: {e}", r.pattern)))?,
+                    targets: r
+                        .destinations
+                        .iter()
+                        .map(|d| Destination::parse(d).map_err(Error::Config))
+                        .collect::<Result<_, _>>()?,
+                    continue_matching: r.continue_matching.unwrap_or(false),
+                })
+            })
+            .collect()
+    }
+
     /// The router of a relay that does not follow a cluster: its rules,
     /// then its ring over `destinations`.
     pub fn router(&self) -> Result<Router, Error> {
@@ -203,24 +226,16 @@ impl RelayFile {
         )
         .map_err(Error::Config)?;
         let mut rules = Vec::new();
-        for r in self.rule.iter().flatten() {
-            let pattern = regex::Regex::new(&r.pattern)
-                .map_err(|e| Error::config(format!("rule pattern {:?}: {e}", r.pattern)))?;
-            let targets = r
-                .destinations
-                .iter()
-                .map(|d| {
-                    let want = Destination::parse(d).map_err(Error::Config)?;
-                    destinations.iter().position(|x| *x == want).ok_or_else(|| {
-                        Error::config(format!("rule destination {d} is not in destinations"))
-                    })
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
-            rules.push(Rule {
-                pattern,
-                targets,
-                continue_matching: r.continue_matching.unwrap_or(false),
-            });
+        for spec in self.rule_specs()? {
+            match spec.resolve(&destinations) {
+                (Some(rule), missing) if missing.is_empty() => rules.push(rule),
+                (_, missing) => {
+                    return Err(Error::config(format!(
+                        "rule destination {} is not in destinations",
+                        missing[0].display()
+                    )))
+                }
+            }
         }
         Ok(Router::new(ring, rules))
     }
@@ -241,6 +256,10 @@ pub enum Destinations {
         secret: Option<ClusterSecret>,
         /// Plain HTTP or HTTPS to the nodes.
         transport: Transport,
+        /// The `[[rule]]`s, resolved against the members at each change.
+        rules: Vec<RuleSpec>,
+        /// `destinations` outside the cluster that only rules send to.
+        extra: Vec<Destination>,
     },
 }
 
@@ -328,6 +347,13 @@ impl RelayConfig {
                         .map_err(|e| Error::config(format!("destination_tls: {e}")))?,
                     None => Transport::plain(),
                 },
+                rules: file.rule_specs()?,
+                extra: file
+                    .destinations
+                    .iter()
+                    .flatten()
+                    .map(|d| Destination::parse(d).map_err(Error::Config))
+                    .collect::<Result<_, _>>()?,
             },
             None => Destinations::Fixed(file.router()?),
         };

@@ -2,11 +2,13 @@
 //! replication come from the cluster's state (any member's `/cluster/state`),
 //! looked at every `cluster_poll_interval`; when the membership changes the
 //! ring is rebuilt and new members get queues and senders, with no restart.
-//! Queues of members that left drain to them while they still answer.
+//! Queues of members that left drain to them while they still answer. The
+//! relay's `[[rule]]`s come first, resolved against each new membership.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use graunt_cluster::hashing::Destination;
 use graunt_cluster::secret::ClusterSecret;
 use graunt_cluster::transport::Transport;
 use graunt_cluster::ClusterState;
@@ -14,7 +16,7 @@ use graunt_cluster::ClusterState;
 use super::config::QueueConfig;
 use super::make_outbound;
 use super::pipeline::{Pipeline, Routing};
-use crate::route::Router;
+use crate::route::{Router, RuleSpec};
 use crate::shutdown::Shutdown;
 
 /// Asks the nodes, in turn, for the cluster's state.
@@ -45,8 +47,37 @@ fn client(transport: &Transport) -> reqwest::Client {
     transport.client(Duration::from_secs(2)).unwrap_or_default()
 }
 
-fn router(state: &ClusterState) -> Option<Router> {
-    graunt_cluster::ring::of_members(state).map(|(ring, _)| Router::new(ring, Vec::new()))
+/// The relay's own rules and the destinations outside the cluster they
+/// may send to.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OwnRules {
+    /// `[[rule]]`s, destinations by name.
+    pub rules: Vec<RuleSpec>,
+    /// `destinations`: outside the cluster, only for rules.
+    pub extra: Vec<Destination>,
+}
+
+/// The router over the cluster's members (and the relay's extra
+/// destinations), the rules first. A rule target that names no member (it
+/// left, or the name is wrong) is left out with a warning; a rule with no
+/// target left is skipped, so its names follow the ring rather than vanish.
+fn router(state: &ClusterState, own: &OwnRules) -> Option<Router> {
+    let (ring, _) = graunt_cluster::ring::of_members(state)?;
+    let probe = Router::with_extra(ring.clone(), own.extra.clone(), Vec::new());
+    let mut rules = Vec::new();
+    for spec in &own.rules {
+        let (rule, missing) = spec.resolve(probe.destinations());
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|d| d.display()).collect();
+            tracing::warn!(
+                pattern = %spec.pattern,
+                missing = ?names,
+                "a rule names destinations that are neither members (host:port:id as the cluster lists them) nor in destinations; sending to the rest"
+            );
+        }
+        rules.extend(rule);
+    }
+    Some(Router::with_extra(ring, own.extra.clone(), rules))
 }
 
 /// The first router, once some node answers with members (waiting for the
@@ -56,6 +87,7 @@ pub(super) async fn first_router(
     nodes: &[String],
     secret: Option<&ClusterSecret>,
     transport: &Transport,
+    own: &OwnRules,
     mut shutdown: Shutdown,
 ) -> Option<Router> {
     let client = client(transport);
@@ -64,7 +96,7 @@ pub(super) async fn first_router(
         if let Some(r) = fetch_state(&client, secret, transport, nodes)
             .await
             .as_ref()
-            .and_then(router)
+            .and_then(|s| router(s, own))
         {
             return Some(r);
         }
@@ -97,6 +129,8 @@ pub(super) struct Following {
     pub senders: Arc<Mutex<tokio::task::JoinSet<()>>>,
     /// The senders' own stop signal.
     pub senders_shutdown: Shutdown,
+    /// The relay's rules.
+    pub own: OwnRules,
 }
 
 /// Follows the cluster until shutdown.
@@ -110,6 +144,7 @@ pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
         queues,
         senders,
         senders_shutdown,
+        own,
     } = f;
     let client = client(&transport);
     let mut version = None;
@@ -132,7 +167,7 @@ pub(super) async fn follow(f: Following, mut shutdown: Shutdown) {
             continue;
         }
         let started = Instant::now();
-        let Some(router) = router(&state) else {
+        let Some(router) = router(&state, &own) else {
             tracing::error!(
                 version = state.version,
                 "the cluster's ring settings are unusable; keeping the current ring"

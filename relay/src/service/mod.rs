@@ -193,10 +193,21 @@ pub async fn run(
             nodes,
             secret,
             transport,
+            rules,
+            extra,
             ..
-        } => follow::first_router(nodes, secret.as_ref(), transport, shutdown.clone())
-            .await
-            .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?,
+        } => follow::first_router(
+            nodes,
+            secret.as_ref(),
+            transport,
+            &follow::OwnRules {
+                rules: rules.clone(),
+                extra: extra.clone(),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .ok_or_else(|| Error::Cluster("stopped before the cluster answered".into()))?,
         Destinations::Fixed(router) => router.clone(),
     };
     let mut outbound: Vec<Arc<Outbound>> = Vec::new();
@@ -249,6 +260,8 @@ pub async fn run(
         poll_interval,
         secret,
         transport,
+        rules,
+        extra,
     } = &config.destinations
     {
         tasks.spawn(follow::follow(
@@ -261,6 +274,10 @@ pub async fn run(
                 queues: config.queues.clone(),
                 senders: senders.clone(),
                 senders_shutdown: senders_shutdown.clone(),
+                own: follow::OwnRules {
+                    rules: rules.clone(),
+                    extra: extra.clone(),
+                },
             },
             shutdown.clone(),
         ));
