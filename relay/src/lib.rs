@@ -13,7 +13,8 @@
 //! - [`service`]: `graunt relay` (tenants, router, per-destination queues
 //!   with spill, senders, following a cluster); [`agent`]: `graunt agent`.
 //! - [`shutdown`], [`net`]: the shutdown signal every task obeys and the
-//!   socket plumbing (bind, bounded accept loop, idle reads).
+//!   socket plumbing (bind, bounded accept loop, idle reads); [`hangup`]:
+//!   SIGHUP for the tasks that re-read their files.
 //!
 //! ```text
 //! client ─▶ receive::{line,pickle} ─▶ Sink ─┬─ node: write-ahead log + cache (graunt)
@@ -29,6 +30,7 @@ pub mod agent;
 pub mod codec;
 pub mod duration;
 pub mod error;
+pub mod hangup;
 pub mod net;
 pub mod receive;
 pub mod route;

@@ -165,6 +165,14 @@ impl Fence {
         }
     }
 
+    /// Whether `other` admits the same points (namespaces, window, rate).
+    pub fn same_rules(&self, other: &Fence) -> bool {
+        self.namespaces == other.namespaces
+            && self.max_age == other.max_age
+            && self.max_future == other.max_future
+            && self.rate == other.rate
+    }
+
     /// Checks one point at clock `now` (epoch seconds).
     pub fn check(&mut self, name: &str, timestamp: i64, now: i64) -> Result<(), Refusal> {
         if !self.namespaces.is_empty()

@@ -52,7 +52,8 @@ pub fn run(args: RelayArgs) -> ExitCode {
         };
     }
     super::service::run("relay", None, |shutdown| async move {
-        let config = RelayConfig::from_file(RelayFile::read(args.config.as_deref())?)?;
+        let mut config = RelayConfig::from_file(RelayFile::read(args.config.as_deref())?)?;
+        config.source = args.config.clone();
         let listeners = service::Listeners::bind(&config).await?;
         service::run(config, listeners, shutdown).await?;
         Ok(())

@@ -1,6 +1,6 @@
 //! What every long-running command shares: logging to stderr, the tokio
 //! runtime, SIGTERM/SIGINT firing the service's shutdown signal, and
-//! SIGHUP reloading TLS certificates.
+//! SIGHUP reloading TLS certificates, rule files, schemas and tenants.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -66,9 +66,12 @@ fn watch_hangup() -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: TLS certificates and rule files are looked at again");
+            tracing::info!(
+                "SIGHUP: TLS certificates, rule files, schemas and tenants are looked at again"
+            );
             graunt_relay::tls::reload_all();
             graunt_relay::rules::reload_all();
+            graunt_relay::hangup::signal();
         }
     });
     Ok(())

@@ -219,6 +219,8 @@ pub struct ServeConfig {
     pub schemas: Schemas,
     /// Parsed aggregation rules.
     pub aggregations: Aggregations,
+    /// Where they were read from, to read again when they change.
+    pub schema_files: super::schemas::SchemaFiles,
     /// Self-metric instance name.
     pub instance: String,
     /// See [`FileConfig::max_future`].
@@ -356,6 +358,10 @@ impl ServeConfig {
             http_addr: addr(f.http_addr, "0.0.0.0:8080"),
             schemas,
             aggregations,
+            schema_files: super::schemas::SchemaFiles {
+                schemas: f.schemas.clone(),
+                aggregation: f.aggregation.clone(),
+            },
             instance: f.instance.unwrap_or_else(|| "a".into()),
             max_future: f.max_future.unwrap_or(3600),
             rules: {

@@ -3,7 +3,8 @@
 //! writes the whole cache into whisper. Carbon receivers (plaintext TCP/UDP,
 //! pickle: graunt-relay's, over the node's [`sink::StoreSink`]), statsd,
 //! carbonlink, the HTTP port, the write-back cache with its write-ahead log,
-//! the writer thread and, with `node_id`, the cluster member.
+//! the writer thread, schema files followed as they change and, with
+//! `node_id`, the cluster member.
 //!
 //! ```text
 //! line/udp/pickle ─▶ StoreSink::accept ─▶ Store (WAL ▶ cache) ─▶ writer thread ─▶ .wsp
@@ -14,6 +15,7 @@ mod carbonlink;
 mod cluster;
 pub mod config;
 mod http;
+mod schemas;
 pub mod sink;
 mod telemetry;
 
@@ -203,6 +205,8 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
             shutdown.clone(),
         ));
     }
+    // A member's files give way to the cluster's schemas once it has some.
+    let mut follow_schemas = None;
     if let Some(listener) = listeners.http {
         let member = match &cfg.cluster {
             None => None,
@@ -210,6 +214,7 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
                 cluster::start(c, &listener, pickle_bound, &store, &mut tasks, &shutdown).await?,
             ),
         };
+        follow_schemas = member.as_ref().map(|(node, _)| node.clone());
         let events: Arc<dyn crate::web::events::EventBook> = match &member {
             None => {
                 let path = store.config.data_dir.join("events.json");
@@ -237,6 +242,15 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
         ));
     } else if cfg.cluster.is_some() {
         anyhow::bail!("a cluster member needs its HTTP port: set http_addr");
+    }
+    {
+        let mut s = shutdown.clone();
+        tasks.spawn(schemas::follow(
+            cfg.schema_files.clone(),
+            store.clone(),
+            follow_schemas,
+            async move { s.recv().await },
+        ));
     }
     if !listeners.statsd.is_empty() {
         for task in statsd::serve(listeners.statsd, statsd_sink(&sink), shutdown.clone()) {

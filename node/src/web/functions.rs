@@ -24,9 +24,6 @@ fn load(text: &str) -> Map<String, Value> {
 static SERIES: LazyLock<Map<String, Value>> = LazyLock::new(|| {
     let mut all = load(catalog::FUNCTIONS_JSON);
     all.retain(|name, _| !UNIMPLEMENTED.contains(&name.as_str()));
-    if let Some(Value::String(d)) = all.get_mut("events").and_then(|e| e.get_mut("description")) {
-        d.push_str("\n\ngraunt keeps no events yet: this returns a series with no values.");
-    }
     all
 });
 

@@ -279,7 +279,7 @@ pub struct TenantConfig {
 }
 
 /// A tenant's listener as the relay runs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Its protocol.
     pub protocol: ListenerProtocol,
@@ -323,6 +323,9 @@ pub struct RelayConfig {
     pub limits: Limits,
     /// carbon's rule files, applied before fences and routing.
     pub rules: crate::rules::RuleFiles,
+    /// The file it was read from, read again at SIGHUP for the tenants
+    /// (none: the embedded default, never re-read).
+    pub source: Option<PathBuf>,
 }
 
 impl RelayConfig {
@@ -437,6 +440,7 @@ impl RelayConfig {
                     .idle_timeout
                     .map_or(defaults.idle_timeout, |s| Duration::from_secs(s.max(1))),
             },
+            source: None,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod journal;
 mod metrics;
 mod outbound;
 mod pipeline;
+mod reload;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -233,16 +234,25 @@ pub async fn run(
             pipeline.route(None, "aggregator", points)
         }));
     }
+    let mut running = Vec::new();
     for (t, bound) in config.tenants.iter().zip(listeners.tenants) {
+        let tenant = Arc::new(Tenant {
+            name: t.name.clone(),
+            fence: Mutex::new(t.fence.clone()),
+            allow_pickle: t.allow_pickle.into(),
+        });
+        running.push(reload::Running {
+            config: t.clone(),
+            tenant: tenant.clone(),
+        });
         let sink = Arc::new(TenantSink {
             pipeline: pipeline.clone(),
-            tenant: Arc::new(Tenant {
-                name: t.name.clone(),
-                fence: Mutex::new(t.fence.clone()),
-                allow_pickle: t.allow_pickle,
-            }),
+            tenant,
         });
         serve_tenant(&mut tasks, bound, sink, config.limits, &shutdown);
+    }
+    if let Some(path) = config.source.clone() {
+        tasks.spawn(reload::follow_tenants(path, running, shutdown.clone()));
     }
     // The senders stop on their own signal, after the listeners (and the
     // statsd flush) have handed over everything they took in.

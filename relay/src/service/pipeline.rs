@@ -19,8 +19,8 @@ pub struct Tenant {
     pub name: String,
     /// Its fence; one lock, as the rate is per tenant.
     pub fence: Mutex<Fence>,
-    /// Whether its pickle listeners take frames.
-    pub allow_pickle: bool,
+    /// Whether its pickle listeners take frames (a reload may change it).
+    pub allow_pickle: std::sync::atomic::AtomicBool,
 }
 
 /// Where points go: the router and one outbound queue per destination (in
@@ -144,7 +144,9 @@ impl Sink for TenantSink {
     }
 
     fn allows_pickle(&self) -> bool {
-        self.tenant.allow_pickle
+        self.tenant
+            .allow_pickle
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn accept(
