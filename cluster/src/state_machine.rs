@@ -33,21 +33,25 @@ struct Data {
     events: Arc<Events>,
 }
 
-/// A snapshot's body: the state, with the events beside its fields.
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    #[serde(flatten)]
-    state: &'a ClusterState,
-    events: &'a Events,
+/// A snapshot's body: the state's JSON object with the events under
+/// `events` beside its fields (a snapshot from before events has none).
+/// Built and split through `serde_json::Value`: serde's `flatten` cannot
+/// read the members' numeric map keys back.
+fn snapshot_bytes(state: &ClusterState, events: &Events) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = serde_json::to_value(state)?;
+    if let serde_json::Value::Object(m) = &mut body {
+        m.insert("events".into(), serde_json::to_value(events)?);
+    }
+    serde_json::to_vec(&body)
 }
 
-/// A snapshot read back (one from before events has none).
-#[derive(Deserialize)]
-struct SnapshotIn {
-    #[serde(flatten)]
-    state: ClusterState,
-    #[serde(default)]
-    events: Events,
+fn read_snapshot(bytes: &[u8]) -> Result<(ClusterState, Events), serde_json::Error> {
+    let mut body: serde_json::Value = serde_json::from_slice(bytes)?;
+    let events = match body.as_object_mut().and_then(|m| m.remove("events")) {
+        Some(e) => serde_json::from_value(e)?,
+        None => Events::default(),
+    };
+    Ok((serde_json::from_value(body)?, events))
 }
 
 /// The last snapshot: its metadata and bytes.
@@ -117,12 +121,8 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let data = self.inner.data.read().await;
-        let body = SnapshotOut {
-            state: &data.state,
-            events: &data.events,
-        };
-        let bytes =
-            serde_json::to_vec(&body).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let bytes = snapshot_bytes(&data.state, &data.events)
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let id = match data.last_applied {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".into(),
@@ -217,15 +217,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
-        let body: SnapshotIn = serde_json::from_slice(&bytes)
+        let (state, mut events) = read_snapshot(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let mut events = body.events;
         events.applied = meta.last_log_id.map(|l| l.index);
         let mut data = self.inner.data.write().await;
         *data = Data {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            state: body.state,
+            state,
             events: Arc::new(events),
         };
         self.save_events(&data).await?;
@@ -253,5 +252,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Member, Request};
+    use graunt_storage::events::NewEvent;
+
+    /// A snapshot with members and events reads back whole, and one from
+    /// before events (the state alone) reads with none.
+    #[test]
+    fn snapshots_with_members_and_events_read_back() {
+        let mut state = ClusterState::default();
+        state.apply(&Request::SetMember(Member {
+            id: 1,
+            http: "a:8080".into(),
+            pickle: "a:2004".into(),
+            draining: false,
+        }));
+        let mut events = Events::default();
+        events.add(NewEvent {
+            when_us: 1,
+            what: "deploy".into(),
+            data: String::new(),
+            tags: Some("web".into()),
+        });
+        let (s, e) = read_snapshot(&snapshot_bytes(&state, &events).unwrap()).unwrap();
+        assert_eq!((s, e), (state.clone(), events));
+        let (s, e) = read_snapshot(&serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!((s, e.len()), (state, 0));
     }
 }

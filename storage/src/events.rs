@@ -20,6 +20,15 @@ pub const MAX_BYTES: usize = 32 << 20;
 /// Bytes one event's `what`, `data` and tags may hold.
 pub const MAX_EVENT_BYTES: usize = 64 << 10;
 
+/// Tag names remembered as known, at most.
+pub const MAX_KNOWN_TAGS: usize = 100_000;
+
+/// Python's `str.isspace` (Rust's whitespace and the four ASCII separators
+/// U+001C to U+001F, which Python's `split()` and `strip()` also take).
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// One event as graphite-web stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -48,7 +57,7 @@ impl Event {
     pub fn shown_tags(&self) -> Vec<&str> {
         self.tags
             .as_deref()
-            .map(|t| t.split_whitespace().collect())
+            .map(|t| t.split(py_space).filter(|w| !w.is_empty()).collect())
             .unwrap_or_default()
     }
 
@@ -125,10 +134,9 @@ pub struct Events {
     /// the cluster's: a change at or below it is not applied twice.
     #[serde(default)]
     pub applied: Option<u64>,
-    /// How many times each tag is used, over the events kept (the
-    /// "known tags" a lookup is narrowed to, as graphite-web's tag table).
-    #[serde(skip)]
-    tag_uses: BTreeMap<String, usize>,
+    /// Every tag an event was given, kept when its events go (graphite-web's
+    /// tag table never forgets one): a lookup is narrowed to these.
+    known: BTreeSet<String>,
     #[serde(skip)]
     bytes: usize,
 }
@@ -193,19 +201,13 @@ impl Events {
     fn count(&mut self, e: &Event, add: bool) {
         if add {
             self.bytes += e.bytes();
-        } else {
-            self.bytes -= e.bytes();
-        }
-        for tag in e.tag_set() {
-            let uses = self.tag_uses.entry(tag.clone()).or_default();
-            if add {
-                *uses += 1;
-            } else {
-                *uses -= 1;
-                if *uses == 0 {
-                    self.tag_uses.remove(&tag);
+            for tag in e.tag_set() {
+                if self.known.len() < MAX_KNOWN_TAGS {
+                    self.known.insert(tag);
                 }
             }
+        } else {
+            self.bytes -= e.bytes();
         }
     }
 
@@ -227,7 +229,7 @@ impl Events {
         let wanted: Option<BTreeSet<&str>> = tags.map(|tags| {
             tags.iter()
                 .map(String::as_str)
-                .filter(|t| self.tag_uses.contains_key(*t))
+                .filter(|t| self.known.contains(*t))
                 .collect()
         });
         let mut out: Vec<&Event> = self
@@ -298,6 +300,8 @@ struct Stored {
     next_id: u64,
     #[serde(default)]
     applied: Option<u64>,
+    #[serde(default)]
+    known: BTreeSet<String>,
 }
 
 impl From<Stored> for Events {
@@ -306,7 +310,7 @@ impl From<Stored> for Events {
             events: BTreeMap::new(),
             next_id: s.next_id,
             applied: s.applied,
-            tag_uses: BTreeMap::new(),
+            known: s.known,
             bytes: 0,
         };
         for e in s.events.into_values() {
@@ -323,7 +327,7 @@ impl From<Stored> for Events {
 pub fn parse_tag_input(input: &str) -> Vec<String> {
     fn split_strip(s: &str, delimiter: char) -> impl Iterator<Item = String> + '_ {
         s.split(delimiter)
-            .map(str::trim)
+            .map(|w| w.trim_matches(py_space))
             .filter(|w| !w.is_empty())
             .map(str::to_string)
     }
@@ -357,7 +361,7 @@ pub fn parse_tag_input(input: &str) -> Vec<String> {
             if !closed {
                 break true;
             }
-            let word = buffer.trim();
+            let word = buffer.trim_matches(py_space);
             if !word.is_empty() {
                 words.push(word.to_string());
             }
@@ -401,6 +405,8 @@ mod tests {
         // An open quote with a comma in it: the rest splits on commas.
         assert_eq!(parse_tag_input("x \"y, z"), ["x", "y", "z"]);
         assert_eq!(parse_tag_input(""), Vec::<String>::new());
+        assert_eq!(parse_tag_input("p\u{1c}q, r"), ["p\u{1c}q", "r"]);
+        assert_eq!(parse_tag_input("a,\u{1f}b\u{1f}"), ["a", "b"]);
         assert_eq!(parse_tag_input("\"\""), Vec::<String>::new());
     }
 
@@ -433,6 +439,10 @@ mod tests {
         assert!(ev.find(0, i64::MAX, Some(&q), SetOperation::All).is_empty());
         assert!(ev.remove(1));
         let q = tags("web");
+        assert!(ev.find(0, i64::MAX, Some(&q), SetOperation::All).is_empty());
+        // `web` stays known with its events gone, as graphite-web's tag
+        // table keeps it: a lookup still needs it.
+        let q = tags("web prod");
         assert!(ev.find(0, i64::MAX, Some(&q), SetOperation::All).is_empty());
         assert_eq!(ev.add(new(50, "again", None)), 4, "ids are not reused");
     }

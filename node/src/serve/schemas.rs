@@ -116,13 +116,17 @@ pub async fn follow(
             _ = tokio::time::sleep(CHECK_EVERY) => false,
             r = hangups.changed() => r.is_ok(),
         };
-        let from_cluster = match &member {
-            Some(node) => node.state.state().await.schemas.is_some(),
-            None => false,
+        // Each file gives way to the cluster's own counterpart, if set.
+        let (cluster_schemas, cluster_aggregation) = match &member {
+            Some(node) => {
+                let state = node.state.state().await;
+                (state.schemas.is_some(), state.aggregation.is_some())
+            }
+            None => (false, false),
         };
         if let Some(w) = schemas.as_mut() {
             if let Some(text) = w.changed(forced) {
-                apply(w, text, from_cluster, "storage schemas", |t| {
+                apply(w, text, cluster_schemas, "storage schemas", |t| {
                     Schemas::parse(t).map(|s| {
                         warn_all(&s.warnings);
                         store.set_schemas(s)
@@ -132,7 +136,7 @@ pub async fn follow(
         }
         if let Some(w) = aggregation.as_mut() {
             if let Some(text) = w.changed(forced) {
-                apply(w, text, from_cluster, "storage aggregation", |t| {
+                apply(w, text, cluster_aggregation, "storage aggregation", |t| {
                     Aggregations::parse(t).map(|a| {
                         warn_all(&a.warnings);
                         store.set_aggregations(a)

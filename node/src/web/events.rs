@@ -44,7 +44,10 @@ pub struct LocalEvents(Arc<Local>);
 
 struct Local {
     path: PathBuf,
+    /// Held only to swap the events in and out: readers never wait on a write.
     events: Mutex<Arc<Events>>,
+    /// One change at a time, held through its fsync.
+    writing: Mutex<()>,
 }
 
 impl LocalEvents {
@@ -54,6 +57,7 @@ impl LocalEvents {
         Ok(LocalEvents(Arc::new(Local {
             path,
             events: Mutex::new(Arc::new(events)),
+            writing: Mutex::new(()),
         })))
     }
 
@@ -71,12 +75,12 @@ impl LocalEvents {
 
 impl Local {
     fn change(&self, f: impl FnOnce(&mut Events)) -> Result<(), String> {
-        let mut current = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = (**current).clone();
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**self.events.lock().unwrap_or_else(|e| e.into_inner())).clone();
         f(&mut next);
         next.save(&self.path)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-        *current = Arc::new(next);
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         Ok(())
     }
 }
@@ -112,7 +116,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 fn py_json(value: &Value) -> String {
     let mut out = String::new();
-    super::pyjson::write_py_json(&mut out, value, false, 0);
+    super::pyjson::write_py_json_text(&mut out, value);
     out
 }
 
@@ -168,6 +172,12 @@ fn py_str(v: &Value) -> String {
                         c if c == quote => {
                             out.push('\\');
                             out.push(c);
+                        }
+                        // What Python's repr does not print as it is: C0 and
+                        // C1 controls, DEL and the no-break space (the rest
+                        // of Unicode's unprintables are rare in event data).
+                        c if (c as u32) < 0x20 || (0x7f..=0xa0).contains(&(c as u32)) => {
+                            out.push_str(&format!("\\x{:02x}", c as u32))
                         }
                         c => out.push(c),
                     }
@@ -236,16 +246,21 @@ fn parse_post(body: &[u8], now_us: i64) -> Result<NewEvent, Box<Response>> {
         }
     };
     let when_us = match event.get("when") {
-        None => now_us,
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(w) if w.is_finite() && w.abs() < 1e13 => (w * 1e6).round() as i64,
-            _ => return bad("\"when\" must be seconds since the epoch"),
-        },
-        Some(_) => return bad("\"when\" must be seconds since the epoch"),
+        None => Some(now_us),
+        // Python's bool is an int.
+        Some(Value::Bool(b)) => Some(i64::from(*b) * 1_000_000),
+        Some(Value::Number(n)) => n.as_f64().and_then(when_us),
+        Some(_) => None,
+    };
+    let Some(when_us) = when_us else {
+        return bad("\"when\" must be seconds since the epoch, within years 1 to 9999");
     };
     let what = match event.get("what") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return bad("\"what\" is required: a string saying what happened"),
+        None | Some(Value::Null) => {
+            return bad("\"what\" is required: a string saying what happened")
+        }
+        // graphite-web's text column keeps `str()` of anything else.
+        Some(v) => py_str(v),
     };
     let data = match event.get("data") {
         None => String::new(),
@@ -262,6 +277,26 @@ fn parse_post(body: &[u8], now_us: i64) -> Result<NewEvent, Box<Response>> {
         return Err(Box::new(error(StatusCode::PAYLOAD_TOO_LARGE, e)));
     }
     Ok(new)
+}
+
+/// Seconds as Python's `datetime.utcfromtimestamp` takes them: the
+/// fraction rounded to microseconds half to even; `None` outside the years
+/// 1 to 9999 a datetime can hold.
+fn when_us(seconds: f64) -> Option<i64> {
+    if !(-62_135_596_800.0..253_402_300_800.0).contains(&seconds) {
+        return None;
+    }
+    let whole = seconds.trunc();
+    let mut us = ((seconds - whole) * 1e6).round_ties_even() as i64;
+    let mut whole = whole as i64;
+    if us >= 1_000_000 {
+        whole += 1;
+        us -= 1_000_000;
+    } else if us < 0 {
+        whole -= 1;
+        us += 1_000_000;
+    }
+    Some(whole * 1_000_000 + us)
 }
 
 fn now_us() -> i64 {
@@ -508,6 +543,13 @@ mod tests {
         assert_eq!(e.data, r#"{'a': [1, 2.5, True, None, "it's"]}"#);
         assert!(parse_post(br#"{"what":"x","tags":5}"#, 0).is_err());
         assert!(parse_post(br#"{"tags":"a"}"#, 0).is_err());
+        assert!(parse_post(br#"{"what":"x","when":1e12}"#, 0).is_err());
+        let odd = parse_post(br#"{"what":5,"when":true,"data":"a\u0000b"}"#, 0).unwrap();
+        assert_eq!((odd.what.as_str(), odd.when_us), ("5", 1_000_000));
+        assert_eq!(py_str(&json!(["a\u{0}b"])), r"['a\x00b']");
+        // Python rounds the fraction half to even, apart from the seconds.
+        assert_eq!(when_us(1700000000.8359995), Some(1_700_000_000_835_999));
+        assert_eq!(when_us(-1.5), Some(-1_500_000));
         assert!(parse_post(b"not json", 0).is_err());
         let now = parse_post(br#"{"what":"x"}"#, 42).unwrap();
         assert_eq!((now.when_us, now.tags, now.data), (42, None, String::new()));

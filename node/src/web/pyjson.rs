@@ -28,17 +28,30 @@ pub fn float(v: f64) -> Value {
 
 /// Python's `json.dumps(value, indent=2)` (keys in their own order).
 pub fn write_indented(out: &mut String, value: &Value) {
-    write(out, value, true, false, 0);
+    write(out, value, true, false, 0, true);
 }
 
 /// Writes `value` as Python's `json.dumps(value)` (or with `indent=2, sort_keys=True` when
 /// `pretty`): `", "`/`": "` separators, ASCII-only strings, floats as
 /// `repr`, infinity as graphite-web's `1e9999`.
 pub fn write_py_json(out: &mut String, value: &Value, pretty: bool, depth: usize) {
-    write(out, value, pretty, pretty, depth);
+    write(out, value, pretty, pretty, depth, true);
 }
 
-fn write(out: &mut String, value: &Value, indent: bool, sort_keys: bool, depth: usize) {
+/// [`write_py_json`] for answers made of user text (events): every string
+/// is written as it is, the non-finite stand-ins included.
+pub fn write_py_json_text(out: &mut String, value: &Value) {
+    write(out, value, false, false, 0, false);
+}
+
+fn write(
+    out: &mut String,
+    value: &Value,
+    indent: bool,
+    sort_keys: bool,
+    depth: usize,
+    sentinels: bool,
+) {
     let pretty = indent;
     let newline = |out: &mut String, depth: usize| {
         out.push('\n');
@@ -53,9 +66,9 @@ fn write(out: &mut String, value: &Value, indent: bool, sort_keys: bool, depth: 
             (_, _, Some(f)) => out.push_str(&float_repr(f)),
             _ => out.push_str(&n.to_string()),
         },
-        Value::String(s) if s == INFINITY => out.push_str("1e9999"),
-        Value::String(s) if s == NEG_INFINITY => out.push_str("-1e9999"),
-        Value::String(s) if s == NAN => out.push_str("null"),
+        Value::String(s) if sentinels && s == INFINITY => out.push_str("1e9999"),
+        Value::String(s) if sentinels && s == NEG_INFINITY => out.push_str("-1e9999"),
+        Value::String(s) if sentinels && s == NAN => out.push_str("null"),
         Value::String(s) => {
             out.push('"');
             for c in s.chars() {
@@ -91,7 +104,7 @@ fn write(out: &mut String, value: &Value, indent: bool, sort_keys: bool, depth: 
                 if pretty {
                     newline(out, depth + 1);
                 }
-                write(out, item, pretty, sort_keys, depth + 1);
+                write(out, item, pretty, sort_keys, depth + 1, sentinels);
             }
             if pretty {
                 newline(out, depth);
@@ -115,9 +128,16 @@ fn write(out: &mut String, value: &Value, indent: bool, sort_keys: bool, depth: 
                 if pretty {
                     newline(out, depth + 1);
                 }
-                write(out, &Value::String(k.clone()), pretty, sort_keys, depth + 1);
+                write(
+                    out,
+                    &Value::String(k.clone()),
+                    pretty,
+                    sort_keys,
+                    depth + 1,
+                    false,
+                );
                 out.push_str(": ");
-                write(out, v, pretty, sort_keys, depth + 1);
+                write(out, v, pretty, sort_keys, depth + 1, sentinels);
             }
             if pretty {
                 newline(out, depth);

@@ -63,7 +63,14 @@ pub(super) struct OwnRules {
 /// target left is skipped, so its names follow the ring rather than vanish.
 fn router(state: &ClusterState, own: &OwnRules) -> Option<Router> {
     let (ring, _) = graunt_cluster::ring::of_members(state)?;
-    let probe = Router::with_extra(ring.clone(), own.extra.clone(), Vec::new());
+    // Only destinations some rule sends to get a queue and a sender.
+    let extra: Vec<Destination> = own
+        .extra
+        .iter()
+        .filter(|d| own.rules.iter().any(|r| r.targets.contains(d)))
+        .cloned()
+        .collect();
+    let probe = Router::with_extra(ring.clone(), extra.clone(), Vec::new());
     let mut rules = Vec::new();
     for spec in &own.rules {
         let (rule, missing) = spec.resolve(probe.destinations());
@@ -77,7 +84,7 @@ fn router(state: &ClusterState, own: &OwnRules) -> Option<Router> {
         }
         rules.extend(rule);
     }
-    Some(Router::with_extra(ring, own.extra.clone(), rules))
+    Some(Router::with_extra(ring, extra, rules))
 }
 
 /// The first router, once some node answers with members (waiting for the

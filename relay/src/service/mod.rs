@@ -252,7 +252,13 @@ pub async fn run(
         serve_tenant(&mut tasks, bound, sink, config.limits, &shutdown);
     }
     if let Some(path) = config.source.clone() {
-        tasks.spawn(reload::follow_tenants(path, running, shutdown.clone()));
+        let routing = format!("{:?}", config.destinations);
+        tasks.spawn(reload::follow_tenants(
+            path,
+            running,
+            routing,
+            shutdown.clone(),
+        ));
     }
     // The senders stop on their own signal, after the listeners (and the
     // statsd flush) have handed over everything they took in.

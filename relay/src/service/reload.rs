@@ -3,7 +3,8 @@
 //! (namespaces, `max_age`, `max_future`, `rate_limit`) and `allow_pickle`
 //! at once; a file that does not parse is refused and the tenants in force
 //! stay. Tenants added or removed, changed listeners or statsd settings
-//! need a restart (they own sockets), and the log says which.
+//! need a restart (they own sockets), as do destinations and `[[rule]]`s,
+//! and the log says which.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -19,8 +20,15 @@ pub(super) struct Running {
     pub tenant: Arc<Tenant>,
 }
 
-/// Reads `path` again at every SIGHUP until shutdown.
-pub(super) async fn follow_tenants(path: PathBuf, running: Vec<Running>, mut shutdown: Shutdown) {
+/// Reads `path` again at every SIGHUP until shutdown. `routing` is how the
+/// destinations and rules read at start print (`{:?}`): a change to them
+/// is reported as needing a restart.
+pub(super) async fn follow_tenants(
+    path: PathBuf,
+    running: Vec<Running>,
+    routing: String,
+    mut shutdown: Shutdown,
+) {
     let mut hangups = crate::hangup::subscribe();
     loop {
         tokio::select! {
@@ -30,6 +38,9 @@ pub(super) async fn follow_tenants(path: PathBuf, running: Vec<Running>, mut shu
         let read = RelayFile::read(Some(&path)).and_then(RelayConfig::from_file);
         match read {
             Ok(config) => {
+                if format!("{:?}", config.destinations) != routing {
+                    tracing::warn!(file = %path.display(), "destinations, cluster or [[rule]] settings changed: they need a restart of the relay");
+                }
                 apply(&config.tenants, &running, &path);
             }
             Err(e) => tracing::error!(
