@@ -101,6 +101,7 @@ pub fn routes(
         .route("/cluster/schemas", get(schemas).put(set_schemas))
         .route("/cluster/tenants", get(tenants).put(set_tenants))
         .route("/cluster/find", get(find))
+        .route("/cluster/tags", post(tags))
         .route(
             "/cluster/fetch",
             // A render of many series asks for all their names at once.
@@ -444,6 +445,19 @@ struct FindQuery {
 }
 
 /// This node's own matches: `[[path, is_leaf], …]`.
+/// A peer's question to this node's tag index alone.
+async fn tags(
+    State(app): State<App>,
+    Body(q): Body<graunt_storage::tagindex::TagQuery>,
+) -> Response {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.tags.answer(&q)).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(e)) => failed(StatusCode::BAD_REQUEST, e),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 async fn find(State(app): State<App>, Query(q): Query<FindQuery>) -> Response {
     let store = app.store.clone();
     let found = tokio::task::spawn_blocking(move || StoreSource(store).find_nodes(&q.query)).await;

@@ -16,6 +16,7 @@ use graunt_query::series::Series;
 use graunt_query::source::{Sources, StoreSource};
 use graunt_storage::find;
 use graunt_storage::store::Store;
+use graunt_storage::tagindex::{TagAnswer, TagQuery};
 use serde_json::json;
 
 use crate::hashing::Ring;
@@ -350,6 +351,34 @@ fn merge(mut copies: Vec<Series>) -> Option<Series> {
 }
 
 impl Source for ClusterSource {
+    /// This node's tag index and every peer's, merged: a series held by
+    /// several counts once.
+    fn tags(&self, q: &TagQuery) -> Result<TagAnswer, EvalError> {
+        let mut answer = self.local.tags(q)?;
+        let limit = match q {
+            TagQuery::AutoTags { limit, .. } | TagQuery::AutoValues { limit, .. } => Some(*limit),
+            _ => None,
+        };
+        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let url = self.transport.url(&p.http, "/cluster/tags");
+                let r =
+                    crate::secret::json_call(&self.client, self.secret.as_ref(), "POST", &url, q);
+                (p, r)
+            })
+            .collect();
+        for theirs in self
+            .ask(calls, |b| serde_json::from_slice::<TagAnswer>(b).ok())
+            .into_iter()
+            .flatten()
+        {
+            answer = answer.merge(theirs, limit);
+        }
+        Ok(answer)
+    }
+
     /// Every node matching `pattern` on this node and its peers.
     fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
         let mut nodes: BTreeMap<String, bool> = self

@@ -19,6 +19,21 @@ pub trait Source: Sync {
         Ok(crate::source::leaves(self.find_nodes(pattern)?))
     }
 
+    /// Answers a question about tagged series (graphite-web's tag
+    /// database); a source without tags knows none.
+    fn tags(
+        &self,
+        q: &graunt_storage::tagindex::TagQuery,
+    ) -> Result<graunt_storage::tagindex::TagAnswer, EvalError> {
+        use graunt_storage::tagindex::{TagAnswer, TagQuery};
+        Ok(match q {
+            TagQuery::FindSeries { .. } => TagAnswer::Series(Vec::new()),
+            TagQuery::Tags { .. } => TagAnswer::Tags(Vec::new()),
+            TagQuery::TagValues { .. } => TagAnswer::Values(None),
+            TagQuery::AutoTags { .. } | TagQuery::AutoValues { .. } => TagAnswer::Names(Vec::new()),
+        })
+    }
+
     /// Parts of the data that could not be read (a peer down or slow), each
     /// as `(who, why)`: the answer is partial when this is not empty.
     fn partial(&self) -> Vec<(String, String)> {
@@ -220,6 +235,9 @@ pub enum EvalError {
     /// The store failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A tag expression or name graphite-web would refuse.
+    #[error("{0}")]
+    Tags(String),
 }
 
 /// Parses and evaluates one target into series.
@@ -253,6 +271,7 @@ impl Value {
 pub fn evaluate(ctx: &Context<'_>, expr: &Expr) -> Result<Value, EvalError> {
     Ok(match expr {
         Expr::Path(pattern) => Value::Series(fetch_path(ctx, pattern)?),
+        Expr::Call(call) if call.name == "seriesByTag" => Value::Series(series_by_tag(ctx, call)?),
         Expr::Call(call) if call.name == "template" => {
             let (inner, replacements) = template(ctx, call)?;
             evaluate(ctx, &substitute(&inner, &replacements))?
@@ -388,6 +407,37 @@ fn fetch_path(ctx: &Context<'_>, pattern: &str) -> Result<Vec<Series>, EvalError
     for mut s in fetched.into_iter().flatten() {
         ctx.count_fetch(s.values.len())?;
         s.path_expression = pattern.to_string();
+        s.x_files_factor = ctx.xff();
+        out.push(s);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// graphite-web's `seriesByTag("tag=value", …)`: the series its string
+/// arguments select (other arguments are ignored, as there), fetched, named
+/// by their names, the call's text as their path expression, sorted.
+fn series_by_tag(ctx: &Context<'_>, call: &parser::Call) -> Result<Vec<Series>, EvalError> {
+    let exprs: Vec<String> = call
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            Expr::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let q = graunt_storage::tagindex::TagQuery::FindSeries { exprs };
+    let paths = match ctx.source.tags(&q)? {
+        graunt_storage::tagindex::TagAnswer::Series(p) => p,
+        _ => Vec::new(),
+    };
+    if paths.len() > ctx.max_series {
+        return Err(EvalError::TooManySeries(ctx.max_series));
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    for mut s in fetch_all(ctx, &paths)?.into_iter().flatten() {
+        ctx.count_fetch(s.values.len())?;
+        s.path_expression = call.text.clone();
         s.x_files_factor = ctx.xff();
         out.push(s);
     }

@@ -87,8 +87,31 @@ pub struct Series {
     pub color: Option<String>,
 }
 
+/// The tags graphite-web gives a series named `name`: a tagged name's
+/// tags in the order written, `name` last unless given; `{"name": name}`
+/// for anything else, and for a function's name (`sumSeries(a;b=c)`).
+pub fn tags_of(name: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut tags = serde_json::Map::new();
+    let function = name.find('(').is_some_and(|i| {
+        i > 0 && name[..i].bytes().all(|b| b.is_ascii_alphabetic()) && name.ends_with(')')
+    });
+    if name.contains(';') && !function {
+        if let Ok(t) = graunt_storage::tags::TaggedSeries::parse(name) {
+            for (k, v) in t.tags {
+                tags.insert(k, serde_json::Value::String(v));
+            }
+            return tags;
+        }
+    }
+    tags.insert(
+        "name".to_string(),
+        serde_json::Value::String(name.to_string()),
+    );
+    tags
+}
+
 impl Series {
-    /// A series named `name` with a `name` tag.
+    /// A series named `name` with its tags ([`tags_of`]).
     pub fn new(
         name: impl Into<String>,
         start: i64,
@@ -97,8 +120,7 @@ impl Series {
         values: Vec<Option<f64>>,
     ) -> Self {
         let name = name.into();
-        let mut tags = serde_json::Map::new();
-        tags.insert("name".to_string(), serde_json::Value::String(name.clone()));
+        let tags = tags_of(&name);
         Series {
             path_expression: name.clone(),
             name,

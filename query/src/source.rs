@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use graunt_storage::find;
 use graunt_storage::store::Store;
+use graunt_storage::tagindex::{TagAnswer, TagQuery};
 
 use crate::eval::{EvalError, Source};
 use crate::series::Series;
@@ -42,14 +43,29 @@ impl Source for StoreSource {
     /// Every node (branches and leaves) matching `pattern`, sorted, on disk
     /// or only in the cache.
     fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
+        if graunt_storage::tags::is_tagged(pattern) {
+            // As graphite-web's finder: a tagged name is not a glob, it is
+            // found as written (normalised) in the cache or on disk.
+            let found = self.0.tags.contains(pattern) || self.0.path_of(pattern).exists();
+            return Ok(found
+                .then(|| find::Node {
+                    path: pattern.to_string(),
+                    is_leaf: true,
+                })
+                .into_iter()
+                .collect());
+        }
         // The cache first: a metric the writer finishes meanwhile leaves the
         // cache only after its file exists, so the disk scan that follows
-        // sees it. (The other order can miss it in between.)
+        // sees it. (The other order can miss it in between.) Tagged names
+        // are not part of the tree.
         let names = self.0.cache.names();
+        let untagged = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !graunt_storage::tags::is_tagged(n));
         let mut nodes: BTreeSet<find::Node> =
-            find::find_in_names(names.iter().map(String::as_str), pattern)
-                .into_iter()
-                .collect();
+            find::find_in_names(untagged, pattern).into_iter().collect();
         nodes.extend(
             find::find(self.0.whisper_dir(), pattern)
                 .map_err(|e| EvalError::Storage(e.to_string()))?,
@@ -69,6 +85,13 @@ impl Source for StoreSource {
             .fetch(path, from, until, now)
             .map_err(|e| EvalError::Storage(e.to_string()))?;
         Ok(fetched.map(|s| Series::new(path, s.start, s.end, s.step, s.values)))
+    }
+
+    fn tags(&self, q: &TagQuery) -> Result<TagAnswer, EvalError> {
+        self.0
+            .tags
+            .answer(q)
+            .map_err(|e| EvalError::Tags(e.to_string()))
     }
 }
 
@@ -136,6 +159,22 @@ impl Source for Fenced {
                 }
             })
             .collect())
+    }
+
+    /// Tagged series under the namespaces only; the tag listings and
+    /// autocompletion span every tenant's series, so a tenant gets none.
+    fn tags(&self, q: &TagQuery) -> Result<TagAnswer, EvalError> {
+        Ok(match q {
+            TagQuery::FindSeries { .. } => match self.inner.tags(q)? {
+                TagAnswer::Series(s) => {
+                    TagAnswer::Series(s.into_iter().filter(|p| self.readable(p)).collect())
+                }
+                other => other,
+            },
+            TagQuery::Tags { .. } => TagAnswer::Tags(Vec::new()),
+            TagQuery::TagValues { .. } => TagAnswer::Values(None),
+            TagQuery::AutoTags { .. } | TagQuery::AutoValues { .. } => TagAnswer::Names(Vec::new()),
+        })
     }
 
     fn fetch(

@@ -5,6 +5,8 @@
 //! - [`schema`]: carbon's `storage-schemas.conf` and `storage-aggregation.conf`.
 //! - [`metric`]: which names are accepted and where their files live.
 //! - [`events`]: graphite-web's events (annotations) and their file.
+//! - [`tags`]: tagged series (`name;tag=value`): parsing, normalising,
+//!   their files, tag expressions.
 //! - [`store`]: a node's storage, tying together [`cache`], [`wal`] and [`writer`].
 //!
 //! ```text
@@ -20,6 +22,8 @@ pub mod find;
 pub mod metric;
 pub mod schema;
 pub mod store;
+pub mod tagindex;
+pub mod tags;
 pub mod wal;
 pub mod whisper;
 pub mod writer;

@@ -4,7 +4,9 @@
 //! data directory, as carbon does. Names that could escape the directory or
 //! make unusable paths are refused: empty nodes (`a..b`, leading or trailing
 //! dots), `/`, `\`, NUL and other control characters, nodes `.` or `..`
-//! after splitting, and names over 1 KiB.
+//! after splitting, and names over 1 KiB. A tagged name (`a.b;tag=value`,
+//! [`crate::tags`]) is normalised as carbon does and stored where carbon
+//! puts it, under `_tagged/` by the hash of its name.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const MAX_NAME_LEN: usize = 1024;
 
 /// Why a metric name was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
     /// The name is empty.
     Empty,
@@ -25,8 +27,9 @@ pub enum NameError {
     Slash,
     /// NUL or another control character.
     Control,
-    /// A `;tag=value` suffix: tagged series are not stored yet.
-    Tagged,
+    /// A tagged name carbon would not parse (or, where a normalised one
+    /// is wanted, one that is not).
+    Tagged(crate::tags::TagError),
 }
 
 impl fmt::Display for NameError {
@@ -37,14 +40,15 @@ impl fmt::Display for NameError {
             NameError::EmptyNode => "metric name has an empty node (`..`, or a dot at either end)",
             NameError::Slash => "metric name contains `/` or `\\`",
             NameError::Control => "metric name contains NUL or a control character",
-            NameError::Tagged => "tagged metric names (`name;tag=value`) are not supported yet",
+            NameError::Tagged(e) => return write!(f, "invalid tagged name: {e}"),
         })
     }
 }
 
 impl std::error::Error for NameError {}
 
-/// Checks a metric name (see the module docs for the rules).
+/// Checks a metric name (see the module docs for the rules); a tagged name
+/// must be normalised.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -52,23 +56,74 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong);
     }
+    if name.bytes().any(|b| matches!(b, 0..=0x1f | 0x7f)) {
+        return Err(NameError::Control);
+    }
+    if let Some((metric, _)) = name.split_once(';') {
+        // Tag values may hold anything carbon allows: the file is named
+        // by the name's hash.
+        check_nodes(metric)?;
+        let normal = crate::tags::TaggedSeries::parse(name)
+            .map_err(NameError::Tagged)?
+            .path();
+        if normal != name {
+            return Err(NameError::Tagged(crate::tags::TagError(format!(
+                "{name} is not normalised: {normal}"
+            ))));
+        }
+        return Ok(());
+    }
+    check_nodes(name)
+}
+
+fn check_nodes(name: &str) -> Result<(), NameError> {
     let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return Err(NameError::Empty);
+    }
     if bytes[0] == b'.' || bytes[bytes.len() - 1] == b'.' || name.contains("..") {
         return Err(NameError::EmptyNode);
     }
-    for &b in bytes {
-        match b {
-            b'/' | b'\\' => return Err(NameError::Slash),
-            0..=0x1f | 0x7f => return Err(NameError::Control),
-            b';' => return Err(NameError::Tagged),
-            _ => {}
-        }
+    if name.contains(['/', '\\']) {
+        return Err(NameError::Slash);
     }
     Ok(())
 }
 
-/// The whisper file of a (valid) metric under `root`: `a.b.c` → `root/a/b/c.wsp`.
+/// Checks a name as a receiver takes it and normalises a tagged one as
+/// carbon-cache does (`b;z=1;a=2` → `b;a=2;z=1`, OpenMetrics' `b{a="2"}` →
+/// `b;a=2`; `b;name=c` → `b`).
+pub fn normalize_name(name: &str) -> Result<std::borrow::Cow<'_, str>, NameError> {
+    let tagged = name.contains(';') || (name.ends_with("\"}") && name.contains('{'));
+    if !tagged {
+        validate_name(name)?;
+        return Ok(std::borrow::Cow::Borrowed(name));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    let normal = crate::tags::TaggedSeries::parse(name)
+        .map_err(NameError::Tagged)?
+        .path();
+    validate_name(&normal)?;
+    Ok(std::borrow::Cow::Owned(normal))
+}
+
+/// The whisper file of a (valid) metric under `root`: `a.b.c` → `root/a/b/c.wsp`;
+/// a tagged one's `_tagged/…` file (the hashed name carbon writes by
+/// default, or a readable name carbon wrote with `TAG_HASH_FILENAMES =
+/// False` if only that exists).
 pub fn metric_path(root: &Path, name: &str) -> PathBuf {
+    if crate::tags::is_tagged(name) {
+        let hashed = crate::tags::hashed_path(root, name);
+        if !hashed.exists() {
+            let readable = crate::tags::readable_path(root, name);
+            if readable.exists() {
+                return readable;
+            }
+        }
+        return hashed;
+    }
     let mut path = root.to_path_buf();
     let mut nodes = name.split('.').peekable();
     while let Some(node) = nodes.next() {
@@ -109,7 +164,19 @@ mod tests {
         assert_eq!(validate_name("a/b"), Err(NameError::Slash));
         assert_eq!(validate_name("a\\b"), Err(NameError::Slash));
         assert_eq!(validate_name("a\0b"), Err(NameError::Control));
-        assert_eq!(validate_name("a;tag=1"), Err(NameError::Tagged));
+        assert_eq!(validate_name("a;tag=1"), Ok(()));
+        assert!(matches!(
+            validate_name("a;z=1;b=2"),
+            Err(NameError::Tagged(_))
+        ));
+        assert_eq!(normalize_name("a;z=1;b=2").unwrap(), "a;b=2;z=1");
+        assert_eq!(normalize_name("a;name=b").unwrap(), "a");
+        assert_eq!(normalize_name("a{b=\"c/d\"}").unwrap(), "a;b=c/d");
+        assert!(matches!(normalize_name("a;b="), Err(NameError::Tagged(_))));
+        assert!(matches!(
+            normalize_name("a..b;c=d"),
+            Err(NameError::EmptyNode)
+        ));
         assert_eq!(validate_name(&"x".repeat(1025)), Err(NameError::TooLong));
         assert_eq!(validate_name(&"x".repeat(1024)), Ok(()));
     }

@@ -133,6 +133,8 @@ pub struct Store {
     pub stats: WriterStats,
     /// The settings it was opened with.
     pub config: StoreConfig,
+    /// The tagged series held here (`<data>/tags`).
+    pub tags: crate::tagindex::TagIndex,
 }
 
 impl Store {
@@ -146,6 +148,7 @@ impl Store {
         let whisper_dir = config.data_dir.join("whisper");
         std::fs::create_dir_all(&whisper_dir)?;
         let cache = Cache::new(config.max_cache_size, 64);
+        let tags = crate::tagindex::TagIndex::open(&config.data_dir.join("tags"), &whisper_dir)?;
         let mut replay = Replay::default();
         let (wal, torn) = Wal::open(
             &config.data_dir.join("wal"),
@@ -153,6 +156,9 @@ impl Store {
             config.wal_sync,
             |segment, batch| {
                 replay.points += batch.len();
+                for p in batch.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
+                    tags.ensure(&p.name);
+                }
                 cache.add(&batch, segment);
             },
         )?;
@@ -165,6 +171,7 @@ impl Store {
             aggregations: RwLock::new(Arc::new(aggregations)),
             stats: WriterStats::default(),
             config,
+            tags,
         };
         Ok((Arc::new(store), replay))
     }
@@ -183,6 +190,9 @@ impl Store {
     pub fn accept(&self, points: &[Datapoint]) -> io::Result<()> {
         if points.is_empty() {
             return Ok(());
+        }
+        for p in points.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
+            self.tags.ensure(&p.name);
         }
         self.wal
             .append(points, |segment| self.cache.add(points, segment))

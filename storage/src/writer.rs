@@ -220,7 +220,10 @@ fn release(store: &Store) {
     // Read before scanning the cache; see `Wal::release`.
     let current = store.wal.current_id();
     let keep_from = store.cache.oldest_segment().unwrap_or(current).min(current);
+    // The tag index names the hashed files: durable before the log that
+    // could rebuild it goes.
     let result = sync_filesystem(store.whisper_dir())
+        .and_then(|_| store.tags.sync())
         .and_then(|_| store.wal.sync())
         .and_then(|_| store.wal.release(keep_from));
     if let Err(e) = result {

@@ -281,6 +281,7 @@ pub async fn run(cfg: ServeConfig, listeners: Listeners, shutdown: Shutdown) -> 
         .context("writer task")?
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     store.wal.sync().context("final write-ahead log sync")?;
+    store.tags.sync().context("final tag index sync")?;
     tracing::info!(flushed_points = left, failed_points = failed, "stopped");
     Ok(())
 }
@@ -297,12 +298,15 @@ fn statsd_sink(sink: &Arc<StoreSink>) -> statsd::Sink {
         let mut points = Vec::with_capacity(lines.len());
         let mut refused = 0u64;
         for l in lines {
-            if graunt_storage::metric::validate_name(&l.name).is_err() || !l.value.is_finite() {
-                refused += 1;
-                continue;
-            }
+            let name = match graunt_storage::metric::normalize_name(&l.name) {
+                Ok(n) if l.value.is_finite() => n.into_owned(),
+                _ => {
+                    refused += 1;
+                    continue;
+                }
+            };
             points.push(graunt_storage::Datapoint {
-                name: l.name,
+                name,
                 timestamp: l.timestamp,
                 value: l.value,
             });

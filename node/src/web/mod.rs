@@ -1,7 +1,7 @@
 //! graphite-web's HTTP API on the node's HTTP port: `/render` (json, csv,
 //! raw, pickle), `/metrics/find`, `/metrics/expand`, `/metrics/index.json`,
-//! `/functions`, `/version`, graphite-web's dashboard and events endpoints
-//! and the browser UI at `/`. Requests are evaluated by graunt-query over the
+//! `/functions`, `/version`, graphite-web's dashboard, events and tags
+//! endpoints and the browser UI at `/`. Requests are evaluated by graunt-query over the
 //! source [`Api::sources`] opens for each request: this node's store, or the
 //! whole cluster; this layer does not know which.
 
@@ -9,16 +9,18 @@ pub mod auth;
 mod dashboard;
 pub mod events;
 mod find;
+mod form;
 mod functions;
 mod graph;
 mod params;
 mod pyjson;
 mod render;
+mod tags;
 mod ui;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use events::EventBook;
 use graunt_query::eval::Source;
@@ -91,6 +93,24 @@ pub fn routes(api: Api) -> Router {
         .route("/dashboard/delete/{name}", post(dashboard::delete))
         .route("/dashboard/find", get(dashboard::find))
         .route("/dashboard/find/", get(dashboard::find))
+        .route("/tags", any(tags::list))
+        .route("/tags/", any(tags::list))
+        .route("/tags/tagSeries", post(tags::tag_series))
+        .route("/tags/tagMultiSeries", post(tags::tag_multi_series))
+        .route("/tags/delSeries", post(tags::del_series))
+        .route(
+            "/tags/findSeries",
+            get(tags::find_series).post(tags::find_series),
+        )
+        .route(
+            "/tags/autoComplete/tags",
+            get(tags::autocomplete_tags).post(tags::autocomplete_tags),
+        )
+        .route(
+            "/tags/autoComplete/values",
+            get(tags::autocomplete_values).post(tags::autocomplete_values),
+        )
+        .route("/tags/{*tag}", any(tags::details))
         .route("/events", get(events::view).post(events::post))
         .route("/events/", get(events::view).post(events::post))
         // graphite-web's pattern is `get_data?`: the last letter is optional.

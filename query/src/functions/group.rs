@@ -145,15 +145,7 @@ fn group_by_tags(ctx: &Context<'_>, list: Vec<Series>, callback: &str, tags: &[S
 
 /// A tagged name `a.b;k=v;…` as graphite's tag database parses it.
 pub(crate) fn parse_tags(name: &str) -> serde_json::Map<String, Json> {
-    let mut parts = name.split(';');
-    let mut tags = serde_json::Map::new();
-    tags.insert("name".to_string(), Json::from(parts.next().unwrap_or("")));
-    for p in parts {
-        if let Some((k, v)) = p.split_once('=') {
-            tags.insert(k.to_string(), Json::from(v));
-        }
-    }
-    tags
+    crate::series::tags_of(name)
 }
 
 fn reduce_series(

@@ -29,7 +29,7 @@ type Kwargs = Vec<(String, Value)>;
 type Out = Result<Vec<Series>, EvalError>;
 
 /// Functions graphite-web 1.1.10 lists that graunt does not implement.
-pub const UNIMPLEMENTED: &[&str] = &["seriesByTag"];
+pub const UNIMPLEMENTED: &[&str] = &[];
 
 /// Every function name graunt answers (graphite-web's list less
 /// [`UNIMPLEMENTED`]), sorted.

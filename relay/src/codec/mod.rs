@@ -110,9 +110,9 @@ pub fn check(
     if !bounds.accepts(timestamp) {
         return Err(RecordError::TimestampRange);
     }
-    graunt_storage::metric::validate_name(name).map_err(RecordError::Name)?;
+    let name = graunt_storage::metric::normalize_name(name).map_err(RecordError::Name)?;
     Ok(Point {
-        name: name.to_string(),
+        name: name.into_owned(),
         timestamp,
         value,
     })

@@ -227,11 +227,13 @@ impl Rules {
 /// `p` renamed by `chain`; false (counted) when the new name is invalid.
 fn rename(chain: &rewrite::RuleChain, p: &mut Point, outcome: &mut Outcome) -> bool {
     if let std::borrow::Cow::Owned(renamed) = chain.apply(&p.name) {
-        if graunt_storage::metric::validate_name(&renamed).is_err() {
-            outcome.invalid += 1;
-            return false;
+        match graunt_storage::metric::normalize_name(&renamed) {
+            Ok(name) => p.name = name.into_owned(),
+            Err(_) => {
+                outcome.invalid += 1;
+                return false;
+            }
         }
-        p.name = renamed;
     }
     true
 }
@@ -375,7 +377,15 @@ impl LiveRules {
             return Vec::new();
         }
         let mut points = take(&mut self.aggregator.lock().unwrap_or_else(|e| e.into_inner()));
-        points.retain(|p| graunt_storage::metric::validate_name(&p.name).is_ok());
+        points.retain_mut(|p| match graunt_storage::metric::normalize_name(&p.name) {
+            Ok(name) => {
+                if let std::borrow::Cow::Owned(n) = name {
+                    p.name = n;
+                }
+                true
+            }
+            Err(_) => false,
+        });
         points
     }
 
