@@ -492,6 +492,9 @@ pub enum TagQuery {
     },
 }
 
+/// A tag's values: `(value, its id, the hashes of the series holding it)`.
+pub type ValueList = Vec<(String, u32, Vec<u64>)>;
+
 /// A tag index's answer; answers of several nodes merge
 /// ([`TagAnswer::merge`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -503,7 +506,7 @@ pub enum TagAnswer {
     /// A tag's id and its values with their ids and the hashes of the
     /// series holding each (so copies on several nodes count once);
     /// `None` for a tag never seen.
-    Values(Option<(u32, Vec<(String, u32, Vec<u64>)>)>),
+    Values(Option<(u32, ValueList)>),
     /// Names (autocompletion), sorted.
     Names(Vec<String>),
 }

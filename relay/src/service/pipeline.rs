@@ -81,7 +81,22 @@ impl Pipeline {
         let mut accepted = 0u64;
         {
             let mut fence = tenant.map(|t| t.fence.lock().unwrap_or_else(|e| e.into_inner()));
-            for p in points {
+            for mut p in points {
+                // Tagged names are placed by their normalised form, as
+                // carbon's relay with TAG_RELAY_NORMALIZED: one series has
+                // one owner however its tags were ordered (receivers
+                // normalise already; statsd flushes and rules may not).
+                if graunt_storage::tags::is_tagged(&p.name) {
+                    match graunt_storage::metric::normalize_name(&p.name) {
+                        Ok(std::borrow::Cow::Owned(n)) => p.name = n,
+                        Ok(_) => {}
+                        Err(_) => {
+                            let who = tenant.map_or("relay", |t| t.name.as_str());
+                            self.stats.refused.with_label_values(&[who, "name"]).inc();
+                            continue;
+                        }
+                    }
+                }
                 if let (Some(f), Some(t)) = (fence.as_mut(), tenant) {
                     if let Err(r) = f.check(&p.name, p.timestamp, now) {
                         self.stats
