@@ -173,11 +173,18 @@ fn replicas_reach_their_nodes_and_the_fence_holds() {
     }
 }
 
+/// Plain names as carbon's router places them; tagged names (each in two
+/// spellings) as carbon's relay with `TAG_RELAY_NORMALIZED` does.
 #[test]
 fn lookup_agrees_with_carbon() {
-    let names: Vec<String> = (0..300)
+    let mut names: Vec<String> = (0..300)
         .map(|i| format!("servers.host{i}.cpu.user"))
         .collect();
+    for i in 0..100 {
+        names.push(format!("cpu.load;host=h{i};dc=dc{}", i % 3));
+        names.push(format!("cpu.load;dc=dc{};host=h{i}", i % 3));
+        names.push(format!("disk.used{{host=\"h{i}\",rack=\"r1\"}}"));
+    }
     let dests = [
         "10.0.0.1:2004:a",
         "10.0.0.2:2004:b",
@@ -186,7 +193,7 @@ fn lookup_agrees_with_carbon() {
     ];
     let mut child = Command::new(oracle_python())
         .arg(workspace_root().join("tests/oracle/carbon_placement.py"))
-        .args(["carbon_ch", "2", "1"])
+        .args(["--tag-relay-normalized", "carbon_ch", "2", "1"])
         .args(dests)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

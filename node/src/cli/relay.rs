@@ -84,7 +84,12 @@ fn lookup(config: Option<&std::path::Path>, args: LookupArgs) -> anyhow::Result<
     let mut out = String::new();
     for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         out.push_str(name);
-        for i in router.route(name) {
+        // A tagged name goes where its normalised form goes, as the relay
+        // sends it (a name that does not parse, where it would be hashed).
+        let placed = graunt_storage::metric::normalize_name(name)
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| name.to_string());
+        for i in router.route(&placed) {
             out.push(' ');
             out.push_str(&router.destinations()[i].display());
         }
