@@ -295,6 +295,18 @@ fn a_cluster_answers_tags_on_every_member_as_one_node() {
         })
         .sum();
     assert_eq!(local, 240);
+    // delSeries on one member forgets the series on every member.
+    let (status, _, _) = cluster.nodes[1].http_raw(
+        "POST",
+        "/tags/delSeries",
+        Some(b"path=cpu.load%3Bdc%3Ddc1%3Bhost%3Dh00%3Brole%3Dweb"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(status, 200);
+    for n in &cluster.nodes {
+        let found = json(n, "/tags/findSeries?expr=name=cpu.load&expr=dc=dc1");
+        assert_eq!(found.as_array().unwrap().len(), 19, "{found}");
+    }
     relay.stop();
     lone.stop(Duration::from_secs(20));
     cluster.stop();

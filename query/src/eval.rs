@@ -30,7 +30,9 @@ pub trait Source: Sync {
             TagQuery::FindSeries { .. } => TagAnswer::Series(Vec::new()),
             TagQuery::Tags { .. } => TagAnswer::Tags(Vec::new()),
             TagQuery::TagValues { .. } => TagAnswer::Values(None),
-            TagQuery::AutoTags { .. } | TagQuery::AutoValues { .. } => TagAnswer::Names(Vec::new()),
+            TagQuery::AutoTags { .. }
+            | TagQuery::AutoValues { .. }
+            | TagQuery::DelSeries { .. } => TagAnswer::Names(Vec::new()),
         })
     }
 

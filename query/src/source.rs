@@ -173,7 +173,9 @@ impl Source for Fenced {
             },
             TagQuery::Tags { .. } => TagAnswer::Tags(Vec::new()),
             TagQuery::TagValues { .. } => TagAnswer::Values(None),
-            TagQuery::AutoTags { .. } | TagQuery::AutoValues { .. } => TagAnswer::Names(Vec::new()),
+            TagQuery::AutoTags { .. }
+            | TagQuery::AutoValues { .. }
+            | TagQuery::DelSeries { .. } => TagAnswer::Names(Vec::new()),
         })
     }
 

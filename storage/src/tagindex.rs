@@ -44,19 +44,30 @@ impl Inner {
         self.paths.push(Some(path.clone()));
         self.ids.insert(path, id);
         for (tag, value) in &series.tags {
+            // Clones only for what is new: a million series share a few
+            // tags and values.
             if !self.known.contains(tag) {
                 self.known.insert(tag.clone());
             }
-            let next = self.tag_ids.len() as u32 + 1;
-            self.tag_ids.entry(tag.clone()).or_insert(next);
-            let next = self.value_ids.len() as u32 + 1;
-            self.value_ids.entry(value.clone()).or_insert(next);
-            self.postings
-                .entry(tag.clone())
-                .or_default()
-                .entry(value.clone())
-                .or_default()
-                .push(id);
+            if !self.tag_ids.contains_key(tag) {
+                let next = self.tag_ids.len() as u32 + 1;
+                self.tag_ids.insert(tag.clone(), next);
+            }
+            if !self.value_ids.contains_key(value) {
+                let next = self.value_ids.len() as u32 + 1;
+                self.value_ids.insert(value.clone(), next);
+            }
+            if !self.postings.contains_key(tag) {
+                self.postings.insert(tag.clone(), BTreeMap::new());
+            }
+            if let Some(values) = self.postings.get_mut(tag) {
+                match values.get_mut(value) {
+                    Some(ids) => ids.push(id),
+                    None => {
+                        values.insert(value.clone(), vec![id]);
+                    }
+                }
+            }
         }
         true
     }
@@ -479,6 +490,12 @@ pub enum TagQuery {
         /// At most this many.
         limit: usize,
     },
+    /// `delSeries`: forgets the series (every member of a cluster is asked,
+    /// as each holds its own copies); answered with no names.
+    DelSeries {
+        /// The series, as given (normalised here).
+        paths: Vec<String>,
+    },
     /// `autoComplete/values` (the expressions as given, without `<tag>!=`).
     AutoValues {
         /// The tag.
@@ -570,6 +587,12 @@ impl TagIndex {
     pub fn answer(&self, q: &TagQuery) -> Result<TagAnswer, TagError> {
         let filter = |f: &Option<String>| f.as_deref().map(listing_filter).transpose();
         Ok(match q {
+            TagQuery::DelSeries { paths } => {
+                for p in paths {
+                    self.del_series(p)?;
+                }
+                TagAnswer::Names(Vec::new())
+            }
             TagQuery::FindSeries { exprs } => {
                 TagAnswer::Series(self.find_series(&crate::tags::parse_exprs(exprs)?))
             }

@@ -338,7 +338,7 @@ pub async fn tag_multi_series(
 }
 
 /// `POST /tags/delSeries` (`path`, repeated): forgets the series (their
-/// files stay); answers `true`.
+/// files stay), on every member of a cluster; answers `true`.
 pub async fn del_series(
     State(api): State<Api>,
     Extension(who): Extension<Identity>,
@@ -358,11 +358,8 @@ pub async fn del_series(
     if paths.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no path specified");
     }
-    let index = &api.sources.store().tags;
-    for p in &paths {
-        if let Err(e) = index.del_series(p) {
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
+    match ask(&api, &who, &params, TagQuery::DelSeries { paths }).await {
+        Ok(_) => answer(&json!(true), &params),
+        Err(e) => *e,
     }
-    answer(&json!(true), &params)
 }
