@@ -15,10 +15,10 @@ Then, each the median of 21 requests over HTTP (keep-alive, sequential):
 
   - find: /tags/findSeries?expr=name=cpu.load&expr=dc=dc1 (what
     seriesByTag('name=cpu.load','dc=dc1') resolves; SERIES/100 names back);
-  - narrow: findSeries for name=cpu.load, dc=dc1, rack=r17 (SERIES/1000);
+  - narrow: findSeries for name=cpu.load, dc=dc1, rack=r11 (SERIES/1000);
   - values: /tags/autoComplete/values?tag=host&expr=name=cpu.load&expr=dc=dc1&valuePrefix=h1&limit=100;
   - tags: /tags/autoComplete/tags?expr=name=cpu.load (Grafana's tag list);
-  - render: /render?target=seriesByTag('name=cpu.load','dc=dc1','rack=r17')&format=json
+  - render: /render?target=seriesByTag('name=cpu.load','dc=dc1','rack=r11')&format=json
     (no files: resolution and an empty answer).
 
 graphite-web: the same series (PEER_SERIES of them) posted to
@@ -53,12 +53,12 @@ def names(series):
 
 QUERIES = [
     ("find", "/tags/findSeries?expr=name%3Dcpu.load&expr=dc%3Ddc1"),
-    ("narrow", "/tags/findSeries?expr=name%3Dcpu.load&expr=dc%3Ddc1&expr=rack%3Dr17"),
+    ("narrow", "/tags/findSeries?expr=name%3Dcpu.load&expr=dc%3Ddc1&expr=rack%3Dr11"),
     ("values", "/tags/autoComplete/values?tag=host&expr=name%3Dcpu.load&expr=dc%3Ddc1"
                "&valuePrefix=h1&limit=100"),
     ("tags", "/tags/autoComplete/tags?expr=name%3Dcpu.load"),
     ("render", "/render?format=json&from=-1h&target=" + urllib.parse.quote(
-        "seriesByTag('name=cpu.load','dc=dc1','rack=r17')", safe="")),
+        "seriesByTag('name=cpu.load','dc=dc1','rack=r11')", safe="")),
 ]
 
 

@@ -654,9 +654,22 @@ impl TagIndex {
                 let exprs = if exprs.is_empty() {
                     Vec::new()
                 } else {
-                    let mut all = exprs.clone();
-                    all.push(format!("{tag}!="));
-                    crate::tags::parse_exprs(&all)?
+                    // graphite-web adds `<tag>!=` so that one expression
+                    // selects; it is what walking the tag's own values
+                    // checks anyway, so with another selecting expression
+                    // it is left out (it would take every series with the
+                    // tag: a million ids for `host`).
+                    let given: Vec<TagExpr> = exprs
+                        .iter()
+                        .map(|e| TagExpr::parse(e))
+                        .collect::<Result<_, _>>()?;
+                    if given.iter().any(|e| !e.matches_empty()) {
+                        given
+                    } else {
+                        let mut all = exprs.clone();
+                        all.push(format!("{tag}!="));
+                        crate::tags::parse_exprs(&all)?
+                    }
                 };
                 TagAnswer::Names(self.autocomplete_values(tag, &exprs, prefix, *limit))
             }
