@@ -6,6 +6,7 @@ it took, measured in-process with perf_counter (interpreter start-up excluded).
   whisper_peer.py many_files DIR COUNT NOW
   whisper_peer.py one_file PATH CALLS NOW
   whisper_peer.py fetch DIR COUNT NOW
+  whisper_peer.py create DIR COUNT NOW   (10s:1h,1m:1d, fallocate as carbon's default)
 """
 import os
 import sys
@@ -38,6 +39,13 @@ def main():
             total += len(values)
         elapsed = time.perf_counter() - start
         assert total == count * 8640, total
+    elif kind == "create":
+        os.makedirs(target, exist_ok=True)
+        paths = [os.path.join(target, "c%05d.wsp" % i) for i in range(count)]
+        start = time.perf_counter()
+        for path in paths:
+            whisper.create(path, [(10, 360), (60, 1440)], useFallocate=True)
+        elapsed = time.perf_counter() - start
     else:
         raise SystemExit("unknown workload %s" % kind)
     print("%.6f" % elapsed)

@@ -577,11 +577,10 @@ impl Rebalancer {
             None => None,
         };
         let store = self.store.clone();
-        let mut names =
-            match tokio::task::spawn_blocking(move || local_series(store.whisper_dir())).await {
-                Ok(n) => n,
-                Err(_) => return Outcome::Failed,
-            };
+        let mut names = match tokio::task::spawn_blocking(move || filed_series(&store)).await {
+            Ok(n) => n,
+            Err(_) => return Outcome::Failed,
+        };
         tracing::info!(
             files = names.len(),
             "resizing existing files to the cluster's schemas"
@@ -788,6 +787,10 @@ impl Rebalancer {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot delete {}: {e}", path.display())),
             }
+            // This member no longer holds it: its tag index forgets it.
+            if graunt_storage::tags::is_tagged(&item.name) {
+                let _ = self.store.tags.del_series(&item.name);
+            }
         }
         Ok(pushed)
     }
@@ -968,20 +971,38 @@ fn plan_for(
     plan
 }
 
+/// Every series a store has a file for: the tree's, and the tagged ones
+/// (whose files are named by a hash) from the tag index.
+pub fn filed_series(store: &Store) -> Vec<String> {
+    let mut names = local_series(store.whisper_dir());
+    names.extend(
+        store
+            .tags
+            .all_series()
+            .into_iter()
+            .filter(|n| store.path_of(n).exists()),
+    );
+    names
+}
+
 /// Every series a store holds, in a file or only in its cache, sorted.
 pub fn held_series(store: &Store) -> Vec<String> {
-    let mut names = local_series(store.whisper_dir());
+    let mut names = filed_series(store);
     names.extend(store.cache.names());
     names.sort_unstable();
     names.dedup();
     names
 }
 
-/// Every series with a file under `root`, by name.
+/// Every untagged series with a file under `root`, by name (`_tagged/`
+/// holds files named by hash: their names are the tag index's).
 pub fn local_series(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
+        if prefix == "_tagged." {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -1006,6 +1027,9 @@ pub fn local_series(root: &Path) -> Vec<String> {
 /// the slots filled (a whole new file counts as one) plus the points.
 pub fn receive(store: &Store, name: &str, bytes: &[u8]) -> Result<u64, String> {
     graunt_storage::metric::validate_name(name).map_err(|e| format!("series {name:?}: {e}"))?;
+    if graunt_storage::tags::is_tagged(name) {
+        store.tags.ensure(name);
+    }
     let (file, points) = decode_copy(bytes)
         .ok_or_else(|| format!("series {name:?}: not a copy of a series (a file length, the file, then 16-byte points)"))?;
     let mut taken = 0;

@@ -311,3 +311,75 @@ fn a_cluster_answers_tags_on_every_member_as_one_node() {
     lone.stop(Duration::from_secs(20));
     cluster.stop();
 }
+
+/// Tagged series move to their owners when a member joins (their files are
+/// named by hash: the names come from the tag index), and nothing is lost.
+#[test]
+fn tagged_series_follow_their_owners_when_a_member_joins() {
+    let dir = temp_dir();
+    let mut cluster = TestCluster::start(dir.path(), 2, &["--peer-timeout", "5"]);
+    let relay = Relay::following(dir.path(), &cluster.http(), &cluster.secret_file, "");
+    let now = unix_now() / 60 * 60;
+    let mut lines = String::new();
+    for h in 0..60 {
+        lines.push_str(&format!("cpu.load;host=h{h:02};dc=dc{} {h} {now}\n", h % 3));
+    }
+    send(relay.addr("t-line"), &lines);
+    let render = format!(
+        "/render?target=sumSeries(seriesByTag('name=cpu.load'))&from={}&until={}&format=json",
+        now - 60,
+        now + 60
+    );
+    let total = |n: &Node| -> Option<f64> {
+        let v = json(n, &render);
+        v[0]["datapoints"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p[0].as_f64())
+            .next()
+    };
+    let want: f64 = (0..60).map(f64::from).sum();
+    wait_for(
+        Duration::from_secs(30),
+        "every point on both members",
+        || (total(&cluster.nodes[0]) == Some(want)).then_some(()),
+    );
+    // Written to disk before the join, so what moves is files.
+    std::thread::sleep(Duration::from_secs(2));
+    let http = cluster.http();
+    let secret = cluster.secret_file.display().to_string();
+    let args = [
+        "--node-id",
+        "3",
+        "--peer-timeout",
+        "5",
+        "--cluster-join",
+        &http[0],
+        "--cluster-secret-file",
+        &secret,
+    ];
+    cluster
+        .nodes
+        .push(Node::start(&dir.path().join("n3"), &args));
+    cluster.wait_for_members(3);
+    let local = |n: &Node| -> usize {
+        json(n, "/tags/findSeries?expr=name=cpu.load&local=1")
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "two copies of each series over three members",
+        || {
+            let counts: Vec<usize> = cluster.nodes.iter().map(local).collect();
+            (counts.iter().sum::<usize>() == 120 && counts.iter().all(|&c| c > 0)).then_some(())
+        },
+    );
+    for n in &cluster.nodes {
+        wait_for(Duration::from_secs(30), "the sum on every member", || {
+            (total(n) == Some(want)).then_some(())
+        });
+    }
+    relay.stop();
+    cluster.stop();
+}

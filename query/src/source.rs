@@ -46,7 +46,8 @@ impl Source for StoreSource {
         if graunt_storage::tags::is_tagged(pattern) {
             // As graphite-web's finder: a tagged name is not a glob, it is
             // found as written (normalised) in the cache or on disk.
-            let found = self.0.tags.contains(pattern) || self.0.path_of(pattern).exists();
+            let found = graunt_storage::metric::validate_name(pattern).is_ok()
+                && (self.0.tags.contains(pattern) || self.0.path_of(pattern).exists());
             return Ok(found
                 .then(|| find::Node {
                     path: pattern.to_string(),

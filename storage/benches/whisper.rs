@@ -7,6 +7,11 @@
 //! - `update_many` of 1 point into each of 10,000 files (10s:6h,1m:7d, sparse)
 //! - `update_many` of 100 points into one file, 2,000 calls
 //! - `fetch` of one day at 10 s (8,640 points) from each of 1,000 files
+//! - creating 10,000 files (10s:1h,1m:1d) as the node's writer does
+//!   (`create_atomic`: allocated, linked into place), against Python's
+//!   `whisper.create` with carbon's default fallocate, and against the floor
+//!   (`open` + `fallocate` + `close`); the zero-filled creation graunt did
+//!   before issue 19 is printed beside it
 //!
 //! The raw baseline opens each file, reads its header and writes (or reads)
 //! the point bytes with one `pwrite`/`pread`, then closes it: the least any
@@ -242,6 +247,79 @@ fn main() {
         name: "fetch one day at 10 s from each of 1,000 files",
         unit: "files/s",
         per: FETCH_FILES as f64,
+        graunt,
+        python,
+        raw,
+    });
+
+    // 4. Creating 10,000 files, as the writer does.
+    let create_archives = [retention(10, 360), retention(60, 1440)];
+    let size = 16 + 12 * 2 + 12 * (360 + 1440) as u64;
+    let fresh = |what: &str, run: usize| {
+        let d = dir.path().join(format!("create-{what}-{run}"));
+        std::fs::create_dir(&d).unwrap();
+        d
+    };
+    let graunt = best(|run| {
+        let d = fresh("graunt", run);
+        time(|| {
+            for i in 0..MANY_FILES {
+                whisper::create_atomic(
+                    &d.join(format!("c{i:05}.wsp")),
+                    &create_archives,
+                    &CreateOptions::default(),
+                )
+                .unwrap();
+            }
+        })
+    });
+    let zero_filled = best(|run| {
+        let d = fresh("zero", run);
+        time(|| {
+            for i in 0..MANY_FILES {
+                let mut f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(d.join(format!("c{i:05}.wsp")))
+                    .unwrap();
+                whisper::create_in(&mut f, &create_archives, &CreateOptions::default()).unwrap();
+            }
+        })
+    });
+    let raw = best(|run| {
+        let d = fresh("raw", run);
+        time(|| {
+            for i in 0..MANY_FILES {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(d.join(format!("c{i:05}.wsp")))
+                    .unwrap();
+                use std::os::fd::AsRawFd;
+                // SAFETY: the file is open for writing during the call.
+                let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) };
+                assert_eq!(r, 0);
+            }
+        })
+    });
+    let python = best(|run| {
+        peer(
+            "create",
+            &dir.path().join(format!("create-py-{run}")),
+            MANY_FILES,
+            NOW,
+        )
+    });
+    eprintln!(
+        "creating 10,000 files zero-filled (before issue 19): {:.0} files/s ({:.3} s)",
+        MANY_FILES as f64 / zero_filled,
+        zero_filled
+    );
+    rows.push(Row {
+        name: "create 10,000 files (10s:1h,1m:1d)",
+        unit: "files/s",
+        per: MANY_FILES as f64,
         graunt,
         python,
         raw,

@@ -90,23 +90,43 @@ fn check_nodes(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Checks a name as a receiver takes it and normalises a tagged one as
-/// carbon-cache does (`b;z=1;a=2` → `b;a=2;z=1`, OpenMetrics' `b{a="2"}` →
-/// `b;a=2`; `b;name=c` → `b`).
+/// Checks a name as a receiver takes it and normalises it as carbon-cache
+/// does (`TaggedSeries.parse(name).path` for every name): tags sorted
+/// (`b;z=1;a=2` → `b;a=2;z=1`), OpenMetrics' `b{a="2"}` → `b;a=2`, `b;name=c`
+/// → `b`, and leading `~` dropped (`~b` → `b`).
 pub fn normalize_name(name: &str) -> Result<std::borrow::Cow<'_, str>, NameError> {
     let tagged = name.contains(';') || (name.ends_with("\"}") && name.contains('{'));
     if !tagged {
-        validate_name(name)?;
-        return Ok(std::borrow::Cow::Borrowed(name));
+        let plain = name.trim_start_matches('~');
+        validate_name(plain)?;
+        return Ok(if plain.len() == name.len() {
+            std::borrow::Cow::Borrowed(name)
+        } else {
+            std::borrow::Cow::Owned(plain.to_string())
+        });
     }
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong);
     }
+    if name.bytes().any(|b| matches!(b, 0..=0x1f | 0x7f)) {
+        return Err(NameError::Control);
+    }
     let normal = crate::tags::TaggedSeries::parse(name)
         .map_err(NameError::Tagged)?
         .path();
-    validate_name(&normal)?;
-    Ok(std::borrow::Cow::Owned(normal))
+    if normal.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    // Normal by construction: only the metric's nodes are left to check.
+    match normal.split_once(';') {
+        Some((metric, _)) => check_nodes(metric)?,
+        None => check_nodes(&normal)?,
+    }
+    Ok(if normal == name {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(normal)
+    })
 }
 
 /// The whisper file of a (valid) metric under `root`: `a.b.c` → `root/a/b/c.wsp`;
@@ -116,7 +136,9 @@ pub fn normalize_name(name: &str) -> Result<std::borrow::Cow<'_, str>, NameError
 pub fn metric_path(root: &Path, name: &str) -> PathBuf {
     if crate::tags::is_tagged(name) {
         let hashed = crate::tags::hashed_path(root, name);
-        if !hashed.exists() {
+        // A readable name holding `/` would nest directories (or, leading,
+        // leave the tree): only the hashed file is looked for then.
+        if !hashed.exists() && !name.contains('/') {
             let readable = crate::tags::readable_path(root, name);
             if readable.exists() {
                 return readable;

@@ -181,7 +181,8 @@ impl Store {
         &self.whisper_dir
     }
 
-    /// The whisper file of `name`.
+    /// The whisper file of `name` (a valid name: see
+    /// [`crate::metric::validate_name`]).
     pub fn path_of(&self, name: &str) -> PathBuf {
         metric_path(&self.whisper_dir, name)
     }
@@ -258,6 +259,10 @@ impl Store {
         until: i64,
         now: i64,
     ) -> Result<Option<Series>, WhisperError> {
+        // A name from a request is not trusted to stay inside the tree.
+        if crate::metric::validate_name(name).is_err() {
+            return Ok(None);
+        }
         // The cache first: a point the writer moves to the file meanwhile is
         // then in one or the other when the file is read.
         let cached = self.cache.get(name);

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -200,8 +200,36 @@ pub fn listing_filter(filter: &str) -> Result<Regex, TagError> {
 /// A node's tag index.
 pub struct TagIndex {
     inner: RwLock<Inner>,
+    /// The names indexed, apart from `inner`: the check every tagged point
+    /// makes never waits behind a slow listing holding `inner`.
+    names: RwLock<HashSet<Arc<str>>>,
     log: Mutex<BufWriter<File>>,
     path: PathBuf,
+}
+
+/// The log's lines, without a torn last one (cut off, so the next record
+/// starts on its own line); lines that are not UTF-8 are skipped.
+fn read_log(path: &Path) -> io::Result<Vec<String>> {
+    let mut bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(keep);
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(keep as u64)?;
+        tracing::warn!(file = %path.display(), "the tag index log ended in a torn record (a crash while appending); cut it off");
+    }
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 impl TagIndex {
@@ -211,26 +239,33 @@ impl TagIndex {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("series.log");
         let mut inner = Inner::default();
-        let mut lines = 0usize;
         let existed = path.exists();
-        if existed {
-            let reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
-            for line in reader.lines() {
-                let line = line?;
-                lines += 1;
-                let (add, name) = match line.split_at_checked(1) {
-                    Some(("+", n)) => (true, n),
-                    Some(("-", n)) => (false, n),
-                    _ => continue,
-                };
-                let Ok(series) = TaggedSeries::parse(name) else {
-                    continue;
-                };
-                if add {
+        let lines = read_log(&path)?;
+        for line in &lines {
+            let (kind, name) = match line.split_at_checked(1) {
+                Some(x) => x,
+                None => continue,
+            };
+            if kind == "?" {
+                // A tag no live series had when the log was compacted.
+                inner.known.insert(name.to_string());
+                continue;
+            }
+            // Only normalised names were written; anything else is damage.
+            let Ok(series) = TaggedSeries::parse(name) else {
+                continue;
+            };
+            if series.path() != name {
+                continue;
+            }
+            match kind {
+                "+" => {
                     inner.insert(name, &series);
-                } else {
+                }
+                "-" => {
                     inner.remove(name, &series);
                 }
+                _ => {}
             }
         }
         let mut found = Vec::new();
@@ -244,12 +279,16 @@ impl TagIndex {
                 );
             }
         }
-        // Compacted when mostly deletions and re-additions.
+        // Compacted when mostly deletions and re-additions; tags only
+        // deleted series had stay known.
         let live = inner.ids.len();
-        let compact = existed && lines > 1024 && lines > 2 * live;
-        if compact {
+        if existed && lines.len() > 1024 && lines.len() > 2 * live {
             let tmp = dir.join("series.log.tmp");
             let mut w = BufWriter::new(File::create(&tmp)?);
+            let carried: HashSet<&str> = inner.postings.keys().map(String::as_str).collect();
+            for t in inner.known.iter().filter(|t| !carried.contains(t.as_str())) {
+                writeln!(w, "?{t}")?;
+            }
             for p in inner.paths.iter().flatten() {
                 writeln!(w, "+{p}")?;
             }
@@ -257,8 +296,10 @@ impl TagIndex {
             std::fs::rename(&tmp, &path)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let names = RwLock::new(inner.ids.keys().cloned().collect());
         let index = TagIndex {
             inner: RwLock::new(inner),
+            names,
             log: Mutex::new(BufWriter::new(file)),
             path,
         };
@@ -276,12 +317,28 @@ impl TagIndex {
 
     /// Whether a (normalised) series is indexed.
     pub fn contains(&self, name: &str) -> bool {
-        self.read().ids.contains_key(name)
+        self.names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     /// No series.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every series indexed, sorted.
+    pub fn all_series(&self) -> Vec<String> {
+        let inner = self.read();
+        let mut out: Vec<String> = inner
+            .paths
+            .iter()
+            .flatten()
+            .map(|p| p.to_string())
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -292,25 +349,44 @@ impl TagIndex {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append(&self, line: &str) {
+    /// Applies one change and logs it, the log written under the same
+    /// lock, so the log's order is the index's.
+    fn change(&self, name: &str, series: &TaggedSeries, add: bool) {
+        let mut inner = self.write();
+        let changed = if add {
+            inner.insert(name, series)
+        } else {
+            inner.remove(name, series)
+        };
+        if !changed {
+            return;
+        }
+        {
+            let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+            if add {
+                names.insert(Arc::from(name));
+            } else {
+                names.remove(name);
+            }
+        }
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = writeln!(log, "{line}") {
+        if let Err(e) = writeln!(log, "{}{name}", if add { '+' } else { '-' }) {
             tracing::error!(file = %self.path.display(), error = %e, "cannot append to the tag index log");
         }
+        drop(inner);
     }
 
     /// Indexes a normalised tagged name if it is new (the store calls this
-    /// for every tagged name it takes; the check is a shared-lock lookup).
+    /// for every tagged name it takes; the check is a shared-lock lookup
+    /// that slow listings do not hold up).
     pub fn ensure(&self, name: &str) {
-        if self.read().ids.contains_key(name) {
+        if self.contains(name) {
             return;
         }
         let Ok(series) = TaggedSeries::parse(name) else {
             return;
         };
-        if self.write().insert(name, &series) {
-            self.append(&format!("+{name}"));
-        }
+        self.change(name, &series, true);
     }
 
     /// graphite-web's `tagSeries`: parses and normalises `path`, indexes it
@@ -318,12 +394,13 @@ impl TagIndex {
     pub fn tag_series(&self, path: &str) -> Result<String, TagError> {
         let series = TaggedSeries::parse(path)?;
         let normal = series.path();
-        if crate::metric::validate_name(&normal).is_err() {
-            return Err(TagError(format!("Cannot use {path} as a metric name")));
+        // A log line per name: no line breaks or other controls.
+        if normal.bytes().any(|b| matches!(b, 0..=0x1f | 0x7f)) {
+            return Err(TagError(format!(
+                "Cannot use {path:?} as a metric name: it holds a control character"
+            )));
         }
-        if self.write().insert(&normal, &series) {
-            self.append(&format!("+{normal}"));
-        }
+        self.change(&normal, &series, true);
         Ok(normal)
     }
 
@@ -332,17 +409,19 @@ impl TagIndex {
     pub fn del_series(&self, path: &str) -> Result<(), TagError> {
         let series = TaggedSeries::parse(path)?;
         let normal = series.path();
-        if self.write().remove(&normal, &series) {
-            self.append(&format!("-{normal}"));
-        }
+        self.change(&normal, &series, false);
         Ok(())
     }
 
-    /// Writes the log out and fsyncs it.
+    /// Writes the log out and fsyncs it (the fsync outside the log's lock,
+    /// so new series are not held up by the disk).
     pub fn sync(&self) -> io::Result<()> {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.flush()?;
-        log.get_ref().sync_data()
+        let file = {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.flush()?;
+            log.get_ref().try_clone()?
+        };
+        file.sync_data()
     }
 
     /// The series the expressions select, sorted and unique.

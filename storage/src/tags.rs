@@ -111,6 +111,9 @@ impl TaggedSeries {
         for segment in segments {
             match segment.split_once('=') {
                 Some((tag, value)) if !tag.is_empty() => {
+                    // Checked as read, as graphite does: the first bad
+                    // segment is the one named.
+                    validate(tag, value)?;
                     pairs.push((tag.to_string(), value.to_string()))
                 }
                 _ => {
@@ -177,6 +180,7 @@ impl TaggedSeries {
             } else {
                 return Err(invalid(rest));
             };
+            validate(tag, &value)?;
             pairs.push((tag.to_string(), value));
         }
         Self::finish(metric, pairs)
@@ -435,6 +439,10 @@ mod tests {
             "Tag values are not allowed to start with \"~\" in tag \"b\""
         );
         assert!(norm("a{b=\"\"}").is_err());
+        assert_eq!(
+            norm("a;b=~x;c").unwrap_err(),
+            "Tag values are not allowed to start with \"~\" in tag \"b\""
+        );
         assert!(norm("a{b=\"c\"d=\"e\"}").is_err());
     }
 

@@ -326,15 +326,23 @@ pub async fn tag_multi_series(
     if paths.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no paths specified");
     }
+    // Every good name is indexed even when one is bad (carbon does not
+    // retry a batch); the first bad one is named.
     let index = &api.sources.store().tags;
     let mut out = Vec::with_capacity(paths.len());
+    let mut refused = None;
     for p in &paths {
         match index.tag_series(p) {
             Ok(n) => out.push(n),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
         }
     }
-    answer(&json!(out), &params)
+    match refused {
+        Some(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        None => answer(&json!(out), &params),
+    }
 }
 
 /// `POST /tags/delSeries` (`path`, repeated): forgets the series (their

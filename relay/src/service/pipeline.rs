@@ -74,29 +74,39 @@ impl Pipeline {
 
     /// Fences (when a tenant is given), routes and queues points the rules
     /// have seen (or made: aggregates).
-    pub fn route(&self, tenant: Option<&Tenant>, protocol: &str, points: Vec<Point>) {
+    pub fn route(&self, tenant: Option<&Tenant>, protocol: &str, mut points: Vec<Point>) {
+        // Tagged names are placed by their normalised form, as carbon's
+        // relay with TAG_RELAY_NORMALIZED: one series has one owner however
+        // its tags were ordered (receivers normalise already: this is for
+        // statsd flushes and aggregates; a normal name costs one parse).
+        let before = points.len();
+        points.retain_mut(|p| {
+            if !graunt_storage::tags::is_tagged(&p.name) {
+                return true;
+            }
+            match graunt_storage::metric::normalize_name(&p.name) {
+                Ok(std::borrow::Cow::Owned(n)) => {
+                    p.name = n;
+                    true
+                }
+                Ok(_) => true,
+                Err(_) => false,
+            }
+        });
+        if points.len() < before {
+            let who = tenant.map_or("relay", |t| t.name.as_str());
+            self.stats
+                .refused
+                .with_label_values(&[who, "name"])
+                .inc_by((before - points.len()) as u64);
+        }
         let routing = self.routing();
         let mut per: Vec<Vec<Point>> = vec![Vec::new(); routing.outbound.len()];
         let now = unix_now();
         let mut accepted = 0u64;
         {
             let mut fence = tenant.map(|t| t.fence.lock().unwrap_or_else(|e| e.into_inner()));
-            for mut p in points {
-                // Tagged names are placed by their normalised form, as
-                // carbon's relay with TAG_RELAY_NORMALIZED: one series has
-                // one owner however its tags were ordered (receivers
-                // normalise already; statsd flushes and rules may not).
-                if graunt_storage::tags::is_tagged(&p.name) {
-                    match graunt_storage::metric::normalize_name(&p.name) {
-                        Ok(std::borrow::Cow::Owned(n)) => p.name = n,
-                        Ok(_) => {}
-                        Err(_) => {
-                            let who = tenant.map_or("relay", |t| t.name.as_str());
-                            self.stats.refused.with_label_values(&[who, "name"]).inc();
-                            continue;
-                        }
-                    }
-                }
+            for p in points {
                 if let (Some(f), Some(t)) = (fence.as_mut(), tenant) {
                     if let Err(r) = f.check(&p.name, p.timestamp, now) {
                         self.stats

@@ -1,5 +1,5 @@
 //! Opening and creating whisper files on disk: header reads, advisory locks,
-//! and `create` with whisper's layout (zero-filled or sparse).
+//! and `create` with whisper's layout (allocated, zero-filled or sparse).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -124,6 +124,28 @@ pub fn create(path: &Path, archives: &[Retention], opts: &CreateOptions) -> Resu
     // Held until the file is closed, so a reader taking the lock never sees a
     // header without its archives.
     file.lock().map_err(|e| WhisperError::io(path, e))?;
+    // As carbon with WHISPER_FALLOCATE_CREATE (its default): the archives
+    // are allocated, not written; they read as zeros all the same. Where
+    // the filesystem cannot, they are written as zeros.
+    if !opts.sparse {
+        if let Ok(header) = layout(archives, opts) {
+            if allocate(
+                &file,
+                header.size(),
+                header.archives.last().map_or(0, ArchiveInfo::end),
+            ) {
+                use std::os::unix::fs::FileExt;
+                return match file.write_all_at(&encode_header(&header), 0) {
+                    Ok(()) => Ok(header),
+                    Err(e) => {
+                        drop(file);
+                        let _ = std::fs::remove_file(path);
+                        Err(WhisperError::io(path, e))
+                    }
+                };
+            }
+        }
+    }
     match create_in(&mut file, archives, opts) {
         Ok(header) => Ok(header),
         Err(e) => {
@@ -136,6 +158,23 @@ pub fn create(path: &Path, archives: &[Retention], opts: &CreateOptions) -> Resu
         }
     }
 }
+/// Allocates `[from, to)` of a new file without writing it (`fallocate`);
+/// false where the filesystem does not support it.
+fn allocate(file: &File, from: u64, to: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    if to <= from {
+        return false;
+    }
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to - from),
+    ) else {
+        return false;
+    };
+    // SAFETY: the descriptor is open for writing for the call's duration.
+    unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) == 0 }
+}
+
 /// Bytes read from the start of a file at open: the header, plus whatever
 /// else shares its first page (often the first archive's base point).
 const HEAD_READ: u64 = 4096;
