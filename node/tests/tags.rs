@@ -307,6 +307,20 @@ fn a_cluster_answers_tags_on_every_member_as_one_node() {
         let found = json(n, "/tags/findSeries?expr=name=cpu.load&expr=dc=dc1");
         assert_eq!(found.as_array().unwrap().len(), 19, "{found}");
     }
+    // A member down: the answer says who is missing, as /render does.
+    let mut cluster = cluster;
+    cluster.nodes.pop().unwrap().stop(Duration::from_secs(20));
+    let (status, headers, _) = cluster.nodes[0].http_raw(
+        "GET",
+        "/tags/autoComplete/tags?expr=name=cpu.load",
+        None,
+        &[],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        headers.iter().any(|(k, _)| k == "x-graunt-partial"),
+        "{headers:?}"
+    );
     relay.stop();
     lone.stop(Duration::from_secs(20));
     cluster.stop();

@@ -21,15 +21,31 @@ use super::Api;
 const AUTOCOMPLETE_LIMIT: i64 = 100;
 
 fn answer(value: &Value, params: &Params) -> Response {
+    answer_partial(value, params, &[])
+}
+
+/// An answer; one missing some members' part names them in
+/// `X-Graunt-Partial`, as `/render` does.
+fn answer_partial(value: &Value, params: &Params, partial: &[(String, String)]) -> Response {
     let pretty = param(params, "pretty").is_some_and(|p| !p.is_empty());
     let mut out = String::new();
     super::pyjson::write_py_json(&mut out, value, pretty, 0);
-    (
+    let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         out,
     )
-        .into_response()
+        .into_response();
+    if !partial.is_empty() {
+        let text: Vec<String> = partial
+            .iter()
+            .map(|(p, why)| format!("{p}: {why}"))
+            .collect();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&text.join("; ")) {
+            response.headers_mut().insert("x-graunt-partial", v);
+        }
+    }
+    response
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -90,16 +106,24 @@ fn slice<T>(mut list: Vec<T>, limit: Option<i64>) -> Vec<T> {
     }
 }
 
-/// Runs a question over the request's source on a blocking thread.
+/// Peers left out of an answer, as `/render` names them.
+type Partial = Vec<(String, String)>;
+
+/// Runs a question over the request's source on a blocking thread; the
+/// peers left out come back beside the answer.
 async fn ask(
     api: &Api,
     who: &Identity,
     params: &Params,
     q: TagQuery,
-) -> Result<TagAnswer, Box<Response>> {
+) -> Result<(TagAnswer, Partial), Box<Response>> {
     let local = super::find::is_local(params);
     let (api, who) = (api.clone(), who.clone());
-    match tokio::task::spawn_blocking(move || api.open(local, &who).tags(&q)).await {
+    let run = move || {
+        let source = api.open(local, &who);
+        source.tags(&q).map(|a| (a, source.partial()))
+    };
+    match tokio::task::spawn_blocking(run).await {
         Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(Box::new(error(StatusCode::BAD_REQUEST, e.to_string()))),
         Err(e) => Err(Box::new(error(
@@ -141,9 +165,9 @@ pub async fn list(
             .filter(|f| !f.is_empty())
             .map(String::from),
     };
-    let tags = match ask(&api, &who, &params, q).await {
-        Ok(TagAnswer::Tags(t)) => t,
-        Ok(_) => Vec::new(),
+    let (tags, partial) = match ask(&api, &who, &params, q).await {
+        Ok((TagAnswer::Tags(t), p)) => (t, p),
+        Ok((_, p)) => (Vec::new(), p),
         Err(e) => return *e,
     };
     // SQL's LIMIT: a negative one is none.
@@ -152,7 +176,7 @@ pub async fn list(
         .into_iter()
         .map(|(tag, id)| json!({ "id": id, "tag": tag }))
         .collect();
-    answer(&Value::Array(list), &params)
+    answer_partial(&Value::Array(list), &params, &partial)
 }
 
 /// `/tags/<tag>`: `{"id", "tag", "values": [{"id", "value", "count"}]}`,
@@ -178,13 +202,13 @@ pub async fn details(
             .filter(|f| !f.is_empty())
             .map(String::from),
     };
-    let values = match ask(&api, &who, &params, q).await {
-        Ok(TagAnswer::Values(v)) => v,
-        Ok(_) => None,
+    let (values, partial) = match ask(&api, &who, &params, q).await {
+        Ok((TagAnswer::Values(v), p)) => (v, p),
+        Ok((_, p)) => (None, p),
         Err(e) => return *e,
     };
     let Some((id, values)) = values else {
-        return answer(&Value::Null, &params);
+        return answer_partial(&Value::Null, &params, &partial);
     };
     let values: Vec<Value> = slice(values, limit.filter(|&n| n >= 0))
         .into_iter()
@@ -194,7 +218,7 @@ pub async fn details(
     m.insert("id".into(), id.into());
     m.insert("tag".into(), tag.into());
     m.insert("values".into(), Value::Array(values));
-    answer(&Value::Object(m), &params)
+    answer_partial(&Value::Object(m), &params, &partial)
 }
 
 /// `/tags/findSeries`: the series the `expr`s select, sorted.
@@ -212,8 +236,8 @@ pub async fn find_series(
         return error(StatusCode::BAD_REQUEST, "no tag expressions specified");
     }
     match ask(&api, &who, &params, TagQuery::FindSeries { exprs }).await {
-        Ok(TagAnswer::Series(s)) => answer(&json!(s), &params),
-        Ok(_) => answer(&json!([]), &params),
+        Ok((TagAnswer::Series(s), p)) => answer_partial(&json!(s), &params, &p),
+        Ok((_, p)) => answer_partial(&json!([]), &params, &p),
         Err(e) => *e,
     }
 }
@@ -274,8 +298,8 @@ async fn names(
     limit: Option<i64>,
 ) -> Response {
     match ask(api, who, params, q).await {
-        Ok(TagAnswer::Names(n)) => answer(&json!(slice(n, limit)), params),
-        Ok(_) => answer(&json!([]), params),
+        Ok((TagAnswer::Names(n), p)) => answer_partial(&json!(slice(n, limit)), params, &p),
+        Ok((_, p)) => answer_partial(&json!([]), params, &p),
         Err(e) => *e,
     }
 }
@@ -367,7 +391,7 @@ pub async fn del_series(
         return error(StatusCode::BAD_REQUEST, "no path specified");
     }
     match ask(&api, &who, &params, TagQuery::DelSeries { paths }).await {
-        Ok(_) => answer(&json!(true), &params),
+        Ok((_, p)) => answer_partial(&json!(true), &params, &p),
         Err(e) => *e,
     }
 }

@@ -124,29 +124,7 @@ pub fn create(path: &Path, archives: &[Retention], opts: &CreateOptions) -> Resu
     // Held until the file is closed, so a reader taking the lock never sees a
     // header without its archives.
     file.lock().map_err(|e| WhisperError::io(path, e))?;
-    // As carbon with WHISPER_FALLOCATE_CREATE (its default): the archives
-    // are allocated, not written; they read as zeros all the same. Where
-    // the filesystem cannot, they are written as zeros.
-    if !opts.sparse {
-        if let Ok(header) = layout(archives, opts) {
-            if allocate(
-                &file,
-                header.size(),
-                header.archives.last().map_or(0, ArchiveInfo::end),
-            ) {
-                use std::os::unix::fs::FileExt;
-                return match file.write_all_at(&encode_header(&header), 0) {
-                    Ok(()) => Ok(header),
-                    Err(e) => {
-                        drop(file);
-                        let _ = std::fs::remove_file(path);
-                        Err(WhisperError::io(path, e))
-                    }
-                };
-            }
-        }
-    }
-    match create_in(&mut file, archives, opts) {
+    match fill(&mut file, archives, opts) {
         Ok(header) => Ok(header),
         Err(e) => {
             drop(file);
@@ -158,6 +136,25 @@ pub fn create(path: &Path, archives: &[Retention], opts: &CreateOptions) -> Resu
         }
     }
 }
+/// Writes a new file's header and archives: as carbon with
+/// WHISPER_FALLOCATE_CREATE (its default), the archives allocated, not
+/// written (they read as zeros all the same; no 20 KB of dirty pages per
+/// file for the disk to write); zero-filled where the filesystem cannot;
+/// sparse when asked.
+fn fill(file: &mut File, archives: &[Retention], opts: &CreateOptions) -> Result<Header> {
+    if !opts.sparse {
+        let header = layout(archives, opts)?;
+        let end = header.archives.last().map_or(0, ArchiveInfo::end);
+        if allocate(file, header.size(), end) {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&encode_header(&header), 0)
+                .map_err(|e| WhisperError::io("<new file>", e))?;
+            return Ok(header);
+        }
+    }
+    create_in(file, archives, opts)
+}
+
 /// Allocates `[from, to)` of a new file without writing it (`fallocate`);
 /// false where the filesystem does not support it.
 fn allocate(file: &File, from: u64, to: u64) -> bool {
@@ -186,6 +183,20 @@ const HEAD_READ: u64 = 4096;
 /// power loss comes from the writer's `syncfs` before the log is released,
 /// not from a per-file fsync, which would cost a disk flush per new metric.)
 pub fn create_atomic(path: &Path, archives: &[Retention], opts: &CreateOptions) -> Result<Header> {
+    layout(archives, opts)?;
+    // Linux: an unnamed file in the directory, linked into place when whole
+    // (one directory entry made, none removed). Elsewhere, or where the
+    // filesystem has no O_TMPFILE: a temporary name, linked, then removed.
+    if let Some(dir) = path.parent() {
+        match create_unnamed(dir, path, archives, opts) {
+            Err(WhisperError::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
+                ) && source.kind() != std::io::ErrorKind::AlreadyExists => {}
+            other => return other,
+        }
+    }
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -202,6 +213,48 @@ pub fn create_atomic(path: &Path, archives: &[Retention], opts: &CreateOptions) 
         }
         Err(e) => Err(WhisperError::io(path, e)),
     }
+}
+
+/// [`create_atomic`] with `O_TMPFILE` and `linkat`.
+fn create_unnamed(
+    dir: &Path,
+    path: &Path,
+    archives: &[Retention],
+    opts: &CreateOptions,
+) -> Result<Header> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o644)
+        .open(dir)
+        .map_err(|e| WhisperError::io(dir, e))?;
+    let header = fill(&mut file, archives, opts)?;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| WhisperError::io(path, std::io::Error::other(e)))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| WhisperError::io(path, std::io::Error::other(e)))?;
+    // SAFETY: both are NUL-terminated paths alive for the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(WhisperError::AlreadyExists(path.to_path_buf()));
+        }
+        return Err(WhisperError::io(path, e));
+    }
+    Ok(header)
 }
 
 /// Reads and checks the header of `blocks`, returning it with the bytes read
