@@ -98,12 +98,14 @@ fn same_answer(step: &Step, got: &(u16, String, String)) -> Result<(), String> {
     if step.path.starts_with("/render") {
         let a: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
         let b: Value = serde_json::from_str(&step.want_body).unwrap();
-        return same_values(&a, &b).then_some(()).ok_or_else(|| {
-            format!(
-                "render differs:\n graunt {body}\n graphite-web {}",
-                step.want_body
-            )
-        });
+        return graunt_harness::same_json(&a, &b)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "render differs:\n graunt {body}\n graphite-web {}",
+                    step.want_body
+                )
+            });
     }
     (*body == step.want_body).then_some(()).ok_or_else(|| {
         format!(
@@ -111,21 +113,6 @@ fn same_answer(step: &Step, got: &(u16, String, String)) -> Result<(), String> {
             step.want_body
         )
     })
-}
-
-fn same_values(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_values(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_values(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 /// Replays every step, each on `pick(i)`; reads retry for a few seconds

@@ -1,5 +1,70 @@
 //! Python's number formatting (`repr(float)`, `%g`, `%.Ng`, `%f`), so the
-//! `graunt whisper` tools print exactly what the `whisper-*.py` scripts print.
+//! `graunt whisper` tools print exactly what the `whisper-*.py` scripts
+//! print, and `repr(str)` (carbon hashes it; graphite-web stores it).
+
+/// Python's `repr()` of a str: single quotes unless the text holds one and
+/// no double quote; `\\`, `\n`, `\r`, `\t` and the quote escaped; what
+/// Python does not print as it is (controls, the Unicode spaces and format
+/// characters other than the ASCII space) as `\xhh`, `\uhhhh` or
+/// `\Uhhhhhhhh`.
+pub fn repr_str(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if !printable(c) => {
+                let n = c as u32;
+                if n < 0x100 {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else if n < 0x10000 {
+                    out.push_str(&format!("\\u{n:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{n:08x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// Python's `str.isprintable()` for one character, for the characters
+/// metric names and event texts meet: not a control, not a Unicode space or
+/// line/paragraph separator other than ' ', not a common format character.
+fn printable(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    !(c.is_control()
+        || matches!(
+            c,
+            '\u{a0}'
+                | '\u{ad}'
+                | '\u{1680}'
+                | '\u{180e}'
+                | '\u{2000}'..='\u{200f}'
+                | '\u{2028}'..='\u{202f}'
+                | '\u{205f}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{3000}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        ))
+}
 
 /// Splits Rust's scientific form (`-1.25e-7`) into sign, digits and exponent.
 fn sci_parts(s: &str) -> (bool, String, i32) {
@@ -90,6 +155,15 @@ pub fn format_fixed(v: f64, precision: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_repr_as_python() {
+        assert_eq!(repr_str("a"), "'a'");
+        assert_eq!(repr_str("it's"), "\"it's\"");
+        assert_eq!(repr_str("'\""), "'\\'\"'");
+        assert_eq!(repr_str("a\u{0}b\tc"), "'a\\x00b\\tc'");
+        assert_eq!(repr_str("x\u{85}\u{a0}é\u{2028}"), "'x\\x85\\xa0é\\u2028'");
+    }
 
     #[test]
     fn repr_matches_python() {

@@ -447,38 +447,6 @@ impl TagIndex {
             .collect()
     }
 
-    /// A known tag's values held by live series, sorted, with counts;
-    /// `None` for a tag never seen.
-    pub fn tag_values(
-        &self,
-        tag: &str,
-        filter: Option<&Regex>,
-        limit: Option<usize>,
-    ) -> Option<(u32, Vec<Listed>)> {
-        let inner = self.read();
-        if !inner.known.contains(tag) {
-            return None;
-        }
-        let id = inner.tag_ids.get(tag).copied().unwrap_or(0);
-        let values = inner
-            .postings
-            .get(tag)
-            .map(|values| {
-                values
-                    .iter()
-                    .filter(|(v, _)| filter.is_none_or(|f| f.is_match(v)))
-                    .take(limit.unwrap_or(usize::MAX))
-                    .map(|(v, ids)| Listed {
-                        id: inner.value_ids.get(v).copied().unwrap_or(0),
-                        name: v.clone(),
-                        count: ids.len(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some((id, values))
-    }
-
     /// `autoComplete/tags`: with expressions, the tags of the series they
     /// select less every tag they name; without, the known tags; starting
     /// with `prefix`, sorted, at most `limit`.
@@ -836,15 +804,25 @@ mod tests {
             ["b", "c"]
         );
         assert_eq!(idx.autocomplete_values("host", &[], "", 2), ["a", "b"]);
-        let (_, values) = idx.tag_values("dc", None, None).unwrap();
+        let values = |tag: &str| {
+            let q = TagQuery::TagValues {
+                tag: tag.into(),
+                filter: None,
+            };
+            match idx.answer(&q).unwrap() {
+                TagAnswer::Values(v) => v.map(|(_, v)| {
+                    v.into_iter()
+                        .map(|(value, _, series)| (value, series.len()))
+                        .collect::<Vec<_>>()
+                }),
+                _ => None,
+            }
+        };
         assert_eq!(
-            values
-                .iter()
-                .map(|v| (v.name.as_str(), v.count))
-                .collect::<Vec<_>>(),
-            [("x", 2), ("y", 1)]
+            values("dc").unwrap(),
+            [("x".to_string(), 2), ("y".to_string(), 1)]
         );
-        assert!(idx.tag_values("nosuch", None, None).is_none());
+        assert!(values("nosuch").is_none());
     }
 
     #[test]
@@ -861,7 +839,12 @@ mod tests {
         assert_eq!(idx.len(), 1);
         let tags: Vec<String> = idx.tags(None, None).into_iter().map(|t| t.name).collect();
         assert_eq!(tags, ["name", "x", "y", "z"]);
-        assert_eq!(idx.tag_values("x", None, None).unwrap().1, vec![]);
+        let q = TagQuery::TagValues {
+            tag: "x".into(),
+            filter: None,
+        };
+        // Known, with no live series left.
+        assert!(matches!(idx.answer(&q).unwrap(), TagAnswer::Values(Some((_, v))) if v.is_empty()));
     }
 
     #[test]

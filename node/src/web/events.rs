@@ -156,34 +156,7 @@ fn py_str(v: &Value) -> String {
                 Some(i) => out.push_str(&i.to_string()),
                 None => out.push_str(&float_repr(n.as_f64().unwrap_or(f64::NAN))),
             },
-            Value::String(s) => {
-                let quote = if s.contains('\'') && !s.contains('"') {
-                    '"'
-                } else {
-                    '\''
-                };
-                out.push(quote);
-                for c in s.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        '\t' => out.push_str("\\t"),
-                        c if c == quote => {
-                            out.push('\\');
-                            out.push(c);
-                        }
-                        // What Python's repr does not print as it is: C0 and
-                        // C1 controls, DEL and the no-break space (the rest
-                        // of Unicode's unprintables are rare in event data).
-                        c if (c as u32) < 0x20 || (0x7f..=0xa0).contains(&(c as u32)) => {
-                            out.push_str(&format!("\\x{:02x}", c as u32))
-                        }
-                        c => out.push(c),
-                    }
-                }
-                out.push(quote);
-            }
+            Value::String(s) => out.push_str(&graunt_query::pyfmt::repr_str(s)),
             Value::Array(a) => {
                 out.push('[');
                 for (i, v) in a.iter().enumerate() {

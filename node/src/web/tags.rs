@@ -304,6 +304,16 @@ async fn names(
     }
 }
 
+/// A tenant's login does not change the index, which spans every tenant.
+fn refuse_tenant(who: &Identity) -> Option<Response> {
+    who.namespaces.as_ref().map(|_| {
+        error(
+            StatusCode::FORBIDDEN,
+            "a tenant's login cannot change the tag index",
+        )
+    })
+}
+
 /// `POST /tags/tagSeries` (`path`): indexes it, answers its normalised name.
 pub async fn tag_series(
     State(api): State<Api>,
@@ -313,11 +323,8 @@ pub async fn tag_series(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    if who.namespaces.is_some() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "a tenant's login cannot change the tag index",
-        );
+    if let Some(refused) = refuse_tenant(&who) {
+        return refused;
     }
     let params = merged(&method, &headers, params, &body);
     let Some(path) = param(&params, "path").filter(|p| !p.is_empty()) else {
@@ -339,11 +346,8 @@ pub async fn tag_multi_series(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    if who.namespaces.is_some() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "a tenant's login cannot change the tag index",
-        );
+    if let Some(refused) = refuse_tenant(&who) {
+        return refused;
     }
     let params = merged(&method, &headers, params, &body);
     let paths = all(&params, "path");
@@ -379,11 +383,8 @@ pub async fn del_series(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    if who.namespaces.is_some() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "a tenant's login cannot change the tag index",
-        );
+    if let Some(refused) = refuse_tenant(&who) {
+        return refused;
     }
     let params = merged(&method, &headers, params, &body);
     let paths = all(&params, "path");
