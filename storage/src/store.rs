@@ -30,7 +30,7 @@ pub struct StoreConfig {
     /// Whisper files created per minute, 0 for no limit [0]; metrics over
     /// the limit wait in the cache, they are not dropped.
     pub max_creates_per_minute: f64,
-    /// Create whisper files sparse (holes instead of zeros) [false].
+    /// Create whisper files sparse (holes) instead of allocated [false].
     pub sparse_create: bool,
 }
 

@@ -43,7 +43,7 @@ pub struct FileConfig {
     pub max_creates_per_minute: Option<f64>,
     /// `always`, `periodic` (every second) or `never` [periodic].
     pub wal_sync: Option<WalSync>,
-    /// Create whisper files sparse [false].
+    /// Create whisper files sparse (holes) instead of allocated [false].
     pub sparse_create: Option<bool>,
     /// Seconds a timestamp may be ahead of the clock [3600].
     pub max_future: Option<i64>,

@@ -229,7 +229,7 @@ fn create_unnamed(
         .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
-        .mode(0o644)
+        .mode(0o666)
         .open(dir)
         .map_err(|e| WhisperError::io(dir, e))?;
     let header = fill(&mut file, archives, opts)?;
