@@ -147,13 +147,29 @@ fn tagged_names_and_dogstatsd_tags_arrive_as_tagged_series() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(b"api.hits:3|c|#env:prod,region:eu", node.addr("statsd"))
         .unwrap();
+    // Plaintext over UDP and pickle too: one receive path.
+    udp.send_to(
+        format!("disk.used;rack=a1;dc=dc3 7 {now}\n").as_bytes(),
+        node.addr("udp"),
+    )
+    .unwrap();
+    let frame = graunt_relay::codec::pickle::encode_frame([("disk.used;rack=a1;dc=dc4", now, 8.0)]);
+    TcpStream::connect(node.addr("pickle"))
+        .unwrap()
+        .write_all(&frame)
+        .unwrap();
     wait_for(Duration::from_secs(20), "the tagged series", || {
         let found = json(&node, "/tags/findSeries?expr=rack=a1");
-        (found.as_array()?.len() == 2).then_some(())
+        (found.as_array()?.len() == 4).then_some(())
     });
     assert_eq!(
         json(&node, "/tags/findSeries?expr=rack=a1"),
-        serde_json::json!(["disk.used;dc=dc1;rack=a1", "disk.used;dc=dc2;rack=a1"])
+        serde_json::json!([
+            "disk.used;dc=dc1;rack=a1",
+            "disk.used;dc=dc2;rack=a1",
+            "disk.used;dc=dc3;rack=a1",
+            "disk.used;dc=dc4;rack=a1"
+        ])
     );
     // etsy's names with the tags after them.
     wait_for(Duration::from_secs(20), "the statsd counter", || {
@@ -198,7 +214,7 @@ fn tagged_names_and_dogstatsd_tags_arrive_as_tagged_series() {
             &node,
             "/tags/autoComplete/values?tag=dc&expr=name=disk.used"
         ),
-        serde_json::json!(["dc1", "dc2"])
+        serde_json::json!(["dc1", "dc2", "dc3", "dc4"])
     );
     node.stop(Duration::from_secs(20));
 }
