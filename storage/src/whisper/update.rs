@@ -17,6 +17,30 @@ pub(crate) fn read_point<B: Blocks>(blocks: &B, path: &Path, offset: u64) -> Res
 }
 
 /// Where `interval` lives in `archive`, counting slots from the base point.
+/// Each archive's base timestamp (its first slot's), read once per update:
+/// propagation would read it again for every coarser slot it writes. A
+/// write into an empty archive sets it, as the file then holds it.
+#[derive(Default)]
+struct Bases(Vec<(u32, u32)>);
+
+impl Bases {
+    fn get<B: Blocks>(&mut self, blocks: &B, path: &Path, archive: &ArchiveInfo) -> Result<u32> {
+        if let Some(&(_, base)) = self.0.iter().find(|(o, _)| *o == archive.offset) {
+            return Ok(base);
+        }
+        let (base, _) = read_point(blocks, path, u64::from(archive.offset))?;
+        self.0.push((archive.offset, base));
+        Ok(base)
+    }
+
+    fn set(&mut self, archive: &ArchiveInfo, base: u32) {
+        match self.0.iter_mut().find(|(o, _)| *o == archive.offset) {
+            Some(slot) => slot.1 = base,
+            None => self.0.push((archive.offset, base)),
+        }
+    }
+}
+
 pub(crate) fn slot_offset(archive: &ArchiveInfo, base: u32, interval: i64) -> u64 {
     let step = i64::from(archive.seconds_per_point);
     let byte_distance = (interval - i64::from(base)).div_euclid(step) * POINT_SIZE as i64;
@@ -78,10 +102,13 @@ fn write_point<B: Blocks>(
     archive: &ArchiveInfo,
     interval: i64,
     value: f64,
+    bases: &mut Bases,
 ) -> Result<()> {
     let packed = encode_point(interval, value)?;
-    let (base, _) = read_point(blocks, path, u64::from(archive.offset))?;
+    let base = bases.get(blocks, path, archive)?;
     let at = if base == 0 {
+        // The archive's first point: its base from now on.
+        bases.set(archive, decode_point(&packed).0);
         u64::from(archive.offset)
     } else {
         slot_offset(archive, base, interval)
@@ -94,6 +121,53 @@ fn write_point<B: Blocks>(
 /// Recomputes the slot of `lower` holding `timestamp` from the points of
 /// `higher` it covers; false when too few are known (xFilesFactor), which
 /// stops propagation further down.
+/// The bytes of a stretch of an archive, read once for the propagations
+/// of one update into the next archive (which do not write to it): from
+/// the slot of `start` on, in time order.
+struct Window {
+    start: i64,
+    bytes: Vec<u8>,
+}
+
+impl Window {
+    /// The higher archive's slots under the lower archive's intervals
+    /// `starts`, when they span at most the archive and it has a base.
+    fn read<B: Blocks>(
+        blocks: &B,
+        path: &Path,
+        higher: &ArchiveInfo,
+        lower: &ArchiveInfo,
+        starts: &[i64],
+        bases: &mut Bases,
+    ) -> Result<Option<Window>> {
+        let (Some(&first), Some(&last)) = (starts.iter().min(), starts.iter().max()) else {
+            return Ok(None);
+        };
+        let base = bases.get(blocks, path, higher)?;
+        let len = (last + i64::from(lower.seconds_per_point) - first)
+            / i64::from(higher.seconds_per_point)
+            * POINT_SIZE as i64;
+        if base == 0 || len <= 0 || len as u64 > higher.size() || starts.len() < 2 {
+            return Ok(None);
+        }
+        let from = slot_offset(higher, base, first);
+        let to = (from - u64::from(higher.offset) + len as u64) % higher.size()
+            + u64::from(higher.offset);
+        let bytes = read_wrapped(blocks, path, higher, from, to)?;
+        Ok(Some(Window {
+            start: first,
+            bytes,
+        }))
+    }
+
+    /// The bytes of `span` from the slot of `at`, if the window holds them.
+    fn slice(&self, at: i64, step: i64, span: u64) -> Option<&[u8]> {
+        let skip = usize::try_from((at - self.start) / step).ok()? * POINT_SIZE as usize;
+        self.bytes.get(skip..skip + span as usize)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn propagate<B: Blocks>(
     blocks: &mut B,
     header: &Header,
@@ -101,17 +175,27 @@ fn propagate<B: Blocks>(
     timestamp: i64,
     higher: &ArchiveInfo,
     lower: &ArchiveInfo,
+    bases: &mut Bases,
+    window: Option<&Window>,
 ) -> Result<bool> {
     let lower_start = timestamp - timestamp.rem_euclid(i64::from(lower.seconds_per_point));
-    let (higher_base, _) = read_point(blocks, path, u64::from(higher.offset))?;
-    let first = if higher_base == 0 {
-        u64::from(higher.offset)
-    } else {
-        slot_offset(higher, higher_base, lower_start)
-    };
     let span = u64::from(lower.seconds_per_point / higher.seconds_per_point) * POINT_SIZE;
-    let last = (first - u64::from(higher.offset) + span) % higher.size() + u64::from(higher.offset);
-    let data = read_wrapped(blocks, path, higher, first, last)?;
+    let prefetched =
+        window.and_then(|w| w.slice(lower_start, i64::from(higher.seconds_per_point), span));
+    let data = match prefetched {
+        Some(d) => d.to_vec(),
+        None => {
+            let higher_base = bases.get(blocks, path, higher)?;
+            let first = if higher_base == 0 {
+                u64::from(higher.offset)
+            } else {
+                slot_offset(higher, higher_base, lower_start)
+            };
+            let last = (first - u64::from(higher.offset) + span) % higher.size()
+                + u64::from(higher.offset);
+            read_wrapped(blocks, path, higher, first, last)?
+        }
+    };
 
     let step = i64::from(higher.seconds_per_point);
     let neighbors: Vec<Option<f64>> = data
@@ -130,7 +214,7 @@ fn propagate<B: Blocks>(
         return Ok(false);
     }
     let value = aggregate(header.aggregation, &known, &neighbors).unwrap_or(f64::NAN);
-    write_point(blocks, path, lower, lower_start, value)?;
+    write_point(blocks, path, lower, lower_start, value, bases)?;
     Ok(true)
 }
 
@@ -162,11 +246,14 @@ pub fn update<B: Blocks>(
     };
     let archive = &header.archives[index];
     let interval = timestamp - timestamp.rem_euclid(i64::from(archive.seconds_per_point));
-    write_point(blocks, path, archive, interval, value)?;
+    let mut bases = Bases::default();
+    write_point(blocks, path, archive, interval, value, &mut bases)?;
 
     let mut higher = archive;
     for lower in &header.archives[index + 1..] {
-        if !propagate(blocks, header, path, interval, higher, lower)? {
+        if !propagate(
+            blocks, header, path, interval, higher, lower, &mut bases, None,
+        )? {
             break;
         }
         higher = lower;
@@ -269,6 +356,8 @@ pub(crate) fn archive_update_many<B: Blocks>(
         let at = slot_offset(archive, base, *interval);
         write_wrapped(blocks, path, archive, at, packed)?;
     }
+    let mut bases = Bases::default();
+    bases.set(archive, base);
 
     let mut higher = archive;
     for lower in header
@@ -282,8 +371,19 @@ pub(crate) fn archive_update_many<B: Blocks>(
             .map(|(t, _)| t - t.rem_euclid(lower_step))
             .collect();
         let mut propagated = false;
-        for interval in set_iteration_order(&intervals) {
-            propagated |= propagate(blocks, header, path, interval, higher, lower)?;
+        let order = set_iteration_order(&intervals);
+        let window = Window::read(blocks, path, higher, lower, &order, &mut bases)?;
+        for interval in order {
+            propagated |= propagate(
+                blocks,
+                header,
+                path,
+                interval,
+                higher,
+                lower,
+                &mut bases,
+                window.as_ref(),
+            )?;
         }
         if !propagated {
             break;
