@@ -12,6 +12,7 @@ use std::time::Duration;
 use graunt_harness::node::{wait_for, Node};
 use graunt_harness::relay::Relay;
 use graunt_harness::{temp_dir, unix_now};
+use graunt_storage::whisper::{AggregationMethod, Header, WhisperFile};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_graunt");
@@ -29,39 +30,21 @@ fn send(to: std::net::SocketAddr, text: &str) {
     s.write_all(text.as_bytes()).unwrap();
 }
 
-/// `graunt whisper info --json` of the file of `metric`, once it exists.
-fn info(node: &Node, metric: &str) -> Value {
+/// The header of `metric`'s file, once it exists.
+fn info(node: &Node, metric: &str) -> Header {
     let path = node
         .data_dir
         .join("whisper")
         .join(format!("{}.wsp", metric.replace('.', "/")));
     wait_for(Duration::from_secs(20), "the metric's file", || {
-        path.exists().then_some(())
-    });
-    let out = Command::new(BIN)
-        .args(["whisper", "info", "--json"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        WhisperFile::open(&path).ok().map(|f| f.header().clone())
+    })
 }
 
-fn retentions(v: &Value) -> Vec<(u64, u64)> {
-    v["archives"]
-        .as_array()
-        .unwrap()
+fn retentions(h: &Header) -> Vec<(u32, u32)> {
+    h.archives
         .iter()
-        .map(|a| {
-            (
-                a["secondsPerPoint"].as_u64().unwrap(),
-                a["points"].as_u64().unwrap(),
-            )
-        })
+        .map(|a| (a.seconds_per_point, a.points))
         .collect()
 }
 
@@ -96,7 +79,7 @@ fn a_node_reads_its_schemas_again_at_sighup_and_refuses_a_broken_file() {
     send(node.addr("line"), &format!("before.m 1 {now}\n"));
     let before = info(&node, "before.m");
     assert_eq!(retentions(&before), [(60, 1440)]);
-    assert_eq!(before["aggregationMethod"], "average");
+    assert_eq!(before.aggregation, AggregationMethod::Average);
 
     std::fs::write(
         &schemas,
@@ -115,8 +98,8 @@ fn a_node_reads_its_schemas_again_at_sighup_and_refuses_a_broken_file() {
     send(node.addr("line"), &format!("after.m 1 {now}\n"));
     let after = info(&node, "after.m");
     assert_eq!(retentions(&after), [(10, 360), (60, 1440)]);
-    assert_eq!(after["aggregationMethod"], "max");
-    assert_eq!(after["xFilesFactor"], 0.0);
+    assert_eq!(after.aggregation, AggregationMethod::Max);
+    assert_eq!(after.x_files_factor, 0.0);
 
     // A broken file is refused; the rules read last stay.
     std::fs::write(&schemas, "[broken]\npattern = .*\nretentions = nonsense\n").unwrap();

@@ -211,11 +211,6 @@ impl Events {
         }
     }
 
-    /// Every event, oldest first.
-    pub fn all(&self) -> Vec<&Event> {
-        self.find(i64::MIN, i64::MAX, None, SetOperation::All)
-    }
-
     /// graphite-web's `find_events`: events with `from_us <= when <=
     /// until_us`, narrowed by `tags` as django-tagging does (tags no event
     /// has are left out of the lookup; none left: no events), oldest first.
@@ -418,7 +413,10 @@ mod tests {
         ev.add(new(300, "none", None));
         let ids = |v: Vec<&Event>| v.iter().map(|e| e.id).collect::<Vec<_>>();
         let tags = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-        assert_eq!(ids(ev.all()), [1, 2, 3]);
+        assert_eq!(
+            ids(ev.find(i64::MIN, i64::MAX, None, SetOperation::All)),
+            [1, 2, 3]
+        );
         assert_eq!(
             ids(ev.find(150_000_000, 300_000_000, None, SetOperation::All)),
             [2, 3]

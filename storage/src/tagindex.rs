@@ -6,9 +6,10 @@
 //! lines), replayed at start; an existing tree without it is indexed once
 //! from its readable `_tagged` file names.
 //!
-//! Memory: each series costs its name once (shared by the id map and the
-//! id table), about 60 bytes of map and table overhead, and 4 bytes per
-//! tag in the postings.
+//! Memory: each series costs its name once (shared by the id table, the id
+//! map and the name set the ingest check reads), the entries of those three,
+//! and 4 bytes per tag in the postings: 207 bytes per series in all at a
+//! million series of 4 tags (bench/tags.py, docs/BENCHMARKS.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -174,16 +175,13 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     out
 }
 
-/// A tag or a value with its listing id (and, for values, the live series
-/// holding it).
+/// A tag with its listing id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     /// Its id.
     pub id: u32,
-    /// The tag or value.
+    /// The tag.
     pub name: String,
-    /// Series holding it (values only).
-    pub count: usize,
 }
 
 /// graphite-web's `filter`: a regex anchored at the start unless it starts
@@ -442,7 +440,6 @@ impl TagIndex {
             .map(|t| Listed {
                 id: inner.tag_ids.get(t).copied().unwrap_or(0),
                 name: t.clone(),
-                count: 0,
             })
             .collect()
     }

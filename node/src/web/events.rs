@@ -282,11 +282,7 @@ pub async fn view(
     Extension(who): Extension<Identity>,
     Query(params): Query<Params>,
 ) -> Response {
-    if who.namespaces.is_some() {
-        return refused_for_tenant();
-    }
-    let events = api.events.current();
-    let found = match fetch(&events, &params) {
+    let found = match listed(&api, &who, &params) {
         Ok(f) => f,
         Err(e) => return *e,
     };
@@ -339,7 +335,11 @@ pub async fn post(
 
 /// graphite-web's `fetch`: `from` (default the epoch), `until` (default
 /// now), `tags` (split on single spaces), `set`.
-fn fetch<'a>(events: &'a Events, params: &Params) -> Result<Vec<&'a Event>, Box<Response>> {
+fn listed(api: &Api, who: &Identity, params: &Params) -> Result<Vec<Event>, Box<Response>> {
+    if who.namespaces.is_some() {
+        return Err(Box::new(refused_for_tenant()));
+    }
+    let events = api.events.current();
     let clock = Timestamp::now();
     let tz = jiff::tz::TimeZone::UTC;
     let at = |key: &str| -> Result<Option<i64>, Box<Response>> {
@@ -355,7 +355,11 @@ fn fetch<'a>(events: &'a Events, params: &Params) -> Result<Vec<&'a Event>, Box<
     let tags: Option<Vec<String>> =
         param(params, "tags").map(|t| t.split(' ').map(str::to_string).collect());
     let op = SetOperation::parse(param(params, "set"));
-    Ok(events.find(from, until, tags.as_deref(), op))
+    Ok(events
+        .find(from, until, tags.as_deref(), op)
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 /// `GET /events/get_data`: the events as JSON (or JSONP with `jsonp`).
@@ -364,15 +368,11 @@ pub async fn get_data(
     Extension(who): Extension<Identity>,
     Query(params): Query<Params>,
 ) -> Response {
-    if who.namespaces.is_some() {
-        return refused_for_tenant();
-    }
-    let events = api.events.current();
-    let found = match fetch(&events, &params) {
+    let found = match listed(&api, &who, &params) {
         Ok(f) => f,
         Err(e) => return *e,
     };
-    let body = py_json(&Value::Array(found.into_iter().map(as_dict).collect()));
+    let body = py_json(&Value::Array(found.iter().map(as_dict).collect()));
     match param(&params, "jsonp") {
         Some(cb) => text(StatusCode::OK, "text/javascript", format!("{cb}({body})")),
         None => text(StatusCode::OK, "application/json", body),

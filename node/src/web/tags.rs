@@ -304,14 +304,32 @@ async fn names(
     }
 }
 
-/// A tenant's login does not change the index, which spans every tenant.
-fn refuse_tenant(who: &Identity) -> Option<Response> {
-    who.namespaces.as_ref().map(|_| {
-        error(
+/// What the write endpoints share: a tenant's login is refused (the index
+/// spans every tenant), the parameters read, and the `path`s (repeated, or
+/// `path[]`), refused with `none` when there are none.
+fn posted_paths(
+    who: &Identity,
+    method: &Method,
+    headers: &HeaderMap,
+    params: Params,
+    body: &[u8],
+    none: &str,
+) -> Result<(Params, Vec<String>), Box<Response>> {
+    if who.namespaces.is_some() {
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "a tenant's login cannot change the tag index",
-        )
-    })
+        )));
+    }
+    let params = merged(method, headers, params, body);
+    let paths: Vec<String> = all(&params, "path")
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    if paths.is_empty() {
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, none)));
+    }
+    Ok((params, paths))
 }
 
 /// `POST /tags/tagSeries` (`path`): indexes it, answers its normalised name.
@@ -323,13 +341,13 @@ pub async fn tag_series(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refuse_tenant(&who) {
-        return refused;
-    }
-    let params = merged(&method, &headers, params, &body);
-    let Some(path) = param(&params, "path").filter(|p| !p.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "no path specified");
-    };
+    let (params, paths) =
+        match posted_paths(&who, &method, &headers, params, &body, "no path specified") {
+            Ok(p) => p,
+            Err(e) => return *e,
+        };
+    // graphite-web reads one `path`, the last given.
+    let path = paths.last().map_or("", String::as_str);
     match api.sources.store().tags.tag_series(path) {
         Ok(normal) => answer(&json!(normal), &params),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -346,14 +364,11 @@ pub async fn tag_multi_series(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refuse_tenant(&who) {
-        return refused;
-    }
-    let params = merged(&method, &headers, params, &body);
-    let paths = all(&params, "path");
-    if paths.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "no paths specified");
-    }
+    let (params, paths) =
+        match posted_paths(&who, &method, &headers, params, &body, "no paths specified") {
+            Ok(p) => p,
+            Err(e) => return *e,
+        };
     // Every good name is indexed even when one is bad (carbon does not
     // retry a batch); the first bad one is named.
     let index = &api.sources.store().tags;
@@ -383,14 +398,11 @@ pub async fn del_series(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refuse_tenant(&who) {
-        return refused;
-    }
-    let params = merged(&method, &headers, params, &body);
-    let paths = all(&params, "path");
-    if paths.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "no path specified");
-    }
+    let (params, paths) =
+        match posted_paths(&who, &method, &headers, params, &body, "no path specified") {
+            Ok(p) => p,
+            Err(e) => return *e,
+        };
     match ask(&api, &who, &params, TagQuery::DelSeries { paths }).await {
         Ok((_, p)) => answer_partial(&json!(true), &params, &p),
         Err(e) => *e,
