@@ -62,7 +62,10 @@ pub struct ClusterSource {
     client: reqwest::Client,
     handle: tokio::runtime::Handle,
     timeout: Duration,
-    /// Which peers reported each path (so a fetch asks only those).
+    /// This member's id.
+    me: u64,
+    /// Which members (this one included) reported each path in a find, so
+    /// a fetch asks one of them.
     holders: Mutex<HashMap<String, BTreeSet<u64>>>,
     /// Peers that did not answer in time, with why.
     partial: Mutex<BTreeMap<String, String>>,
@@ -159,6 +162,7 @@ impl ClusterSource {
             client: node.client.clone(),
             handle,
             timeout: node.peer_timeout,
+            me: node.me.id,
             holders: Mutex::new(HashMap::new()),
             partial: Mutex::new(BTreeMap::new()),
             metrics: node.metrics.clone(),
@@ -198,15 +202,23 @@ impl ClusterSource {
         calls: Vec<(&Member, reqwest::RequestBuilder)>,
         parse: fn(&[u8]) -> Option<T>,
     ) -> Vec<Option<T>> {
-        if calls.is_empty() {
-            return Vec::new();
-        }
+        let pending = self.start(calls, parse);
+        self.finish(pending)
+    }
+
+    /// Sends the calls of [`ClusterSource::ask`] on the runtime and returns
+    /// at once, so the caller can work meanwhile.
+    fn start<'a, T: Send + 'static>(
+        &self,
+        calls: Vec<(&'a Member, reqwest::RequestBuilder)>,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Pending<'a, T> {
         let timeout = self.timeout;
-        let futures: Vec<_> = calls
+        let handles = calls
             .iter()
             .map(|(_, request)| {
                 let request = request.try_clone();
-                async move {
+                self.handle.spawn(async move {
                     let request = request.ok_or("request not clonable")?;
                     let r = tokio::time::timeout(timeout, async {
                         let resp = request.send().await.map_err(|e| e.to_string())?;
@@ -221,11 +233,22 @@ impl ClusterSource {
                         Ok(v) => v.map_err(|e| e.to_string()),
                         Err(_) => Err(format!("no answer within {timeout:?}")),
                     }
-                }
+                })
             })
             .collect();
+        Pending {
+            peers: calls.into_iter().map(|(p, _)| p).collect(),
+            handles,
+        }
+    }
+
+    /// Waits for the answers of [`ClusterSource::start`].
+    fn finish<T: Send + 'static>(&self, pending: Pending<'_, T>) -> Vec<Option<T>> {
+        if pending.handles.is_empty() {
+            return Vec::new();
+        }
+        let handles = pending.handles;
         let results = self.handle.block_on(async move {
-            let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
             let mut out = Vec::new();
             for h in handles {
                 out.push(h.await.unwrap_or_else(|e| Err(e.to_string())));
@@ -234,8 +257,8 @@ impl ClusterSource {
         });
         results
             .into_iter()
-            .zip(&calls)
-            .map(|(r, (peer, _))| match r {
+            .zip(pending.peers)
+            .map(|(r, peer)| match r {
                 Ok(v) => {
                     self.metrics
                         .peer_calls
@@ -255,18 +278,16 @@ impl ClusterSource {
             .collect()
     }
 
-    /// Each peer's own copies of the paths `per_peer` names for it, asked
-    /// in parallel (a peer that fails is noted as partial).
-    fn fetch_from(
+    /// Asks each peer for its own copies of the paths `per_peer` names for
+    /// it, in parallel, without waiting ([`ClusterSource::finish`] does; a
+    /// peer that fails is noted as partial).
+    fn start_fetch(
         &self,
         per_peer: &BTreeMap<u64, Vec<String>>,
         from: i64,
         until: i64,
         now: i64,
-    ) -> Vec<Series> {
-        if per_peer.is_empty() {
-            return Vec::new();
-        }
+    ) -> Pending<'_, Vec<Series>> {
         let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
             .peers
             .iter()
@@ -284,11 +305,36 @@ impl ClusterSource {
                 Some((p, r))
             })
             .collect();
-        self.ask(calls, decode)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .collect()
+        self.start(calls, decode)
+    }
+
+    /// One round of a fetch: each member (this one too) asked for the paths
+    /// `per_member` names for it, the peers while this node reads its own;
+    /// the copies found go into `copies`.
+    fn fetch_round(
+        &self,
+        per_member: &BTreeMap<u64, Vec<String>>,
+        (from, until, now): (i64, i64, i64),
+        copies: &mut HashMap<String, Vec<Series>>,
+    ) -> Result<(), EvalError> {
+        if per_member.is_empty() {
+            return Ok(());
+        }
+        let pending = self.start_fetch(per_member, from, until, now);
+        if let Some(mine) = per_member.get(&self.me) {
+            for s in self
+                .local
+                .fetch_many(mine, from, until, now)?
+                .into_iter()
+                .flatten()
+            {
+                copies.entry(s.name.clone()).or_default().push(s);
+            }
+        }
+        for s in self.finish(pending).into_iter().flatten().flatten() {
+            copies.entry(s.name.clone()).or_default().push(s);
+        }
+        Ok(())
     }
 
     fn find_on(&self, peers: &[&Member], pattern: &str, nodes: &mut BTreeMap<String, bool>) {
@@ -387,6 +433,12 @@ impl Source for ClusterSource {
             .into_iter()
             .map(|n| (n.path, n.is_leaf))
             .collect();
+        {
+            let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+            for (path, _) in nodes.iter().filter(|(_, leaf)| **leaf) {
+                holders.entry(path.clone()).or_default().insert(self.me);
+            }
+        }
         let owners = match (is_glob(pattern), self.owners(pattern)) {
             (false, Some(owners)) => Some(owners),
             _ => None,
@@ -431,6 +483,11 @@ impl Source for ClusterSource {
             .flatten())
     }
 
+    /// Each series from one of the members holding it (spread evenly by
+    /// name), then, for a series whose copy came back with a hole or not at
+    /// all, from the other holders and owners, merged. A hole is an empty
+    /// slot between two values: empty slots before a series' first value or
+    /// after its last are not looked for elsewhere.
     fn fetch_many(
         &self,
         paths: &[String],
@@ -438,59 +495,96 @@ impl Source for ClusterSource {
         until: i64,
         now: i64,
     ) -> Result<Vec<Option<Series>>, EvalError> {
-        let local = self.local.fetch_many(paths, from, until, now)?;
-        // Which peer to ask for which paths: those that listed it in find;
-        // for a path find did not see, its owners (or everyone).
         let holders = self
             .holders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut per_peer: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        let mut asked: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
-        for path in paths {
-            let ids: Vec<u64> = match holders.get(path) {
+        // Everyone who may hold each path: those that listed it in find;
+        // for a path find did not see, this node, its owners (or everyone).
+        let candidates: Vec<Vec<u64>> = paths
+            .iter()
+            .map(|path| match holders.get(path) {
                 Some(h) => h.iter().copied().collect(),
-                None => match self.owners(path) {
-                    Some(o) => o.iter().map(|m| m.id).collect(),
-                    None => self.peers.iter().map(|m| m.id).collect(),
-                },
+                None => {
+                    let mut ids = vec![self.me];
+                    match self.owners(path) {
+                        Some(o) => ids.extend(o.iter().map(|m| m.id)),
+                        None => ids.extend(self.peers.iter().map(|m| m.id)),
+                    }
+                    ids
+                }
+            })
+            .collect();
+        let mut per_member: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut asked: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
+        for (path, ids) in paths.iter().zip(&candidates) {
+            let chosen = if holders.contains_key(path) {
+                vec![ids[spread(path) % ids.len()]]
+            } else {
+                ids.clone()
             };
-            for &id in &ids {
-                per_peer.entry(id).or_default().push(path.clone());
+            for &id in &chosen {
+                per_member.entry(id).or_default().push(path.clone());
             }
-            asked.push(ids);
+            asked.push(chosen);
         }
+        let range = (from, until, now);
         let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
-        for s in self.fetch_from(&per_peer, from, until, now) {
-            copies.entry(s.name.clone()).or_default().push(s);
-        }
-        // A holder that no longer has a path moved it to its new owners
-        // between find and fetch (a rebalance deletes a copy once they have
-        // it): ask those owners too, or the answer would rest on one copy.
+        self.fetch_round(&per_member, range, &mut copies)?;
+        // The second round: a copy with a hole, or a holder without the
+        // copy it listed (a rebalance moved it to its new owners between
+        // find and fetch), sends the path to everyone else who may have it.
         let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for (path, asked) in paths.iter().zip(&asked) {
-            if copies.get(path).map_or(0, Vec::len) >= asked.len() {
+        for ((path, asked), ids) in paths.iter().zip(&asked).zip(&candidates) {
+            let got = copies.get(path).map_or(&[][..], Vec::as_slice);
+            if got.len() >= asked.len() && got.iter().any(|s| !has_hole(s)) {
                 continue;
             }
-            for owner in self.owners(path).unwrap_or_default() {
-                if !asked.contains(&owner.id) {
-                    again.entry(owner.id).or_default().push(path.clone());
-                }
+            let owners = self.owners(path).unwrap_or_default();
+            let others: BTreeSet<u64> = ids
+                .iter()
+                .copied()
+                .chain(owners.iter().map(|m| m.id))
+                .filter(|id| !asked.contains(id))
+                .collect();
+            for id in others {
+                again.entry(id).or_default().push(path.clone());
             }
         }
-        for s in self.fetch_from(&again, from, until, now) {
-            copies.entry(s.name.clone()).or_default().push(s);
-        }
+        self.fetch_round(&again, range, &mut copies)?;
         Ok(paths
             .iter()
-            .zip(local)
-            .map(|(path, mine)| {
-                let mut all = copies.remove(path).unwrap_or_default();
-                all.extend(mine);
-                merge(all)
-            })
+            .map(|path| merge(copies.remove(path).unwrap_or_default()))
             .collect())
+    }
+}
+
+/// Peer calls sent by [`ClusterSource::start`], not yet answered.
+struct Pending<'a, T> {
+    peers: Vec<&'a Member>,
+    handles: Vec<tokio::task::JoinHandle<Result<T, String>>>,
+}
+
+/// A stable spread of names over a series' holders (the same holder for a
+/// name in every request, so its pages stay warm there).
+fn spread(name: &str) -> usize {
+    // FNV-1a: stable across processes and releases, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as usize
+}
+
+/// Whether a copy has an empty slot between two values (or no value at
+/// all): another copy may fill it.
+fn has_hole(s: &Series) -> bool {
+    let first = s.values.iter().position(Option::is_some);
+    let last = s.values.iter().rposition(Option::is_some);
+    match (first, last) {
+        (Some(a), Some(b)) => s.values[a..=b].iter().any(Option::is_none),
+        _ => true,
     }
 }
 

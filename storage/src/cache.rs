@@ -141,8 +141,20 @@ impl Cache {
     /// Names of metrics with waiting points, the largest backlog first
     /// (carbon's `max` strategy).
     pub fn order_by_size(&self) -> Vec<String> {
+        self.order_by_size_in(0, 1)
+    }
+
+    /// [`Cache::order_by_size`] for one of `parts` disjoint parts of the
+    /// names (by shard), so several writers never take the same metric.
+    pub fn order_by_size_in(&self, part: usize, parts: usize) -> Vec<String> {
         let mut sizes: Vec<(usize, String)> = Vec::new();
-        for shard in self.shards.iter() {
+        let parts = parts.max(1);
+        for (_, shard) in self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % parts == part % parts)
+        {
             let shard = Self::lock(shard);
             sizes.extend(
                 shard

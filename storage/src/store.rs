@@ -32,6 +32,9 @@ pub struct StoreConfig {
     pub max_creates_per_minute: f64,
     /// Create whisper files sparse (holes) instead of allocated [false].
     pub sparse_create: bool,
+    /// Writer threads, each owning a disjoint part of the metrics [the
+    /// machine's cores, at most 4].
+    pub writers: usize,
 }
 
 impl Default for StoreConfig {
@@ -44,6 +47,7 @@ impl Default for StoreConfig {
             max_updates_per_second: 0.0,
             max_creates_per_minute: 0.0,
             sparse_create: false,
+            writers: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }

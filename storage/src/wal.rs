@@ -255,6 +255,11 @@ impl Wal {
         Ok(removed)
     }
 
+    /// The oldest segment on disk, if any.
+    pub fn oldest_id(&self) -> io::Result<Option<u64>> {
+        Ok(segment_ids(&self.dir)?.first().copied())
+    }
+
     /// Segments on disk, for self-metrics.
     pub fn segments(&self) -> usize {
         segment_ids(&self.dir).map(|ids| ids.len()).unwrap_or(0)

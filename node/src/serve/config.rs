@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub wal_sync: Option<WalSync>,
     /// Create whisper files sparse (holes) instead of allocated [false].
     pub sparse_create: Option<bool>,
+    /// Writer threads [the machine's cores, at most 4].
+    pub writers: Option<usize>,
     /// Seconds a timestamp may be ahead of the clock [3600].
     pub max_future: Option<i64>,
     /// carbon's `rewrite-rules.conf` [none].
@@ -346,6 +348,7 @@ impl ServeConfig {
             max_updates_per_second: f.max_updates_per_second.unwrap_or(0.0),
             max_creates_per_minute: f.max_creates_per_minute.unwrap_or(0.0),
             sparse_create: f.sparse_create.unwrap_or(false),
+            writers: f.writers.unwrap_or(defaults.writers).clamp(1, 64),
             ..defaults
         };
         Ok(ServeConfig {
