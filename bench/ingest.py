@@ -15,6 +15,12 @@ the peer reads them, and report
 Then a second phase per peer measures bytes per cached point: the writer held
 back, all points sent, (RSS - RSS before) / points.
 Results print as Markdown rows for docs/BENCHMARKS.md.
+
+With --existing (issue 19), the files are made first (one round, waited
+for), then the other rounds are sent and persisted/s counts only points
+into existing files; after graunt's run, `bench/pwrite_floor.c` (built with
+gcc) writes the same rounds into graunt's files with one open, a pwrite per
+point and a close per file: the floor of the same run.
 """
 import argparse
 import os
@@ -233,6 +239,78 @@ def cached_bytes(peer, payloads, total, timeout):
     return (rss_kib(peer.proc.pid) - before) * 1024.0 / total
 
 
+def existing(peer, payloads, metrics, rounds, timeout):
+    """Seconds to accept and to persist rounds 1.. into files round 0 made."""
+    first = [b"\n".join(p.split(b"\n", metrics // len(payloads))[:-1]) + b"\n" for p in payloads]
+    rest = [p[len(f):] for p, f in zip(payloads, first)]
+    for t in send_all(peer.port, first):
+        t.join()
+    deadline = time.time() + timeout
+    while peer.counters()[1] < metrics:
+        if time.time() > deadline:
+            raise SystemExit("%s did not create the files in %d s" % (peer.name, timeout))
+        time.sleep(0.2)
+    time.sleep(2)
+    received0, committed0 = peer.counters()
+    total = metrics * (rounds - 1)
+    start = time.time()
+    threads = send_all(peer.port, rest)
+    accepted_at = persisted_at = None
+    while time.time() - start < timeout and persisted_at is None:
+        received, committed = peer.counters()
+        now = time.time()
+        if accepted_at is None and received - received0 >= total:
+            accepted_at = now
+        if committed - committed0 >= total:
+            persisted_at = now
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    return total, accepted_at and accepted_at - start, persisted_at and persisted_at - start
+
+
+def floor(tree, rounds, first_ts):
+    """The pwrite floor over the files under `tree` (see the module docs)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    exe = os.path.join(tempfile.mkdtemp(prefix="graunt-floor-"), "pwrite_floor")
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(here, "pwrite_floor.c")], check=True)
+    paths = []
+    for d, _, names in os.walk(tree):
+        paths.extend(os.path.join(d, n) for n in names if n.endswith(".wsp") and "carbon" not in d)
+    out = subprocess.run([exe, str(rounds), str(first_ts)], input="\n".join(sorted(paths)).encode(),
+                         stdout=subprocess.PIPE, check=True).stdout.decode().split()
+    shutil.rmtree(os.path.dirname(exe), ignore_errors=True)
+    return int(out[1]), float(out[2])
+
+
+def main_existing(args):
+    base = int(time.time()) - int(time.time()) % 10 - args.rounds * 10
+    payloads = make_payloads(args.metrics, args.rounds, base)
+    peers = [lambda w: Graunt(args.graunt, w)]
+    if not args.graunt_only:
+        peers.append(lambda w: CarbonCache(os.path.abspath(args.python), w))
+    rows = []
+    for make in peers:
+        work = tempfile.mkdtemp(prefix="graunt-ingest-")
+        peer = make(work)
+        total, accepted, persisted = existing(peer, payloads, args.metrics, args.rounds, args.timeout)
+        peer.stop()
+        rows.append((peer.name, total, accepted, persisted))
+        print(rows[-1], file=sys.stderr)
+        if isinstance(peer, Graunt):
+            subprocess.run(["sync"])
+            points, seconds = floor(os.path.join(work, "data", "whisper"), args.rounds - 1, base + 10)
+            rows.append(("pwrite floor (open, a pwrite per point, close)", points, None, seconds))
+            print(rows[-1], file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+    print("| writer | points into existing files | accepted | persisted |")
+    print("| --- | --- | --- | --- |")
+    for name, total, accepted, persisted in rows:
+        print("| %s | %d | %s | %s |" % (
+            name, total, "%.0f points/s" % (total / accepted) if accepted else "-",
+            "%.0f points/s (%.2f s)" % (total / persisted, persisted) if persisted else "not done"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--metrics", type=int, default=100000)
@@ -241,7 +319,10 @@ def main():
     ap.add_argument("--python", default=".venv/bin/python")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--graunt-only", action="store_true", help="skip carbon-cache (to compare two graunt builds)")
+    ap.add_argument("--existing", action="store_true", help="persisted points/s into existing files, with the pwrite floor")
     args = ap.parse_args()
+    if args.existing:
+        return main_existing(args)
     total = args.metrics * args.rounds
     base = int(time.time()) - int(time.time()) % 10 - args.rounds * 10
     payloads = make_payloads(args.metrics, args.rounds, base)

@@ -231,6 +231,8 @@ def main():
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--label", default="")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--linger", type=float, default=0,
+                    help="seconds to keep the cluster up after the run (to look at it)")
     ap.add_argument("--generate", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
@@ -372,7 +374,11 @@ def main():
             "node_rss_mib": [round(r) for r in rss],
         }
         result.update(checked)
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1), flush=True)
+        if args.linger:
+            print("members' HTTP ports: %s; up for %.0f s" % ([m.http for m in members], args.linger),
+                  file=sys.stderr, flush=True)
+            time.sleep(args.linger)
     finally:
         for p in procs:
             if p.poll() is None:

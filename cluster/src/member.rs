@@ -55,6 +55,8 @@ pub struct ClusterNode {
     pub secret: Option<ClusterSecret>,
     /// Plain HTTP or HTTPS to peers.
     pub transport: Transport,
+    /// Where raft runs (kept as long as the member).
+    _runtime: crate::RaftRuntime,
 }
 
 impl ClusterNode {
@@ -66,7 +68,7 @@ impl ClusterNode {
         secret: Option<ClusterSecret>,
         transport: Transport,
     ) -> Result<Arc<ClusterNode>, crate::StartError> {
-        let (raft, state) = crate::start(
+        let (raft, state, runtime) = crate::start(
             me.id,
             &data_dir.join("raft"),
             secret.clone(),
@@ -85,6 +87,7 @@ impl ClusterNode {
             metrics: Arc::new(crate::metrics::ClusterMetrics::new()),
             secret,
             transport,
+            _runtime: runtime,
         }))
     }
 

@@ -337,7 +337,12 @@ impl ClusterSource {
         Ok(())
     }
 
-    fn find_on(&self, peers: &[&Member], pattern: &str, nodes: &mut BTreeMap<String, bool>) {
+    /// Sends `/cluster/find` to `peers` without waiting.
+    fn start_find<'a>(
+        &self,
+        peers: &[&'a Member],
+        pattern: &str,
+    ) -> Pending<'a, Vec<(String, bool)>> {
         let calls = peers
             .iter()
             .map(|p| {
@@ -355,13 +360,23 @@ impl ClusterSource {
                 (*p, r)
             })
             .collect();
-        let answers: Vec<Option<Vec<(String, bool)>>> =
-            self.ask(calls, |b| serde_json::from_slice(b).ok());
+        self.start(calls, |b| serde_json::from_slice(b).ok())
+    }
+
+    /// The answers of [`ClusterSource::start_find`] into `nodes`, each
+    /// leaf's holder remembered for the fetch.
+    fn finish_find(
+        &self,
+        pending: Pending<'_, Vec<(String, bool)>>,
+        nodes: &mut BTreeMap<String, bool>,
+    ) {
+        let peers: Vec<u64> = pending.peers.iter().map(|p| p.id).collect();
+        let answers = self.finish(pending);
         let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
-        for (peer, answer) in peers.iter().zip(answers) {
+        for (peer, answer) in peers.into_iter().zip(answers) {
             for (path, leaf) in answer.into_iter().flatten() {
                 if leaf {
-                    holders.entry(path.clone()).or_default().insert(peer.id);
+                    holders.entry(path.clone()).or_default().insert(peer);
                 }
                 let e = nodes.entry(path).or_insert(leaf);
                 *e |= leaf;
@@ -427,6 +442,15 @@ impl Source for ClusterSource {
 
     /// Every node matching `pattern` on this node and its peers.
     fn find_nodes(&self, pattern: &str) -> Result<Vec<find::Node>, EvalError> {
+        let everyone: Vec<&Member> = self.peers.iter().collect();
+        // An exact name is a metric on its owners, or a branch anywhere:
+        // the owners first, everyone when they know nothing of it.
+        let owners = match (is_glob(pattern), self.owners(pattern)) {
+            (false, Some(owners)) => Some(owners),
+            _ => None,
+        };
+        // The peers search while this node does.
+        let pending = self.start_find(owners.as_deref().unwrap_or(&everyone), pattern);
         let mut nodes: BTreeMap<String, bool> = self
             .local
             .find_nodes(pattern)?
@@ -439,20 +463,11 @@ impl Source for ClusterSource {
                 holders.entry(path.clone()).or_default().insert(self.me);
             }
         }
-        let owners = match (is_glob(pattern), self.owners(pattern)) {
-            (false, Some(owners)) => Some(owners),
-            _ => None,
-        };
-        // An exact name is a metric on its owners, or a branch anywhere:
-        // the owners first, everyone when they know nothing of it.
-        if let Some(owners) = owners {
-            self.find_on(&owners, pattern, &mut nodes);
-            if !nodes.is_empty() {
-                return Ok(to_nodes(nodes));
-            }
+        self.finish_find(pending, &mut nodes);
+        if owners.is_some() && nodes.is_empty() {
+            let pending = self.start_find(&everyone, pattern);
+            self.finish_find(pending, &mut nodes);
         }
-        let everyone: Vec<&Member> = self.peers.iter().collect();
-        self.find_on(&everyone, pattern, &mut nodes);
         Ok(to_nodes(nodes))
     }
 
