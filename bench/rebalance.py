@@ -60,15 +60,17 @@ def metric(port, name):
 
 
 class Member:
-    def __init__(self, binary, work, node_id, config, join=None):
+    def __init__(self, binary, work, node_id, config, join=None, log=None):
         self.id = node_id
+        self.log = log
         self.http, self.pickle = free_port(), free_port()
         self.data = os.path.join(work, "n%d" % node_id)
         args = [binary, "serve", "--config", config, "--data-dir", self.data, "--node-id", str(node_id),
                 "--http-addr", "127.0.0.1:%d" % self.http, "--pickle-addr", "127.0.0.1:%d" % self.pickle,
                 "--line-addr", "", "--carbonlink-addr", "", "--statsd-addr", ""]
         args += ["--cluster-join", join] if join else ["--cluster-init"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=open(log, "w") if log else subprocess.DEVNULL)
         wait("node %d" % node_id, lambda: get(self.http, "/version"))
 
     def stop(self):

@@ -42,6 +42,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from render import free_port  # noqa: E402
+from rebalance import Member, get, wait  # noqa: E402
 
 GROUPS = ["cpu", "memory", "disk", "net", "proc"]
 
@@ -102,24 +103,6 @@ async def generate(relays, hosts, metrics, rounds, t0, interval):
 
 # --- the cluster ----------------------------------------------------------------
 
-def get(port, path, timeout=120):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
-        return r.read()
-
-
-def wait(what, f, timeout=900):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            v = f()
-            if v:
-                return v
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("timed out waiting for " + what)
-
-
 def prom(port):
     out = {}
     for line in get(port, "/metrics").decode().splitlines():
@@ -152,20 +135,6 @@ def rss_mib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-class Member:
-    def __init__(self, binary, work, node_id, config, join=None):
-        self.id = node_id
-        self.http, self.pickle = free_port(), free_port()
-        self.data = os.path.join(work, "n%d" % node_id)
-        self.log = os.path.join(work, "n%d.log" % node_id)
-        args = [binary, "serve", "--config", config, "--data-dir", self.data, "--node-id", str(node_id),
-                "--http-addr", "127.0.0.1:%d" % self.http, "--pickle-addr", "127.0.0.1:%d" % self.pickle,
-                "--line-addr", "", "--carbonlink-addr", "", "--statsd-addr", ""]
-        args += ["--cluster-join", join] if join else ["--cluster-init"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
-        wait("node %d" % node_id, lambda: get(self.http, "/version"))
 
 
 def render(port, target, extra=None, timeout=120):
@@ -250,11 +219,12 @@ def main():
         conf = os.path.join(work, "node.toml")
         with open(conf, "w") as f:
             f.write('schemas = "%s"\n' % schemas)
-        members = [Member(binary, work, 1, conf)]
+        logs = [os.path.join(work, "n%d.log" % i) for i in (1, 2, 3)]
+        members = [Member(binary, work, 1, conf, log=logs[0])]
         procs.append(members[0].proc)
         seed = "127.0.0.1:%d" % members[0].http
         for i in (2, 3):
-            members.append(Member(binary, work, i, conf, seed))
+            members.append(Member(binary, work, i, conf, seed, log=logs[i - 1]))
             procs.append(members[-1].proc)
         wait("three members", lambda: len(json.loads(get(members[0].http, "/cluster/state"))["members"]) == 3)
 
@@ -331,7 +301,7 @@ def main():
             stats = [prom(m.http) for m in members]
             return all(s.get("graunt_cache_points", 0) < 1000 for s in stats) and \
                 sum(s.get("graunt_committed_points_total", 0) for s in stats) >= 2 * sent
-        wait("the caches to drain", drained)
+        wait("the caches to drain", drained, timeout=900)
         drain = time.time() - load_end
         if created_at is None:
             created_at = time.time() - t0
