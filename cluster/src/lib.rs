@@ -77,15 +77,16 @@ pub enum StartError {
     Raft(String),
 }
 
-/// The runtime raft runs on: one thread of its own, so heartbeats and
-/// votes are not queued behind ingest and queries on the node's runtime
-/// (under a saturating load they missed the 250 ms an AppendEntries had).
+/// The runtime raft runs on: two threads of its own (the log's fsync
+/// blocks one), so heartbeats and votes are not queued behind ingest and
+/// queries on the node's runtime (under a saturating load they missed the
+/// 250 ms an AppendEntries had).
 pub struct RaftRuntime(Option<tokio::runtime::Runtime>);
 
 impl RaftRuntime {
     fn new() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("graunt-raft")
             .enable_all()
             .build()?;

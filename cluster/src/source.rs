@@ -187,6 +187,17 @@ impl ClusterSource {
         )
     }
 
+    /// The ring's owners of an exact name (this node too), in id order.
+    fn owner_ids(&self, name: &str) -> Option<Vec<u64>> {
+        let (ring, members) = self.ring.as_ref()?;
+        let ids: BTreeSet<u64> = ring
+            .route(name)
+            .into_iter()
+            .map(|i| members[i].id)
+            .collect();
+        Some(ids.into_iter().collect())
+    }
+
     fn note_failure(&self, peer: &Member, why: String) {
         tracing::warn!(peer = %peer.http, %why, "peer left out of a cluster read");
         self.partial
@@ -499,10 +510,9 @@ impl Source for ClusterSource {
     }
 
     /// Each series from one of the members holding it (spread evenly by
-    /// name), then, for a series whose copy came back with a hole or not at
-    /// all, from the other holders and owners, merged. A hole is an empty
-    /// slot between two values: empty slots before a series' first value or
-    /// after its last are not looked for elsewhere.
+    /// name) when they are its owners, from all of them otherwise; then,
+    /// for a series whose copy came back with a hole (see [`has_hole`]) or
+    /// not at all, from the other holders and owners, merged.
     fn fetch_many(
         &self,
         paths: &[String],
@@ -534,7 +544,12 @@ impl Source for ClusterSource {
         let mut per_member: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let mut asked: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
         for (path, ids) in paths.iter().zip(&candidates) {
-            let chosen = if holders.contains_key(path) {
+            // One holder when the holders are exactly the ring's owners;
+            // every holder while they differ (a rebalance under way: a new
+            // owner without the history yet, an old one with late points),
+            // where one copy alone could lack what the other has.
+            let chosen = if holders.contains_key(path) && self.owner_ids(path).as_ref() == Some(ids)
+            {
                 vec![ids[spread(path) % ids.len()]]
             } else {
                 ids.clone()
@@ -592,13 +607,21 @@ fn spread(name: &str) -> usize {
     h as usize
 }
 
-/// Whether a copy has an empty slot between two values (or no value at
-/// all): another copy may fill it.
+/// Empty slots at the end of a copy taken as not yet arrived anywhere
+/// rather than missing from this copy.
+const FRESH_SLOTS: usize = 2;
+
+/// Whether a copy may lack what another has: an empty slot between two
+/// values, more than [`FRESH_SLOTS`] empty slots at its end (a replica
+/// catching up), or no value at all. Empty slots before the first value
+/// are a series younger than the range (both copies alike).
 fn has_hole(s: &Series) -> bool {
     let first = s.values.iter().position(Option::is_some);
     let last = s.values.iter().rposition(Option::is_some);
     match (first, last) {
-        (Some(a), Some(b)) => s.values[a..=b].iter().any(Option::is_none),
+        (Some(a), Some(b)) => {
+            s.values[a..=b].iter().any(Option::is_none) || s.values.len() - 1 - b > FRESH_SLOTS
+        }
         _ => true,
     }
 }
@@ -606,6 +629,30 @@ fn has_hole(s: &Series) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_is_whole_unless_a_slot_is_missing_between_values_or_late() {
+        let copy =
+            |values: Vec<Option<f64>>| Series::new("m", 0, 10 * values.len() as i64, 10, values);
+        let (v, n) = (Some(1.0), None);
+        assert!(
+            !has_hole(&copy(vec![n, n, v, v, v])),
+            "younger than the range"
+        );
+        assert!(
+            !has_hole(&copy(vec![v, v, v, n, n])),
+            "the newest slots not in yet"
+        );
+        assert!(
+            has_hole(&copy(vec![v, n, v])),
+            "a slot missing between values"
+        );
+        assert!(
+            has_hole(&copy(vec![v, n, n, n])),
+            "a replica behind by more than two slots"
+        );
+        assert!(has_hole(&copy(vec![n, n])), "nothing at all");
+    }
 
     #[test]
     fn copies_fill_each_others_gaps_without_adding() {

@@ -160,51 +160,64 @@ pub fn run(store: Arc<Store>, stop: Arc<AtomicBool>) -> u64 {
     });
     let parts = cfg.writers.max(1);
     let mut others = Vec::new();
+    // Parts no thread could be started for are drained by this thread.
+    let mut mine = vec![0];
     for part in 1..parts {
         let (store, stop, limits) = (store.clone(), stop.clone(), limits.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("graunt-writer-{part}"))
-            .spawn(move || drain(&store, &stop, &limits, part, parts));
+            .spawn(move || drain(&store, &stop, &limits, &[part], parts));
         match spawned {
             Ok(handle) => others.push(handle),
-            // Fewer threads only slow writing down; part 0 cannot take the
-            // missing part's metrics, so say so loudly.
             Err(e) => {
-                tracing::error!(error = %e, part, "cannot start a writer thread; its metrics stay in the cache")
+                tracing::error!(error = %e, part, "cannot start a writer thread; its metrics go to the first writer");
+                mine.push(part);
             }
         }
     }
-    let mut failed = drain(&store, &stop, &limits, 0, parts);
+    let mut failed = drain(&store, &stop, &limits, &mine, parts);
     for handle in others {
-        failed += handle.join().unwrap_or(0);
+        match handle.join() {
+            Ok(n) => failed += n,
+            Err(_) => tracing::error!("a writer thread panicked; its points stay in the write-ahead log for the next start"),
+        }
     }
-    release(&store);
+    release(&store, true);
     failed
 }
 
-/// One writer: the metrics of `part` of `parts`. Part 0 also releases the
-/// write-ahead log every couple of seconds (for every part: `syncfs`
-/// covers all of them).
-fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, part: usize, parts: usize) -> u64 {
+/// One writer: the metrics of the `mine` parts of `parts`. The writer of
+/// part 0 also releases the write-ahead log every couple of seconds (for
+/// every part: `syncfs` covers all of them).
+fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, mine: &[usize], parts: usize) -> u64 {
     let mut last_release = Instant::now();
+    let mut last_sync = Instant::now();
     let mut failed = 0u64;
     let mut last_error_log: Option<Instant> = None;
     // Metrics whose writes failed with I/O errors during the final drain.
     let mut given_up = std::collections::HashSet::new();
-    let release_due = |last: &mut Instant| {
-        if part == 0 && last.elapsed() > Duration::from_secs(2) {
-            release(store);
+    // Files no log covers (a rebalance's received copies, migrations) are
+    // made durable by a full sync at least this often.
+    const SYNC_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+    let release_due = |last: &mut Instant, synced: &mut Instant| {
+        if mine.contains(&0) && last.elapsed() > Duration::from_secs(2) {
+            if release(store, synced.elapsed() > SYNC_AT_LEAST_EVERY) {
+                *synced = Instant::now();
+            }
             *last = Instant::now();
         }
     };
     loop {
         let draining = stop.load(Ordering::Relaxed);
-        let order = store.cache.order_by_size_in(part, parts);
+        release_due(&mut last_release, &mut last_sync);
+        let order: Vec<String> = mine
+            .iter()
+            .flat_map(|&part| store.cache.order_by_size_in(part, parts))
+            .collect();
         if order.iter().all(|n| given_up.contains(n)) {
             if draining {
                 break;
             }
-            release_due(&mut last_release);
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut progressed = false;
@@ -262,7 +275,7 @@ fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, part: usize, parts: 
                     }
                 }
             }
-            release_due(&mut last_release);
+            release_due(&mut last_release, &mut last_sync);
         }
         if !progressed && !draining {
             // Everything waiting is create-limited: let the bucket refill.
@@ -274,7 +287,9 @@ fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, part: usize, parts: 
 
 /// Deletes the log segments whose points are all in whisper, after forcing
 /// the whisper writes to disk: a segment is the only copy until then.
-fn release(store: &Store) {
+/// Without a segment to delete, syncs only when `force`d; returns whether
+/// it synced.
+fn release(store: &Store, force: bool) -> bool {
     // Read before scanning the cache; see `Wal::release`.
     let current = store.wal.current_id();
     let keep_from = store.cache.oldest_segment().unwrap_or(current).min(current);
@@ -285,10 +300,11 @@ fn release(store: &Store) {
     // over a 3-node cluster).
     match store.wal.oldest_id() {
         Ok(Some(oldest)) if oldest < keep_from => {}
-        Ok(_) => return,
+        Ok(_) if force => {}
+        Ok(_) => return false,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list write-ahead log segments; keeping them");
-            return;
+            return false;
         }
     }
     // The tag index names the hashed files: durable before the log that
@@ -299,7 +315,9 @@ fn release(store: &Store) {
         .and_then(|_| store.wal.release(keep_from));
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot release write-ahead log segments; keeping them");
+        return false;
     }
+    true
 }
 
 /// `syncfs` on the filesystem holding `dir`: every whisper file written since
