@@ -173,12 +173,7 @@ impl ClusterSource {
 
     /// The peers holding copies of an exact name, by the ring.
     fn owners(&self, name: &str) -> Option<Vec<&Member>> {
-        let (ring, members) = self.ring.as_ref()?;
-        let owners: BTreeSet<u64> = ring
-            .route(name)
-            .into_iter()
-            .map(|i| members[i].id)
-            .collect();
+        let owners = self.owner_ids(name)?;
         Some(
             self.peers
                 .iter()
@@ -187,15 +182,17 @@ impl ClusterSource {
         )
     }
 
-    /// The ring's owners of an exact name (this node too), in id order.
+    /// The ring's owners of an exact name (this node too), each once, in
+    /// the ring's order: the first is the name's primary.
     fn owner_ids(&self, name: &str) -> Option<Vec<u64>> {
         let (ring, members) = self.ring.as_ref()?;
-        let ids: BTreeSet<u64> = ring
-            .route(name)
-            .into_iter()
-            .map(|i| members[i].id)
-            .collect();
-        Some(ids.into_iter().collect())
+        let mut ids: Vec<u64> = Vec::new();
+        for i in ring.route(name) {
+            if !ids.contains(&members[i].id) {
+                ids.push(members[i].id);
+            }
+        }
+        Some(ids)
     }
 
     fn note_failure(&self, peer: &Member, why: String) {
@@ -509,8 +506,8 @@ impl Source for ClusterSource {
             .flatten())
     }
 
-    /// Each series from one of the members holding it (spread evenly by
-    /// name) when they are its owners, from all of them otherwise; then,
+    /// Each series from its primary when its holders are its owners, from
+    /// all of them otherwise; then,
     /// for a series whose copy came back with a hole (see [`has_hole`]) or
     /// not at all, from the other holders and owners, merged.
     fn fetch_many(
@@ -544,15 +541,18 @@ impl Source for ClusterSource {
         let mut per_member: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let mut asked: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
         for (path, ids) in paths.iter().zip(&candidates) {
-            // One holder when the holders are exactly the ring's owners;
+            // The primary alone when the holders are exactly the ring's
+            // owners (primaries spread names evenly over the members);
             // every holder while they differ (a rebalance under way: a new
             // owner without the history yet, an old one with late points),
             // where one copy alone could lack what the other has.
-            let chosen = if holders.contains_key(path) && self.owner_ids(path).as_ref() == Some(ids)
-            {
-                vec![ids[spread(path) % ids.len()]]
-            } else {
-                ids.clone()
+            let owners = self.owner_ids(path).unwrap_or_default();
+            let settled = holders
+                .get(path)
+                .is_some_and(|h| h.len() == owners.len() && owners.iter().all(|o| h.contains(o)));
+            let chosen = match owners.first() {
+                Some(&primary) if settled => vec![primary],
+                _ => ids.clone(),
             };
             for &id in &chosen {
                 per_member.entry(id).or_default().push(path.clone());
@@ -571,11 +571,11 @@ impl Source for ClusterSource {
             if got.len() >= asked.len() && got.iter().any(|s| !has_hole(s)) {
                 continue;
             }
-            let owners = self.owners(path).unwrap_or_default();
+            let owners = self.owner_ids(path).unwrap_or_default();
             let others: BTreeSet<u64> = ids
                 .iter()
+                .chain(&owners)
                 .copied()
-                .chain(owners.iter().map(|m| m.id))
                 .filter(|id| !asked.contains(id))
                 .collect();
             for id in others {
@@ -594,17 +594,6 @@ impl Source for ClusterSource {
 struct Pending<'a, T> {
     peers: Vec<&'a Member>,
     handles: Vec<tokio::task::JoinHandle<Result<T, String>>>,
-}
-
-/// A stable spread of names over a series' holders (the same holder for a
-/// name in every request, so its pages stay warm there).
-fn spread(name: &str) -> usize {
-    // FNV-1a: stable across processes and releases, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h as usize
 }
 
 /// Empty slots at the end of a copy taken as not yet arrived anywhere

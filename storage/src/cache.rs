@@ -139,12 +139,7 @@ impl Cache {
     }
 
     /// Names of metrics with waiting points, the largest backlog first
-    /// (carbon's `max` strategy).
-    pub fn order_by_size(&self) -> Vec<String> {
-        self.order_by_size_in(0, 1)
-    }
-
-    /// [`Cache::order_by_size`] for one of `parts` disjoint parts of the
+    /// (carbon's `max` strategy), in one of `parts` disjoint parts of the
     /// names (by shard), so several writers never take the same metric.
     pub fn order_by_size_in(&self, part: usize, parts: usize) -> Vec<String> {
         let mut sizes: Vec<(usize, String)> = Vec::new();
@@ -323,7 +318,7 @@ mod tests {
         );
         assert_eq!(cache.size(), 4);
         assert_eq!(
-            cache.order_by_size(),
+            cache.order_by_size_in(0, 1),
             vec!["a".to_string(), "b".to_string()]
         );
         let c = cache.checkout("a").unwrap();
