@@ -783,7 +783,7 @@ impl Rebalancer {
         }
         if item.delete {
             match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
+                Ok(()) => self.store.forget_file(&path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot delete {}: {e}", path.display())),
             }
@@ -1071,7 +1071,10 @@ fn receive_file(store: &Store, name: &str, bytes: &[u8]) -> Result<u64, String> 
         // A new file is linked into place only if none appeared meanwhile
         // (the writer may have created it from the cache).
         match std::fs::hard_link(&tmp, &path) {
-            Ok(()) => return Ok(1),
+            Ok(()) => {
+                store.note_file(&path);
+                return Ok(1);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
         }

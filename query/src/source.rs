@@ -56,10 +56,18 @@ impl Source for StoreSource {
                 .into_iter()
                 .collect());
         }
-        // The cache first: a metric the writer finishes meanwhile leaves the
-        // cache only after its file exists, so the disk scan that follows
-        // sees it. (The other order can miss it in between.) Tagged names
-        // are not part of the tree.
+        if self.0.names.is_ready() {
+            return self
+                .0
+                .names
+                .find(pattern)
+                .map_err(|e| EvalError::Storage(e.to_string()));
+        }
+        // Until the name index has read the disk once, the cache and then
+        // the disk: a metric the writer finishes meanwhile leaves the cache
+        // only after its file exists, so the disk scan that follows sees
+        // it. (The other order can miss it in between.) Tagged names are not
+        // part of the tree.
         let names = self.0.cache.names();
         let untagged = names
             .iter()

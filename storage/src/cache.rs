@@ -106,11 +106,21 @@ impl Cache {
 
     /// Adds points that the write-ahead log stored in `segment`.
     pub fn add(&self, points: &[Datapoint], segment: u64) {
+        self.add_noting(points, segment, |_| {});
+    }
+
+    /// Adds points as [`Self::add`], calling `new_name` with each name the
+    /// cache did not hold (the name index learns of new series there, once
+    /// per name and write-back rather than once per point).
+    pub fn add_noting(&self, points: &[Datapoint], segment: u64, mut new_name: impl FnMut(&str)) {
         for p in points {
             let mut shard = Self::lock(self.shard(&p.name));
             let entry = match shard.get_mut(p.name.as_str()) {
                 Some(e) => e,
-                None => shard.entry(p.name.clone()).or_default(),
+                None => {
+                    new_name(&p.name);
+                    shard.entry(p.name.clone()).or_default()
+                }
             };
             if entry.points.is_empty() {
                 entry.segment = segment;

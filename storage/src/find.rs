@@ -144,12 +144,62 @@ fn has_wildcard(node: &str) -> bool {
     node.contains(['*', '?', '['])
 }
 
-/// Every node under `root` matching `pattern`, sorted by path.
+/// One level of a tree of names being matched: a directory on disk, or a
+/// branch of the in-memory index ([`crate::names`]).
+pub(crate) trait Level: Sized {
+    /// Every entry as (node name, true for a branch); a name that is both
+    /// a branch and a leaf is listed twice.
+    fn entries(&self) -> io::Result<Vec<(String, bool)>>;
+    /// Whether `name` is a branch here.
+    fn is_branch(&self, name: &str) -> bool;
+    /// Whether `name` is a leaf here.
+    fn is_leaf(&self, name: &str) -> bool;
+    /// The level below `name` (empty when there is none).
+    fn down(&self, name: &str) -> Self;
+}
+
+/// A directory of the whisper tree.
+struct Dir(std::path::PathBuf);
+
+impl Level for Dir {
+    fn entries(&self) -> io::Result<Vec<(String, bool)>> {
+        Ok(entries(&self.0)?
+            .into_iter()
+            .filter_map(|(entry, is_dir)| {
+                if is_dir {
+                    Some((entry, true))
+                } else {
+                    Some((entry.strip_suffix(".wsp")?.to_string(), false))
+                }
+            })
+            .collect())
+    }
+
+    fn is_branch(&self, name: &str) -> bool {
+        self.0.join(name).is_dir()
+    }
+
+    fn is_leaf(&self, name: &str) -> bool {
+        self.0.join(format!("{name}.wsp")).is_file()
+    }
+
+    fn down(&self, name: &str) -> Self {
+        Dir(self.0.join(name))
+    }
+}
+
+/// Every node under `root` matching `pattern`, sorted by path, read from
+/// the disk.
 pub fn find(root: &Path, pattern: &str) -> io::Result<Vec<Node>> {
+    find_in(Dir(root.to_path_buf()), pattern)
+}
+
+/// Every node under the level `top` matching `pattern`, sorted by path.
+pub(crate) fn find_in(top: impl Level, pattern: &str) -> io::Result<Vec<Node>> {
     let pattern = pattern.replace('\\', "");
     let parts: Vec<&str> = pattern.split('.').collect();
     let mut found = BTreeMap::new();
-    walk(root, "", &parts, &mut found)?;
+    walk(&top, "", &parts, &mut found)?;
     Ok(found
         .into_iter()
         .map(|((path, is_leaf), ())| Node { path, is_leaf })
@@ -164,8 +214,8 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-fn walk(
-    dir: &Path,
+fn walk<L: Level>(
+    level: &L,
     prefix: &str,
     parts: &[&str],
     found: &mut BTreeMap<(String, bool), ()>,
@@ -175,51 +225,45 @@ fn walk(
     };
     if *raw == "**" {
         // Any depth, including none.
-        walk(dir, prefix, rest, found)?;
-        for (name, is_dir) in entries(dir)? {
-            if is_dir {
-                walk(&dir.join(&name), &join(prefix, &name), parts, found)?;
+        walk(level, prefix, rest, found)?;
+        for (name, is_branch) in level.entries()? {
+            if is_branch {
+                walk(&level.down(&name), &join(prefix, &name), parts, found)?;
             }
         }
         if rest.is_empty() {
-            walk(dir, prefix, &["*"], found)?;
+            walk(level, prefix, &["*"], found)?;
         }
         return Ok(());
     }
     for node in expand_braces(raw) {
-        // Entries of this directory matching `node`: (name, is_dir).
+        // Entries of this level matching `node`: (name, is_branch).
         let matched: Vec<(String, bool)> = if has_wildcard(&node) {
-            entries(dir)?
+            level
+                .entries()?
                 .into_iter()
-                .filter_map(|(entry, is_dir)| {
-                    if is_dir {
-                        fnmatch(&entry, &node).then_some((entry, true))
-                    } else {
-                        let stem = entry.strip_suffix(".wsp")?;
-                        fnmatch(stem, &node).then(|| (stem.to_string(), false))
-                    }
-                })
+                .filter(|(entry, _)| fnmatch(entry, &node))
                 .collect()
         } else {
             let mut m = Vec::new();
             if node.is_empty() || node.contains('/') || node == ".." || node == "." {
                 continue;
             }
-            if dir.join(&node).is_dir() {
+            if level.is_branch(&node) {
                 m.push((node.clone(), true));
             }
             // A leaf only counts as the last node; spare the stat otherwise.
-            if rest.is_empty() && dir.join(format!("{node}.wsp")).is_file() {
+            if rest.is_empty() && level.is_leaf(&node) {
                 m.push((node.clone(), false));
             }
             m
         };
-        for (name, is_dir) in matched {
+        for (name, is_branch) in matched {
             let path = join(prefix, &name);
             if rest.is_empty() {
-                found.insert((path, !is_dir), ());
-            } else if is_dir {
-                walk(&dir.join(&name), &path, rest, found)?;
+                found.insert((path, !is_branch), ());
+            } else if is_branch {
+                walk(&level.down(&name), &path, rest, found)?;
             }
         }
     }

@@ -4,6 +4,7 @@
 //!   Python whisper 1.1.10 does, over any [`whisper::Blocks`] (a file or a buffer).
 //! - [`schema`]: carbon's `storage-schemas.conf` and `storage-aggregation.conf`.
 //! - [`metric`]: which names are accepted and where their files live.
+//! - [`names`]: the tree of metric names in memory, for `find` and globs.
 //! - [`events`]: graphite-web's events (annotations) and their file.
 //! - [`tags`]: tagged series (`name;tag=value`): parsing, normalising,
 //!   their files, tag expressions.
@@ -20,6 +21,7 @@ pub mod conf;
 pub mod events;
 pub mod find;
 pub mod metric;
+pub mod names;
 pub mod schema;
 pub mod store;
 pub mod tagindex;

@@ -7,9 +7,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Datapoint};
 use crate::metric::metric_path;
+use crate::names::NameIndex;
 use crate::schema::{Aggregations, Schemas};
 use crate::wal::{SyncPolicy, Wal};
 use crate::whisper::{self, AggregationMethod, CreateOptions, Series, WhisperError, WhisperFile};
@@ -35,6 +37,9 @@ pub struct StoreConfig {
     /// Writer threads, each owning a disjoint part of the metrics [the
     /// machine's cores, at most 4].
     pub writers: usize,
+    /// How often the name index reads the whisper tree again, for files
+    /// other processes added or deleted; zero for never [5 minutes].
+    pub index_rescan: Duration,
 }
 
 impl Default for StoreConfig {
@@ -48,6 +53,7 @@ impl Default for StoreConfig {
             max_creates_per_minute: 0.0,
             sparse_create: false,
             writers: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            index_rescan: Duration::from_secs(300),
         }
     }
 }
@@ -124,6 +130,54 @@ pub struct Replay {
     pub torn_segments: usize,
 }
 
+/// A series the cache did not hold: the name index learns of it. Tagged
+/// names are not part of the tree (their files are, once written).
+fn note_received(names: &NameIndex, name: &str) {
+    if !crate::tags::is_tagged(name) {
+        names.insert(name);
+    }
+}
+
+/// Starts the thread that builds the name index from the disk, then reads
+/// the disk again every [`StoreConfig::index_rescan`] (zero: never again);
+/// it ends with the store.
+fn spawn_indexer(store: &Arc<Store>) -> io::Result<()> {
+    // The thread holds the store only to list the cache, so a store
+    // dropped (a node restarting on the same directory) is gone at once.
+    let weak = Arc::downgrade(store);
+    let names = store.names.clone();
+    let every = store.config.index_rescan;
+    let dir = store.whisper_dir.clone();
+    std::thread::Builder::new()
+        .name("graunt-index".into())
+        .spawn(move || loop {
+            if weak.strong_count() == 0 {
+                return;
+            }
+            let started = Instant::now();
+            let cached = || weak.upgrade().map(|s| s.cache.names()).unwrap_or_default();
+            match names.rescan(cached) {
+                Ok(leaves) => tracing::debug!(
+                    leaves,
+                    ms = started.elapsed().as_millis() as u64,
+                    "name index read from disk"
+                ),
+                Err(e) => tracing::warn!(error = %e, dir = %dir.display(), "cannot read the whisper tree for the name index; finds walk the disk until it can be read"),
+            }
+            let next = Instant::now() + every;
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                if !every.is_zero() && Instant::now() >= next {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// See the module docs.
 pub struct Store {
     whisper_dir: PathBuf,
@@ -139,6 +193,8 @@ pub struct Store {
     pub config: StoreConfig,
     /// The tagged series held here (`<data>/tags`).
     pub tags: crate::tagindex::TagIndex,
+    /// The tree of metric names, in memory.
+    pub names: Arc<NameIndex>,
 }
 
 impl Store {
@@ -152,6 +208,7 @@ impl Store {
         let whisper_dir = config.data_dir.join("whisper");
         std::fs::create_dir_all(&whisper_dir)?;
         let cache = Cache::new(config.max_cache_size, 64);
+        let names = Arc::new(NameIndex::new(&whisper_dir));
         let tags = crate::tagindex::TagIndex::open(&config.data_dir.join("tags"), &whisper_dir)?;
         let mut replay = Replay::default();
         let (wal, torn) = Wal::open(
@@ -163,7 +220,7 @@ impl Store {
                 for p in batch.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
                     tags.ensure(&p.name);
                 }
-                cache.add(&batch, segment);
+                cache.add_noting(&batch, segment, |name| note_received(&names, name));
             },
         )?;
         replay.torn_segments = torn;
@@ -176,8 +233,11 @@ impl Store {
             stats: WriterStats::default(),
             config,
             tags,
+            names,
         };
-        Ok((Arc::new(store), replay))
+        let store = Arc::new(store);
+        spawn_indexer(&store)?;
+        Ok((store, replay))
     }
 
     /// Where whisper files live.
@@ -199,8 +259,25 @@ impl Store {
         for p in points.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
             self.tags.ensure(&p.name);
         }
-        self.wal
-            .append(points, |segment| self.cache.add(points, segment))
+        self.wal.append(points, |segment| {
+            self.cache
+                .add_noting(points, segment, |name| note_received(&self.names, name))
+        })
+    }
+
+    /// Records that this node wrote the whisper file `path` (a new file or
+    /// a received copy), for the name index.
+    pub fn note_file(&self, path: &Path) {
+        if let Some(name) = self.names.name_of(path) {
+            self.names.insert(&name);
+        }
+    }
+
+    /// Records that this node deleted the whisper file `path`.
+    pub fn forget_file(&self, path: &Path) {
+        if let Some(name) = self.names.name_of(path) {
+            self.names.remove(&name);
+        }
     }
 
     /// Replaces the storage schemas only (files created from now on).

@@ -122,6 +122,8 @@ fn write(
             match whisper::create_atomic(&path, &archives, &opts) {
                 Ok(_) => {
                     store.stats.creates.fetch_add(1, Ordering::Relaxed);
+                    // A tagged series enters the tree by its file's path.
+                    store.note_file(&path);
                 }
                 // Someone else (a restore, a second writer) created it meanwhile.
                 Err(WhisperError::AlreadyExists(_)) => {}

@@ -47,6 +47,9 @@ pub struct FileConfig {
     pub sparse_create: Option<bool>,
     /// Writer threads [the machine's cores, at most 4].
     pub writers: Option<usize>,
+    /// Seconds between reads of the whisper tree by the name index, for
+    /// files other processes add or delete; 0 = only at start [300].
+    pub index_rescan_seconds: Option<u64>,
     /// Seconds a timestamp may be ahead of the clock [3600].
     pub max_future: Option<i64>,
     /// carbon's `rewrite-rules.conf` [none].
@@ -349,6 +352,9 @@ impl ServeConfig {
             max_creates_per_minute: f.max_creates_per_minute.unwrap_or(0.0),
             sparse_create: f.sparse_create.unwrap_or(false),
             writers: f.writers.unwrap_or(defaults.writers).clamp(1, 64),
+            index_rescan: f
+                .index_rescan_seconds
+                .map_or(defaults.index_rescan, std::time::Duration::from_secs),
             ..defaults
         };
         Ok(ServeConfig {
