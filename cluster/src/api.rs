@@ -107,6 +107,10 @@ pub fn routes(
             // A render of many series asks for all their names at once.
             post(fetch).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
+        .route(
+            "/cluster/fold",
+            post(fold).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .with_state(App {
             node: node.clone(),
             store,
@@ -468,6 +472,38 @@ async fn find(State(app): State<App>, Query(q): Query<FindQuery>) -> Response {
             Json(list).into_response()
         }
         Ok(Err(e)) => failed(StatusCode::BAD_REQUEST, e),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct FoldBody {
+    fold: String,
+    paths: Vec<String>,
+    from: i64,
+    until: i64,
+    now: i64,
+}
+
+/// The fold of this node's own copies of some paths, or the copies
+/// themselves when they do not fold exactly (`crate::fold::encode`).
+async fn fold(State(app): State<App>, Body(body): Body<FoldBody>) -> Response {
+    let Some(fold) = graunt_query::fold::Fold::parse(&body.fold) else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            format!("unknown fold {:?} (sum, average, min or max)", body.fold),
+        );
+    };
+    let store = app.store.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        let series = StoreSource(store)
+            .fetch_many(&body.paths, body.from, body.until, body.now)
+            .unwrap_or_default();
+        crate::fold::encode(&crate::fold::answer(fold, series))
+    })
+    .await;
+    match answered {
+        Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
         Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

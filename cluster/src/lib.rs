@@ -11,7 +11,8 @@
 //! - [`hashing`]: carbon's hash rings; [`ring::of_members`]: the ring over
 //!   the members that relays and reads use.
 //! - [`source::ClusterSources`]: reads for the whole cluster as graunt-query
-//!   sources (fan-out to peers, replica merge, partial answers).
+//!   sources (fan-out to peers, replica merge, partial answers);
+//!   [`fold`]: a member's side of aggregations folded where the data is.
 //! - [`metrics::ClusterMetrics`]: `graunt_cluster_*` on the node's `/metrics`.
 //! - [`secret::ClusterSecret`]: the credential every call between members,
 //!   relays and `graunt cluster` carries.
@@ -19,10 +20,12 @@
 //! ```text
 //! /render ─▶ ClusterSource ─┬─▶ own store
 //!                           └─▶ peers' /cluster/find, /cluster/fetch ─▶ merge copies
+//!                                      /cluster/fold ─▶ combine folded parts
 //! graunt cluster … ─▶ /cluster/{init,join,…} ─▶ raft ─▶ StateMachine ─▶ relays, schemas
 //! ```
 
 pub mod api;
+pub mod fold;
 pub mod hashing;
 mod log_store;
 pub mod member;

@@ -14,6 +14,10 @@ pub struct ClusterMetrics {
     pub partial_reads: IntCounter,
     /// Calls to `/cluster/*` refused for a missing or wrong credential.
     pub unauthorized: IntCounter,
+    /// Aggregations asked of the members as folds, by outcome: `folded`
+    /// (every member sent one folded series) or `series` (some sent their
+    /// series: values not integral, a copy with a hole, a peer down).
+    pub folds: IntCounterVec,
     term: IntGauge,
     leader: IntGauge,
     members: IntGauge,
@@ -67,11 +71,23 @@ impl ClusterMetrics {
         registry
             .register(Box::new(unauthorized.clone()))
             .expect("registered once");
+        let folds = IntCounterVec::new(
+            Opts::new(
+                "folds_total",
+                "Aggregations asked of the members as folds, by outcome (folded, series)",
+            ),
+            &["outcome"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(folds.clone()))
+            .expect("registered once");
         ClusterMetrics {
             registry,
             peer_calls,
             partial_reads,
             unauthorized,
+            folds,
             term,
             leader,
             members,

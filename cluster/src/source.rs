@@ -2,7 +2,9 @@
 //! and every peer (their `/cluster/find` and `/cluster/fetch`, local data
 //! only) in parallel, merges the copies of each series (a slot missing on
 //! one replica is filled from another, never added twice), and leaves the
-//! functions to run once over the merged series. A peer that fails or
+//! functions to run once over the merged series. An aggregation that folds
+//! is asked of each member as a fold (`/cluster/fold`, [`crate::fold`])
+//! and combined here when every member could fold exactly. A peer that fails or
 //! misses the timeout is named in [`ClusterSource::partial`]; the answer
 //! is what the others had. [`ClusterSources`] opens one per request for
 //! the web layer, which never names the cluster.
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use graunt_query::eval::{EvalError, Source};
+use graunt_query::fold::{Fetched, Fold, Folded};
 use graunt_query::series::Series;
 use graunt_query::source::{Sources, StoreSource};
 use graunt_storage::find;
@@ -517,6 +520,92 @@ impl Source for ClusterSource {
         until: i64,
         now: i64,
     ) -> Result<Vec<Option<Series>>, EvalError> {
+        let plan = self.plan(paths);
+        let range = (from, until, now);
+        let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
+        self.fetch_round(&plan.per_member, range, &mut copies)?;
+        self.complete(paths, &plan, range, copies)
+    }
+
+    /// As [`ClusterSource::fetch_many`], but each member asked folds its
+    /// own series ([`crate::fold`]) when it can; the parts are combined
+    /// when every member folded exactly. Otherwise the series that came are
+    /// kept, the members that folded are asked for theirs, and the fetch
+    /// completes as [`ClusterSource::fetch_many`] does.
+    fn fetch_folded(
+        &self,
+        fold: Fold,
+        paths: &[String],
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Fetched, EvalError> {
+        let plan = self.plan(paths);
+        let range = (from, until, now);
+        let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
+        if !plan.settled {
+            // A rebalance under way: copies must be merged.
+            self.fetch_round(&plan.per_member, range, &mut copies)?;
+            return Ok(Fetched::Series(self.complete(paths, &plan, range, copies)?));
+        }
+        let pending = self.start_fold(fold, &plan.per_member, range);
+        let asked: Vec<u64> = pending.peers.iter().map(|p| p.id).collect();
+        let mut answers: Vec<(u64, Option<crate::fold::Answer>)> = Vec::new();
+        if let Some(mine) = plan.per_member.get(&self.me) {
+            let series = self.local.fetch_many(mine, from, until, now)?;
+            answers.push((self.me, Some(crate::fold::answer(fold, series))));
+        }
+        answers.extend(asked.into_iter().zip(self.finish(pending)));
+        let mut parts = Vec::new();
+        let mut folded_by = BTreeMap::new();
+        let mut whole = true;
+        for (id, answer) in answers {
+            match answer {
+                Some(crate::fold::Answer::Folded(f)) => {
+                    parts.push(f);
+                    if let Some(p) = plan.per_member.get(&id) {
+                        folded_by.insert(id, p.clone());
+                    }
+                }
+                Some(crate::fold::Answer::Series(series)) => {
+                    whole = false;
+                    for s in series {
+                        copies.entry(s.name.clone()).or_default().push(s);
+                    }
+                }
+                // Noted as partial; its paths are asked of others below.
+                None => whole = false,
+            }
+        }
+        if whole {
+            if let Some(f) = Folded::combine(fold, parts) {
+                if f.names.len() == paths.len() {
+                    self.metrics.folds.with_label_values(&["folded"]).inc();
+                    return Ok(Fetched::Folded(f));
+                }
+            }
+        }
+        self.metrics.folds.with_label_values(&["series"]).inc();
+        self.fetch_round(&folded_by, range, &mut copies)?;
+        Ok(Fetched::Series(self.complete(paths, &plan, range, copies)?))
+    }
+}
+
+/// Which members a fetch asks for which paths.
+struct Plan {
+    /// Everyone who may hold each path.
+    candidates: Vec<Vec<u64>>,
+    /// Who is asked first for each path.
+    asked: Vec<Vec<u64>>,
+    /// The same by member.
+    per_member: BTreeMap<u64, Vec<String>>,
+    /// Whether every path is held by exactly its owners (no rebalance
+    /// under way), so each is asked of its primary alone.
+    settled: bool,
+}
+
+impl ClusterSource {
+    fn plan(&self, paths: &[String]) -> Plan {
         let holders = self
             .holders
             .lock()
@@ -540,6 +629,7 @@ impl Source for ClusterSource {
             .collect();
         let mut per_member: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let mut asked: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
+        let mut all_settled = true;
         for (path, ids) in paths.iter().zip(&candidates) {
             // The primary alone when the holders are exactly the ring's
             // owners (primaries spread names evenly over the members);
@@ -552,21 +642,37 @@ impl Source for ClusterSource {
                 .is_some_and(|h| h.len() == owners.len() && owners.iter().all(|o| h.contains(o)));
             let chosen = match owners.first() {
                 Some(&primary) if settled => vec![primary],
-                _ => ids.clone(),
+                _ => {
+                    all_settled = false;
+                    ids.clone()
+                }
             };
             for &id in &chosen {
                 per_member.entry(id).or_default().push(path.clone());
             }
             asked.push(chosen);
         }
-        let range = (from, until, now);
-        let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
-        self.fetch_round(&per_member, range, &mut copies)?;
-        // The second round: a copy with a hole, or a holder without the
-        // copy it listed (a rebalance moved it to its new owners between
-        // find and fetch), sends the path to everyone else who may have it.
+        Plan {
+            candidates,
+            asked,
+            per_member,
+            settled: all_settled,
+        }
+    }
+
+    /// The second round of a fetch and the merge: a copy with a hole, or a
+    /// holder without the copy it listed (a rebalance moved it to its new
+    /// owners between find and fetch), sends the path to everyone else who
+    /// may have it.
+    fn complete(
+        &self,
+        paths: &[String],
+        plan: &Plan,
+        range: (i64, i64, i64),
+        mut copies: HashMap<String, Vec<Series>>,
+    ) -> Result<Vec<Option<Series>>, EvalError> {
         let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for ((path, asked), ids) in paths.iter().zip(&asked).zip(&candidates) {
+        for ((path, asked), ids) in paths.iter().zip(&plan.asked).zip(&plan.candidates) {
             let got = copies.get(path).map_or(&[][..], Vec::as_slice);
             if got.len() >= asked.len() && got.iter().any(|s| !has_hole(s)) {
                 continue;
@@ -583,10 +689,54 @@ impl Source for ClusterSource {
             }
         }
         self.fetch_round(&again, range, &mut copies)?;
+        // A path asked twice gets its copies twice.
+        let mut left: HashMap<&str, usize> = HashMap::new();
+        for path in paths {
+            *left.entry(path).or_default() += 1;
+        }
         Ok(paths
             .iter()
-            .map(|path| merge(copies.remove(path).unwrap_or_default()))
+            .map(|path| {
+                let n = left.entry(path).or_default();
+                *n = n.saturating_sub(1);
+                merge(if *n == 0 {
+                    copies.remove(path).unwrap_or_default()
+                } else {
+                    copies.get(path).cloned().unwrap_or_default()
+                })
+            })
             .collect())
+    }
+
+    /// Asks each peer `per_member` names to fold its own copies of them,
+    /// without waiting.
+    fn start_fold(
+        &self,
+        fold: Fold,
+        per_member: &BTreeMap<u64, Vec<String>>,
+        (from, until, now): (i64, i64, i64),
+    ) -> Pending<'_, crate::fold::Answer> {
+        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let paths = per_member.get(&p.id)?;
+                let body = json!({
+                    "fold": fold.as_str(), "paths": paths,
+                    "from": from, "until": until, "now": now,
+                });
+                let url = self.transport.url(&p.http, "/cluster/fold");
+                let r = crate::secret::json_call(
+                    &self.client,
+                    self.secret.as_ref(),
+                    "POST",
+                    &url,
+                    &body,
+                );
+                Some((p, r))
+            })
+            .collect();
+        self.start(calls, crate::fold::decode)
     }
 }
 
@@ -604,7 +754,7 @@ const FRESH_SLOTS: usize = 2;
 /// values, more than [`FRESH_SLOTS`] empty slots at its end (a replica
 /// catching up), or no value at all. Empty slots before the first value
 /// are a series younger than the range (both copies alike).
-fn has_hole(s: &Series) -> bool {
+pub(crate) fn has_hole(s: &Series) -> bool {
     let first = s.values.iter().position(Option::is_some);
     let last = s.values.iter().rposition(Option::is_some);
     match (first, last) {

@@ -153,9 +153,44 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         calls.contains("graunt_cluster_peer_calls_total{outcome=\"ok\""),
         "{calls}"
     );
-    // The same answers everywhere, equal to the lone node's.
+    // Fractional values: sums of them are not folded (the order of
+    // additions shows in the last digits), extremes are.
+    let mut fractions = String::new();
+    for i in 0..30 {
+        for j in 0..10 {
+            fractions.push_str(&format!(
+                "f.m{i} {} {}\n",
+                0.1 * (i * 7 + j) as f64 + 1e-3,
+                t0 + 60 * j as i64
+            ));
+        }
+    }
+    send(relay.addr("t-line"), &fractions);
+    send(lone.addr("line"), &fractions);
+    let fall = format!("/render?target=f.*&{range}");
+    for n in &cluster.nodes {
+        wait_for(Duration::from_secs(30), "the fractions everywhere", || {
+            (points_stored(n, &fall) == 300).then_some(())
+        });
+    }
+    // The same answers everywhere, equal to the lone node's; the folds
+    // among them computed on each member.
+    let folds_before = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"folded\"}");
     for q in [
         format!("/render?target=sumSeries(c.*)&{range}"),
+        format!("/render?target=averageSeries(c.*)&{range}"),
+        format!("/render?target=minSeries(c.*)&{range}"),
+        format!("/render?target=maxSeries(c.*)&{range}"),
+        format!("/render?target=sum(c.m1*,c.m2*)&{range}"),
+        format!("/render?target=avg(c.m1)&{range}"),
+        format!("/render?target=sumSeries(c.m1*,c.*)&{range}"),
+        format!("/render?target=sumSeries(c.*)&{range}&xFilesFactor=0.9"),
+        format!("/render?target=sumSeries(nothing.*)&{range}"),
+        format!("/render?target=sumSeries(f.*)&{range}"),
+        format!("/render?target=averageSeries(f.*)&{range}"),
+        format!("/render?target=maxSeries(f.*)&{range}"),
+        format!("/render?target=minSeries(f.*,c.*)&{range}"),
+        format!("/render?target=movingAverage(averageSeries(c.*),3)&{range}"),
         format!("/render?target=highestMax(c.*,3)&{range}"),
         format!("/render?target=c.m7&{range}"),
     ] {
@@ -164,6 +199,11 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
             assert_eq!(render(n, &q), want, "{q} on {}", n.addr("http"));
         }
     }
+    let folded = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"folded\"}");
+    let as_series = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"series\"}");
+    // Integral sums, averages, every min and max; not the fractional sums.
+    assert!(folded - folds_before >= 9.0, "{folded} folded");
+    assert!(as_series >= 2.0, "{as_series} sent as series");
     // A glob, an exact metric and an exact branch (found on any node).
     for find in [
         "/metrics/find?query=c.*&format=completer",

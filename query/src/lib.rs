@@ -11,12 +11,14 @@
 //! - [`source`]: the node's own store as a [`eval::Source`], and
 //!   [`source::Sources`], which the web layer asks for the source of one
 //!   request (the node's store alone, or the whole cluster).
+//! - [`fold`]: aggregations a cluster folds where the data is.
 //! - [`pyfmt`]: Python's number formatting, for names such as `scale(a,2)`.
 //!
 //! It sits on graunt-storage; graunt-cluster implements [`eval::Source`]
 //! over the cluster, and the node's HTTP layer calls it.
 
 pub mod eval;
+pub mod fold;
 pub mod functions;
 pub mod parser;
 pub mod pyfmt;

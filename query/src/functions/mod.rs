@@ -7,7 +7,7 @@
 //! their own modules because several families use them; families never
 //! import each other.
 
-mod aggregate;
+pub(crate) mod aggregate;
 mod alias;
 mod buckets;
 pub mod catalog;

@@ -1,0 +1,175 @@
+//! A member's side of a folded cluster read (`/cluster/fold`): it reads the
+//! paths it was asked for and answers their fold when it is exact and its
+//! copies are whole ([`graunt_query::fold`]), or else the series themselves,
+//! so the asking member can aggregate them as from `/cluster/fetch`.
+
+use graunt_query::fold::{Fold, Folded};
+use graunt_query::series::Series;
+
+/// A member's answer to a fold.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// Every path asked for, folded.
+    Folded(Folded),
+    /// The series it has, as `/cluster/fetch` answers.
+    Series(Vec<Series>),
+}
+
+/// Folds what a member read for `paths` when every path is there, whole
+/// (a copy with a hole would be completed from another member) and
+/// foldable; else the series.
+pub fn answer(fold: Fold, series: Vec<Option<Series>>) -> Answer {
+    let whole = series
+        .iter()
+        .all(|s| s.as_ref().is_some_and(|s| !crate::source::has_hole(s)));
+    if whole {
+        if let Some(folded) = Folded::of(fold, &series) {
+            return Answer::Folded(folded);
+        }
+    }
+    Answer::Series(series.into_iter().flatten().collect())
+}
+
+/// An [`Answer`] on the wire: `F` and a fold (a `u32` name count, each
+/// name as a `u32` length and its bytes, `start`, `end`, `step` as `i64`,
+/// the magnitude as `f64`, a `u32` slot count, each slot as `f64` and
+/// `u32`), or `S` and [`crate::source::encode`]'s series; little-endian.
+pub fn encode(answer: &Answer) -> Vec<u8> {
+    match answer {
+        Answer::Series(series) => {
+            let mut out = vec![b'S'];
+            out.extend(crate::source::encode(series));
+            out
+        }
+        Answer::Folded(f) => {
+            let names: usize = f.names.iter().map(|n| 4 + n.len()).sum();
+            let mut out = Vec::with_capacity(1 + 4 + names + 36 + 12 * f.slots.len());
+            out.push(b'F');
+            out.extend_from_slice(&(f.names.len() as u32).to_le_bytes());
+            for n in &f.names {
+                out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+                out.extend_from_slice(n.as_bytes());
+            }
+            for v in [f.start, f.end, f.step] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&f.magnitude.to_le_bytes());
+            out.extend_from_slice(&(f.slots.len() as u32).to_le_bytes());
+            for (v, n) in &f.slots {
+                out.extend_from_slice(&v.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            out
+        }
+    }
+}
+
+/// The answer of [`encode`]; `None` if the bytes are cut or damaged.
+pub fn decode(bytes: &[u8]) -> Option<Answer> {
+    let (kind, mut bytes) = bytes.split_first()?;
+    match kind {
+        b'S' => crate::source::decode(bytes).map(Answer::Series),
+        b'F' => {
+            fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+                let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+                *bytes = rest;
+                Some(head)
+            }
+            // Bytes from the network: every conversion is checked.
+            let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
+            let u64_at = |b: &mut &[u8]| Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));
+            let count = u32_at(&mut bytes)? as usize;
+            let mut names = Vec::with_capacity(count.min(bytes.len() / 4));
+            for _ in 0..count {
+                let len = u32_at(&mut bytes)? as usize;
+                names.push(
+                    std::str::from_utf8(take(&mut bytes, len)?)
+                        .ok()?
+                        .to_string(),
+                );
+            }
+            let (start, end, step) = (
+                u64_at(&mut bytes)? as i64,
+                u64_at(&mut bytes)? as i64,
+                u64_at(&mut bytes)? as i64,
+            );
+            let magnitude = f64::from_bits(u64_at(&mut bytes)?);
+            let len = u32_at(&mut bytes)? as usize;
+            if bytes.len() != len.checked_mul(12)? {
+                return None;
+            }
+            let slots = bytes
+                .chunks_exact(12)
+                .map(|c| {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(&c[..8]);
+                    let mut n = [0u8; 4];
+                    n.copy_from_slice(&c[8..]);
+                    (f64::from_le_bytes(v), u32::from_le_bytes(n))
+                })
+                .collect();
+            Some(Answer::Folded(Folded {
+                names,
+                start,
+                end,
+                step,
+                slots,
+                magnitude,
+            }))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, values: &[Option<f64>]) -> Option<Series> {
+        Some(Series::new(
+            name,
+            100,
+            100 + 10 * values.len() as i64,
+            10,
+            values.to_vec(),
+        ))
+    }
+
+    #[test]
+    fn whole_integral_copies_are_folded_and_travel_back_intact() {
+        let a = answer(
+            Fold::Sum,
+            vec![
+                series("a.1", &[Some(1.0), Some(2.0), Some(3.0)]),
+                series("a.2", &[Some(4.0), Some(5.0), None]),
+            ],
+        );
+        let Answer::Folded(f) = &a else {
+            panic!("not folded: {a:?}")
+        };
+        assert_eq!(f.slots, vec![(5.0, 2), (7.0, 2), (3.0, 1)]);
+        assert_eq!(decode(&encode(&a)), Some(a));
+    }
+
+    #[test]
+    fn holes_gaps_and_fractions_travel_as_series() {
+        let holed = series("a.1", &[Some(1.0), None, Some(3.0)]);
+        for (fold, input) in [
+            (Fold::Sum, vec![holed.clone()]),
+            (Fold::Sum, vec![series("a.1", &[Some(1.5)])]),
+            (Fold::Max, vec![series("a.1", &[Some(1.0)]), None]),
+        ] {
+            let a = answer(fold, input);
+            assert!(matches!(a, Answer::Series(_)), "{a:?}");
+            assert_eq!(decode(&encode(&a)), Some(a));
+        }
+        let Answer::Folded(_) = answer(Fold::Max, vec![series("a.1", &[Some(1.5), Some(2.0)])])
+        else {
+            panic!("extremes of fractions fold")
+        };
+        let bytes = encode(&answer(Fold::Sum, vec![series("a", &[Some(1.0)])]));
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+    }
+}
