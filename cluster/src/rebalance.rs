@@ -749,6 +749,9 @@ impl Rebalancer {
                     }
                 }
             }
+            // Neither file nor cache holds it now (a file or a cache-only
+            // series alike): finds here stop listing it.
+            self.store.forget_file(&self.store.path_of(&item.name));
         }
         result
     }
@@ -783,7 +786,7 @@ impl Rebalancer {
         }
         if item.delete {
             match tokio::fs::remove_file(&path).await {
-                Ok(()) => self.store.forget_file(&path),
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot delete {}: {e}", path.display())),
             }

@@ -90,14 +90,14 @@ pub fn encode(series: &[Series]) -> Vec<u8> {
             .sum(),
     );
     for s in series {
-        out.extend((s.name.len() as u32).to_le_bytes());
-        out.extend(s.name.as_bytes());
+        out.extend_from_slice(&(s.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.name.as_bytes());
         for v in [s.start, s.end, s.step] {
-            out.extend(v.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend((s.values.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(s.values.len() as u32).to_le_bytes());
         for v in &s.values {
-            out.extend(v.unwrap_or(f64::NAN).to_le_bytes());
+            out.extend_from_slice(&v.unwrap_or(f64::NAN).to_le_bytes());
         }
     }
     out
@@ -255,6 +255,17 @@ impl ClusterSource {
 
     /// Waits for the answers of [`ClusterSource::start`].
     fn finish<T: Send + 'static>(&self, pending: Pending<'_, T>) -> Vec<Option<T>> {
+        let peers = pending.peers.clone();
+        self.finish_results(pending)
+            .into_iter()
+            .zip(peers)
+            .map(|(r, peer)| r.map_err(|why| self.note_failure(peer, why)).ok())
+            .collect()
+    }
+
+    /// The answers of [`ClusterSource::start`] with why each failed one
+    /// failed, counted but not yet noted as partial.
+    fn finish_results<T: Send + 'static>(&self, pending: Pending<'_, T>) -> Vec<Result<T, String>> {
         if pending.handles.is_empty() {
             return Vec::new();
         }
@@ -269,22 +280,13 @@ impl ClusterSource {
         results
             .into_iter()
             .zip(pending.peers)
-            .map(|(r, peer)| match r {
-                Ok(v) => {
-                    self.metrics
-                        .peer_calls
-                        .with_label_values(&[&peer.http, "ok"])
-                        .inc();
-                    Some(v)
-                }
-                Err(why) => {
-                    self.metrics
-                        .peer_calls
-                        .with_label_values(&[&peer.http, "failed"])
-                        .inc();
-                    self.note_failure(peer, why);
-                    None
-                }
+            .map(|(r, peer)| {
+                let outcome = if r.is_ok() { "ok" } else { "failed" };
+                self.metrics
+                    .peer_calls
+                    .with_label_values(&[&peer.http, outcome])
+                    .inc();
+                r
             })
             .collect()
     }
@@ -548,33 +550,55 @@ impl Source for ClusterSource {
             self.fetch_round(&plan.per_member, range, &mut copies)?;
             return Ok(Fetched::Series(self.complete(paths, &plan, range, copies)?));
         }
+        if paths.is_empty() {
+            return Ok(Fetched::Series(Vec::new()));
+        }
         let pending = self.start_fold(fold, &plan.per_member, range);
-        let asked: Vec<u64> = pending.peers.iter().map(|p| p.id).collect();
-        let mut answers: Vec<(u64, Option<crate::fold::Answer>)> = Vec::new();
+        let asked: Vec<&Member> = pending.peers.clone();
+        let mut answers: Vec<(u64, Option<&Member>, Result<crate::fold::Answer, String>)> =
+            Vec::new();
         if let Some(mine) = plan.per_member.get(&self.me) {
             let series = self.local.fetch_many(mine, from, until, now)?;
-            answers.push((self.me, Some(crate::fold::answer(fold, series))));
+            answers.push((self.me, None, Ok(crate::fold::answer(fold, series))));
         }
-        answers.extend(asked.into_iter().zip(self.finish(pending)));
+        for (peer, result) in asked.into_iter().zip(self.finish_results(pending)) {
+            answers.push((peer.id, Some(peer), result));
+        }
         let mut parts = Vec::new();
-        let mut folded_by = BTreeMap::new();
+        // Members whose series are fetched if the parts cannot be used:
+        // those that folded, and those up but not folding (a member of an
+        // older version answers 404; a part that is not what was asked).
+        let mut refetch = BTreeMap::new();
         let mut whole = true;
-        for (id, answer) in answers {
+        for (id, peer, answer) in answers {
+            let mine = plan.per_member.get(&id).cloned().unwrap_or_default();
             match answer {
-                Some(crate::fold::Answer::Folded(f)) => {
+                Ok(crate::fold::Answer::Folded(f)) if same_names(&f.names, &mine) => {
                     parts.push(f);
-                    if let Some(p) = plan.per_member.get(&id) {
-                        folded_by.insert(id, p.clone());
-                    }
+                    refetch.insert(id, mine);
                 }
-                Some(crate::fold::Answer::Series(series)) => {
+                Ok(crate::fold::Answer::Series(series)) => {
                     whole = false;
                     for s in series {
                         copies.entry(s.name.clone()).or_default().push(s);
                     }
                 }
-                // Noted as partial; its paths are asked of others below.
-                None => whole = false,
+                Ok(crate::fold::Answer::Folded(_)) => {
+                    whole = false;
+                    refetch.insert(id, mine);
+                }
+                Err(why) if why.starts_with("answered ") => {
+                    whole = false;
+                    refetch.insert(id, mine);
+                }
+                // Down or slow: noted as partial; its paths are asked of
+                // the other holders when the read completes.
+                Err(why) => {
+                    whole = false;
+                    if let Some(peer) = peer {
+                        self.note_failure(peer, why);
+                    }
+                }
             }
         }
         if whole {
@@ -586,9 +610,15 @@ impl Source for ClusterSource {
             }
         }
         self.metrics.folds.with_label_values(&["series"]).inc();
-        self.fetch_round(&folded_by, range, &mut copies)?;
+        self.fetch_round(&refetch, range, &mut copies)?;
         Ok(Fetched::Series(self.complete(paths, &plan, range, copies)?))
     }
+}
+
+/// Whether a fold covers exactly the paths asked of its member.
+fn same_names(folded: &[String], asked: &[String]) -> bool {
+    let folded: std::collections::HashSet<&String> = folded.iter().collect();
+    folded.len() == asked.len() && asked.iter().all(|n| folded.contains(n))
 }
 
 /// Which members a fetch asks for which paths.

@@ -453,9 +453,14 @@ fn fold_call(
     }
     let all: Vec<String> = found.iter().flatten().cloned().collect();
     let distinct: std::collections::HashSet<&String> = all.iter().collect();
-    if distinct.len() != all.len() {
-        // A path in two arguments counts twice: each argument is fetched
-        // on its own, as any call's.
+    let fetched_so_far = ctx.state.fetched.get().0;
+    if distinct.len() != all.len()
+        || fetched_so_far.saturating_add(all.len()) > ctx.max_series
+        || all.iter().any(|p| graunt_storage::tags::is_tagged(p))
+    {
+        // Evaluated as any call, argument after argument: a path in two
+        // arguments counts twice, a request over its bound fails where it
+        // always did, tagged members keep the tags they share.
         return Ok(None);
     }
     let fetched = ctx

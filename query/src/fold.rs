@@ -107,6 +107,11 @@ impl Folded {
             }
             for (i, v) in s.values.iter().enumerate() {
                 let Some(v) = *v else { continue };
+                // Not stored by graunt, but a foreign file may hold one;
+                // aggregate's comparisons treat it apart.
+                if v.is_nan() {
+                    return None;
+                }
                 // -0.0 ties with 0.0 in min and max, where the first seen
                 // wins: the order would matter.
                 if v == 0.0 && v.is_sign_negative() {
@@ -137,9 +142,29 @@ impl Folded {
         })
     }
 
+    /// Whether a part (from a peer, over the network) is one [`Folded::of`]
+    /// could have made: its slots fill its times, no slot counts more
+    /// series than it names, its magnitude is an exact one.
+    pub fn is_sound(&self) -> bool {
+        let n = self.names.len() as u64;
+        self.step > 0
+            && self.end.checked_sub(self.start) == self.step.checked_mul(self.slots.len() as i64)
+            && self
+                .slots
+                .iter()
+                .all(|&(v, k)| u64::from(k) <= n && !v.is_nan())
+            && self.magnitude.is_finite()
+            && self.magnitude >= 0.0
+            && self.magnitude < EXACT
+    }
+
     /// Parts over disjoint series combined into one, or `None` when they do
-    /// not share their times or their sum could be inexact.
+    /// not share their times, their sum could be inexact or a part is not
+    /// [sound](Folded::is_sound).
     pub fn combine(fold: Fold, parts: Vec<Folded>) -> Option<Folded> {
+        if !parts.iter().all(Folded::is_sound) {
+            return None;
+        }
         let mut parts = parts.into_iter();
         let mut out = parts.next()?;
         for p in parts {
@@ -157,7 +182,7 @@ impl Folded {
                     continue;
                 }
                 slot.0 = if slot.1 == 0 { v } else { fold.step(slot.0, v) };
-                slot.1 += n;
+                slot.1 = slot.1.checked_add(n)?;
             }
             out.names.extend(p.names);
         }

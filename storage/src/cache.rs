@@ -112,7 +112,12 @@ impl Cache {
     /// Adds points as [`Self::add`], calling `new_name` with each name the
     /// cache did not hold (the name index learns of new series there, once
     /// per name and write-back rather than once per point).
-    pub fn add_noting(&self, points: &[Datapoint], segment: u64, mut new_name: impl FnMut(&str)) {
+    pub fn add_noting<'p>(
+        &self,
+        points: &'p [Datapoint],
+        segment: u64,
+        mut new_name: impl FnMut(&'p str),
+    ) {
         for p in points {
             let mut shard = Self::lock(self.shard(&p.name));
             let entry = match shard.get_mut(p.name.as_str()) {

@@ -124,17 +124,20 @@ impl Level for Lookup<'_> {
         Ok(out)
     }
 
+    // The disk is asked only about a name the tree has never seen (a file
+    // copied in since the last rescan): a known name costs no syscall.
     fn is_branch(&self, name: &str) -> bool {
-        self.branch
-            .children
-            .get(name)
-            .is_some_and(|c| c.branch.is_some())
-            || self.dir.join(name).is_dir()
+        match self.branch.children.get(name) {
+            Some(c) => c.branch.is_some(),
+            None => self.dir.join(name).is_dir(),
+        }
     }
 
     fn is_leaf(&self, name: &str) -> bool {
-        self.branch.children.get(name).is_some_and(|c| c.leaf)
-            || self.dir.join(format!("{name}.wsp")).is_file()
+        match self.branch.children.get(name) {
+            Some(c) => c.leaf,
+            None => self.dir.join(format!("{name}.wsp")).is_file(),
+        }
     }
 
     fn down(&self, name: &str) -> Self {
@@ -165,6 +168,8 @@ pub struct NameIndex {
     ready: AtomicBool,
     /// Changes since the running rescan began; `None` when none runs.
     journal: Mutex<Option<Vec<Change>>>,
+    /// Whether a rescan runs (the journal is open).
+    scanning: AtomicBool,
 }
 
 impl NameIndex {
@@ -175,6 +180,7 @@ impl NameIndex {
             tree: RwLock::new(Branch::default()),
             ready: AtomicBool::new(false),
             journal: Mutex::new(None),
+            scanning: AtomicBool::new(false),
         }
     }
 
@@ -200,11 +206,14 @@ impl NameIndex {
 
     /// Adds the leaf `name` (a dotted path in the tree).
     pub fn insert(&self, name: &str) {
-        if self
-            .tree
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
+        // While a rescan runs every insert is recorded: the old tree may
+        // hold a name (deleted by hand) the new one will not.
+        if !self.scanning.load(Ordering::Acquire)
+            && self
+                .tree
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(name)
         {
             return;
         }
@@ -233,6 +242,7 @@ impl NameIndex {
     /// then in one or the other); changes made while it runs are kept.
     pub fn rescan(&self, cached: impl FnOnce() -> Vec<String>) -> io::Result<usize> {
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+        self.scanning.store(true, Ordering::Release);
         let result = (|| -> io::Result<(Branch, usize)> {
             let mut fresh = Branch::default();
             for name in cached() {
@@ -250,6 +260,7 @@ impl NameIndex {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.scanning.store(false, Ordering::Release);
         let (mut fresh, leaves) = result?;
         for change in journal.iter().flatten() {
             fresh.apply(change);
@@ -276,12 +287,30 @@ impl NameIndex {
 /// Reads the directory `dir` into `level`, following links to directories
 /// but not around a loop; answers the leaves found.
 fn scan(dir: &Path, level: &mut Branch, ancestors: &mut Vec<(u64, u64)>) -> io::Result<usize> {
+    // Directories and files come and go while the tree is read (writers'
+    // temporary files, a rebalance): what vanished is skipped, and a
+    // directory that cannot be read is named and skipped, as the disk
+    // walk of a find would skip it.
+    let gone = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        )
+    };
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !ancestors.is_empty() => {
+            tracing::warn!(dir = %dir.display(), error = %e, "a whisper directory cannot be read; its series are not listed");
+            return Ok(0);
+        }
         Err(e) => return Err(e),
     };
-    let meta = std::fs::metadata(dir)?;
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
     let id = (meta.dev(), meta.ino());
     if ancestors.contains(&id) {
         return Ok(0);
@@ -289,11 +318,19 @@ fn scan(dir: &Path, level: &mut Branch, ancestors: &mut Vec<(u64, u64)>) -> io::
     ancestors.push(id);
     let mut leaves = 0;
     for entry in read {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let kind = entry.file_type()?;
+        let kind = match entry.file_type() {
+            Ok(k) => k,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
         let is_dir = if kind.is_symlink() {
             entry.path().is_dir()
         } else {

@@ -164,13 +164,16 @@ fn spawn_indexer(store: &Arc<Store>) -> io::Result<()> {
                 ),
                 Err(e) => tracing::warn!(error = %e, dir = %dir.display(), "cannot read the whisper tree for the name index; finds walk the disk until it can be read"),
             }
-            let next = Instant::now() + every;
+            // Zero, or too far to say: never again.
+            let next = (!every.is_zero())
+                .then(|| Instant::now().checked_add(every))
+                .flatten();
             loop {
                 std::thread::sleep(Duration::from_millis(250));
                 if weak.strong_count() == 0 {
                     return;
                 }
-                if !every.is_zero() && Instant::now() >= next {
+                if next.is_some_and(|n| Instant::now() >= n) {
                     break;
                 }
             }
@@ -220,7 +223,11 @@ impl Store {
                 for p in batch.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
                     tags.ensure(&p.name);
                 }
-                cache.add_noting(&batch, segment, |name| note_received(&names, name));
+                let mut fresh: Vec<&str> = Vec::new();
+                cache.add_noting(&batch, segment, |name| fresh.push(name));
+                for name in fresh {
+                    note_received(&names, name);
+                }
             },
         )?;
         replay.torn_segments = torn;
@@ -259,10 +266,17 @@ impl Store {
         for p in points.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
             self.tags.ensure(&p.name);
         }
+        // New names go into the tree after the log's lock is released: a
+        // long find holding the tree must not stall every receiver.
+        let mut fresh: Vec<&str> = Vec::new();
         self.wal.append(points, |segment| {
             self.cache
-                .add_noting(points, segment, |name| note_received(&self.names, name))
-        })
+                .add_noting(points, segment, |name| fresh.push(name))
+        })?;
+        for name in fresh {
+            note_received(&self.names, name);
+        }
+        Ok(())
     }
 
     /// Records that this node wrote the whisper file `path` (a new file or
