@@ -23,14 +23,48 @@ pub struct Datapoint {
     pub value: f64,
 }
 
+/// A point as the cache holds it: 12 bytes. Whisper's timestamps are
+/// unsigned 32-bit, and [`crate::store::Store::accept`] takes no other.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+struct Held {
+    timestamp: u32,
+    value: f64,
+}
+
+impl Held {
+    fn new(timestamp: i64, value: f64) -> Held {
+        Held {
+            // Checked by the store; a caller that did not check gets the
+            // nearest time whisper could hold rather than a wrapped one.
+            timestamp: timestamp.clamp(0, i64::from(u32::MAX)) as u32,
+            value,
+        }
+    }
+
+    fn point(self) -> (i64, f64) {
+        (i64::from(self.timestamp), self.value)
+    }
+}
+
+/// Appends with growth by half rather than doubling: the cache holds many
+/// short lists, where doubling leaves a third of them empty on average.
+fn push(points: &mut Vec<Held>, point: Held) {
+    if points.len() == points.capacity() {
+        points.reserve_exact((points.capacity() / 2).max(4));
+    }
+    points.push(point);
+}
+
 #[derive(Default)]
 struct Entry {
     /// Points waiting for the writer, in arrival order.
-    points: Vec<(i64, f64)>,
+    points: Vec<Held>,
     /// WAL segment of the oldest waiting point.
     segment: u64,
-    /// Points checked out by the writer and their segment.
-    in_flight: Option<(Vec<(i64, f64)>, u64)>,
+    /// Points checked out by the writer and their segment (boxed: most
+    /// entries have none, and every entry pays for the field).
+    in_flight: Option<Box<(Vec<Held>, u64)>>,
 }
 
 /// Points checked out for writing: sorted by time, one per timestamp (the
@@ -52,9 +86,12 @@ pub struct CacheStats {
     pub metrics: usize,
 }
 
+/// One shard: entries by metric name.
+type Shard = HashMap<Box<str>, Entry>;
+
 /// The sharded cache. See the module docs.
 pub struct Cache {
-    shards: Box<[Mutex<HashMap<String, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     size: AtomicUsize,
     max_size: usize,
@@ -82,14 +119,14 @@ impl Cache {
         }
     }
 
-    fn shard(&self, name: &str) -> &Mutex<HashMap<String, Entry>> {
+    fn shard(&self, name: &str) -> &Mutex<Shard> {
         let i = self.hasher.hash_one(name) as usize % self.shards.len();
         &self.shards[i]
     }
 
     fn lock<'a>(
-        m: &'a Mutex<HashMap<String, Entry>>,
-    ) -> std::sync::MutexGuard<'a, HashMap<String, Entry>> {
+        m: &'a Mutex<Shard>,
+    ) -> std::sync::MutexGuard<'a, Shard> {
         // A panic while holding a shard leaves plain data behind; keep going.
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -124,13 +161,13 @@ impl Cache {
                 Some(e) => e,
                 None => {
                     new_name(&p.name);
-                    shard.entry(p.name.clone()).or_default()
+                    shard.entry(p.name.as_str().into()).or_default()
                 }
             };
             if entry.points.is_empty() {
                 entry.segment = segment;
             }
-            entry.points.push((p.timestamp, p.value));
+            push(&mut entry.points, Held::new(p.timestamp, p.value));
         }
         self.size.fetch_add(points.len(), Ordering::Relaxed);
     }
@@ -145,9 +182,10 @@ impl Cache {
         let mut points: Vec<(i64, f64)> = entry
             .in_flight
             .iter()
-            .flat_map(|(p, _)| p.iter().copied())
+            .flat_map(|f| f.0.iter())
+            .chain(&entry.points)
+            .map(|h| h.point())
             .collect();
-        points.extend_from_slice(&entry.points);
         drop(shard);
         sort_dedup(&mut points);
         points
@@ -170,7 +208,7 @@ impl Cache {
                 shard
                     .iter()
                     .filter(|(_, e)| !e.points.is_empty())
-                    .map(|(n, e)| (e.points.len(), n.clone())),
+                    .map(|(n, e)| (e.points.len(), n.to_string())),
             );
         }
         sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
@@ -186,8 +224,8 @@ impl Cache {
             return None;
         }
         let points = std::mem::take(&mut entry.points);
-        let mut sorted = points.clone();
-        entry.in_flight = Some((points, entry.segment));
+        let mut sorted: Vec<(i64, f64)> = points.iter().map(|h| h.point()).collect();
+        entry.in_flight = Some(Box::new((points, entry.segment)));
         drop(shard);
         sort_dedup(&mut sorted);
         Some(Checkout {
@@ -203,7 +241,7 @@ impl Cache {
     /// while the writer has it in flight (try again in a moment).
     pub fn hold(&self, name: &str) -> Option<Checkout> {
         let mut shard = Self::lock(self.shard(name));
-        let entry = shard.entry(name.to_string()).or_default();
+        let entry = shard.entry(name.into()).or_default();
         if entry.in_flight.is_some() {
             return None;
         }
@@ -214,8 +252,8 @@ impl Cache {
         } else {
             entry.segment
         };
-        let mut sorted = points.clone();
-        entry.in_flight = Some((points, segment));
+        let mut sorted: Vec<(i64, f64)> = points.iter().map(|h| h.point()).collect();
+        entry.in_flight = Some(Box::new((points, segment)));
         drop(shard);
         sort_dedup(&mut sorted);
         Some(Checkout {
@@ -248,8 +286,8 @@ impl Cache {
         let Some(entry) = shard.get_mut(name) else {
             return;
         };
-        if let Some((points, _)) = entry.in_flight.take() {
-            self.size.fetch_sub(points.len(), Ordering::Relaxed);
+        if let Some(flight) = entry.in_flight.take() {
+            self.size.fetch_sub(flight.0.len(), Ordering::Relaxed);
         }
         if entry.points.is_empty() {
             shard.remove(name);
@@ -263,7 +301,8 @@ impl Cache {
         let Some(entry) = shard.get_mut(name) else {
             return;
         };
-        if let Some((mut points, segment)) = entry.in_flight.take() {
+        if let Some(flight) = entry.in_flight.take() {
+            let (mut points, segment) = *flight;
             // The oldest of both: points that arrived meanwhile may come
             // from an older segment than an empty hold's.
             let waiting = (!entry.points.is_empty()).then_some(entry.segment);
@@ -279,7 +318,7 @@ impl Cache {
         for shard in self.shards.iter() {
             for entry in Self::lock(shard).values() {
                 let waiting = (!entry.points.is_empty()).then_some(entry.segment);
-                let flying = entry.in_flight.as_ref().map(|(_, s)| *s);
+                let flying = entry.in_flight.as_ref().map(|f| f.1);
                 for s in waiting.into_iter().chain(flying) {
                     oldest = Some(oldest.map_or(s, |o| o.min(s)));
                 }
@@ -292,7 +331,7 @@ impl Cache {
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for shard in self.shards.iter() {
-            names.extend(Self::lock(shard).keys().cloned());
+            names.extend(Self::lock(shard).keys().map(|k| k.to_string()));
         }
         names
     }

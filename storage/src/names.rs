@@ -2,16 +2,17 @@
 //! `index.json` answer without walking the whisper tree. It is built from
 //! the disk in the background at start and again every rescan (files that
 //! other processes add or delete, as go-carbon's `scan-frequency`), and
-//! kept current in between by the cache (every series received) and by the
-//! files this node creates or deletes itself.
+//! kept current in between by the files this node creates or deletes
+//! itself. Series received but without a file yet are held apart, in a set
+//! that empties as their files are made.
 //!
 //! It mirrors what a walk of the tree finds: directories are branches (an
-//! emptied one stays, as on disk), `.wsp` files leaves, and cached untagged
-//! names both. A name the tree lacks but that a pattern spells out without
+//! emptied one stays, as on disk), `.wsp` files leaves, and the untagged
+//! names waiting for their files both. A name the tree lacks but that a pattern spells out without
 //! wildcards is still looked for on disk, so a file copied in by hand is
 //! found by its name at once and by globs after the next rescan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,95 @@ use crate::find::{self, Level, Node};
 /// One level of the tree: a directory's entries by name.
 #[derive(Default)]
 struct Branch {
-    children: BTreeMap<Box<str>, Child>,
+    children: Children,
+}
+
+/// Most levels hold a few names (a host's metrics), some very many (the
+/// hosts): a sorted list costs a few bytes per name where a B-tree's first
+/// node costs hundreds, and a B-tree keeps inserting into a long level cheap.
+enum Children {
+    Few(Vec<(Box<str>, Child)>),
+    Many(BTreeMap<Box<str>, Child>),
+}
+
+/// Past this many names a level becomes a B-tree.
+const FEW: usize = 16;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, name: &str) -> Option<&Child> {
+        match self {
+            Children::Few(v) => v
+                .binary_search_by(|(k, _)| (**k).cmp(name))
+                .ok()
+                .map(|i| &v[i].1),
+            Children::Many(m) => m.get(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Child> {
+        match self {
+            Children::Few(v) => v
+                .binary_search_by(|(k, _)| (**k).cmp(name))
+                .ok()
+                .map(|i| &mut v[i].1),
+            Children::Many(m) => m.get_mut(name),
+        }
+    }
+
+    fn entry(&mut self, name: &str) -> &mut Child {
+        if let Children::Few(v) = self {
+            if v.len() >= FEW && v.binary_search_by(|(k, _)| (**k).cmp(name)).is_err() {
+                *self = Children::Many(std::mem::take(v).into_iter().collect());
+            }
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.binary_search_by(|(k, _)| (**k).cmp(name)) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        v.reserve_exact(1);
+                        v.insert(i, (name.into(), Child::default()));
+                        i
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(name.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        match self {
+            Children::Few(v) => {
+                if let Ok(i) = v.binary_search_by(|(k, _)| (**k).cmp(name)) {
+                    v.remove(i);
+                }
+            }
+            Children::Many(m) => {
+                m.remove(name);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Children::Few(v) => v.len(),
+            Children::Many(m) => m.len(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Child)> + '_> {
+        match self {
+            Children::Few(v) => Box::new(v.iter().map(|(k, c)| (&**k, c))),
+            Children::Many(m) => Box::new(m.iter().map(|(k, c)| (&**k, c))),
+        }
+    }
 }
 
 /// One name at a level: a leaf (a metric), a branch, or both.
@@ -35,7 +124,7 @@ struct Child {
 
 /// The level below a name that has none.
 static EMPTY: Branch = Branch {
-    children: BTreeMap::new(),
+    children: Children::Few(Vec::new()),
 };
 
 impl Branch {
@@ -61,7 +150,7 @@ impl Branch {
         let mut level = self;
         let mut nodes = name.split('.').peekable();
         while let Some(node) = nodes.next() {
-            let child = level.children.entry(node.into()).or_default();
+            let child = level.children.entry(node);
             if nodes.peek().is_none() {
                 child.leaf = true;
                 return;
@@ -80,17 +169,17 @@ impl Branch {
         for node in path {
             match level
                 .children
-                .get_mut(*node)
+                .get_mut(node)
                 .and_then(|c| c.branch.as_deref_mut())
             {
                 Some(b) => level = b,
                 None => return,
             }
         }
-        if let Some(child) = level.children.get_mut(*last) {
+        if let Some(child) = level.children.get_mut(last) {
             child.leaf = false;
             if child.branch.is_none() {
-                level.children.remove(*last);
+                level.children.remove(last);
             }
         }
     }
@@ -113,7 +202,7 @@ struct Lookup<'a> {
 impl Level for Lookup<'_> {
     fn entries(&self) -> io::Result<Vec<(String, bool)>> {
         let mut out = Vec::with_capacity(self.branch.children.len());
-        for (name, child) in &self.branch.children {
+        for (name, child) in self.branch.children.iter() {
             if child.branch.is_some() {
                 out.push((name.to_string(), true));
             }
@@ -170,6 +259,8 @@ pub struct NameIndex {
     journal: Mutex<Option<Vec<Change>>>,
     /// Whether a rescan runs (the journal is open).
     scanning: AtomicBool,
+    /// Untagged series received whose files the tree does not hold yet.
+    pending: Mutex<HashSet<Box<str>>>,
 }
 
 impl NameIndex {
@@ -181,6 +272,7 @@ impl NameIndex {
             ready: AtomicBool::new(false),
             journal: Mutex::new(None),
             scanning: AtomicBool::new(false),
+            pending: Mutex::new(HashSet::new()),
         }
     }
 
@@ -204,8 +296,27 @@ impl NameIndex {
         }
     }
 
-    /// Adds the leaf `name` (a dotted path in the tree).
+    /// Notes a series received (a name new to the cache): found from now
+    /// on, as a leaf waiting for its file unless the tree holds it.
+    pub fn note_received(&self, name: &str) {
+        if self
+            .tree
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+        {
+            return;
+        }
+        self.pending_set().insert(name.into());
+    }
+
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<Box<str>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the leaf `name` (a dotted path in the tree): its file exists.
     pub fn insert(&self, name: &str) {
+        self.pending_set().remove(name);
         // While a rescan runs every insert is recorded: the old tree may
         // hold a name (deleted by hand) the new one will not.
         if !self.scanning.load(Ordering::Acquire)
@@ -220,8 +331,9 @@ impl NameIndex {
         self.change(Change::Insert(name.to_string()));
     }
 
-    /// Forgets the leaf `name`.
+    /// Forgets the leaf `name`: neither file nor cache holds it.
     pub fn remove(&self, name: &str) {
+        self.pending_set().remove(name);
         self.change(Change::Remove(name.to_string()));
     }
 
@@ -237,19 +349,22 @@ impl NameIndex {
         Some(nodes.join("."))
     }
 
-    /// Rebuilds the tree from the disk. `cached` are the cache's names taken
-    /// before it is called (a series the writer moves to disk meanwhile is
-    /// then in one or the other); changes made while it runs are kept.
+    /// Rebuilds the tree from the disk; changes made while it runs are
+    /// kept. Waiting names that `cached` (the cache's names, asked after
+    /// them) no longer holds are dropped: their points were given up.
     pub fn rescan(&self, cached: impl FnOnce() -> Vec<String>) -> io::Result<usize> {
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
         self.scanning.store(true, Ordering::Release);
+        let waiting: Vec<Box<str>> = self.pending_set().iter().cloned().collect();
+        let held: HashSet<String> = cached().into_iter().collect();
+        {
+            let mut pending = self.pending_set();
+            for name in waiting.iter().filter(|n| !held.contains(&***n)) {
+                pending.remove(name);
+            }
+        }
         let result = (|| -> io::Result<(Branch, usize)> {
             let mut fresh = Branch::default();
-            for name in cached() {
-                if !crate::tags::is_tagged(&name) {
-                    fresh.insert(&name);
-                }
-            }
             let mut ancestors = Vec::new();
             let leaves = scan(&self.root, &mut fresh, &mut ancestors)?;
             Ok((fresh, leaves))
@@ -270,17 +385,22 @@ impl NameIndex {
         Ok(leaves)
     }
 
-    /// Every node matching `pattern`, sorted by path, as
-    /// [`find::find`] would find it on disk.
+    /// Every node matching `pattern`, sorted by path, as [`find::find`]
+    /// would find it on disk, with the names waiting for their files.
     pub fn find(&self, pattern: &str) -> io::Result<Vec<Node>> {
+        let waiting: Vec<Box<str>> = self.pending_set().iter().cloned().collect();
+        let mut nodes: BTreeSet<Node> = find::find_in_names(waiting.iter().map(|n| &**n), pattern)
+            .into_iter()
+            .collect();
         let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
-        find::find_in(
+        nodes.extend(find::find_in(
             Lookup {
                 branch: &tree,
                 dir: self.root.clone(),
             },
             pattern,
-        )
+        )?);
+        Ok(nodes.into_iter().collect())
     }
 }
 
@@ -337,11 +457,11 @@ fn scan(dir: &Path, level: &mut Branch, ancestors: &mut Vec<(u64, u64)>) -> io::
             kind.is_dir()
         };
         if is_dir {
-            let child = level.children.entry(name.as_str().into()).or_default();
+            let child = level.children.entry(&name);
             let branch = child.branch.get_or_insert_with(Default::default);
             leaves += scan(&entry.path(), branch, ancestors)?;
         } else if let Some(stem) = name.strip_suffix(".wsp") {
-            level.children.entry(stem.into()).or_default().leaf = true;
+            level.children.entry(stem).leaf = true;
             leaves += 1;
         }
     }
@@ -380,8 +500,14 @@ mod tests {
             "servers/web1/notes.txt",
         ]);
         fs::create_dir_all(dir.path().join("empty/branch")).unwrap();
+        // A level past FEW names (a B-tree), leaves and branches mixed.
+        for i in 0..40 {
+            fs::create_dir_all(dir.path().join(format!("many/h{i}"))).unwrap();
+            fs::write(dir.path().join(format!("many/h{i}/cpu.wsp")), b"").unwrap();
+            fs::write(dir.path().join(format!("many/h{i}.wsp")), b"").unwrap();
+        }
         let index = NameIndex::new(dir.path());
-        assert_eq!(index.rescan(Vec::new).unwrap(), 6);
+        assert_eq!(index.rescan(Vec::new).unwrap(), 86);
         for pattern in [
             "*",
             "servers",
@@ -398,6 +524,10 @@ mod tests {
             "servers...cpu",
             "empty.*",
             "s?rvers.d*.*",
+            "many.*",
+            "many.h1*.cpu",
+            "many.h{3,33,x}",
+            "many.**",
         ] {
             assert_eq!(
                 paths(index.find(pattern).unwrap()),
@@ -411,9 +541,9 @@ mod tests {
     fn cached_and_inserted_names_are_found_and_removed_ones_are_not() {
         let dir = tree(&["a/b.wsp"]);
         let index = NameIndex::new(dir.path());
-        index
-            .rescan(|| vec!["a.cached".to_string(), "x;tag=1".to_string()])
-            .unwrap();
+        index.rescan(Vec::new).unwrap();
+        index.note_received("a.cached");
+        index.note_received("a.b");
         index.insert("a.c.d");
         assert_eq!(
             paths(index.find("a.*").unwrap()),
@@ -430,6 +560,27 @@ mod tests {
             vec![("a.b".into(), true), ("a.c".into(), false)],
             "a branch stays as its directory would"
         );
+    }
+
+    #[test]
+    fn waiting_names_leave_when_their_file_is_made_or_the_cache_gives_them_up() {
+        let dir = tree(&[]);
+        let index = NameIndex::new(dir.path());
+        index.rescan(Vec::new).unwrap();
+        index.note_received("w.made");
+        index.note_received("w.given_up");
+        index.note_received("w.kept");
+        assert_eq!(index.find("w.*").unwrap().len(), 3);
+        fs::create_dir_all(dir.path().join("w")).unwrap();
+        fs::write(dir.path().join("w/made.wsp"), b"").unwrap();
+        index.insert("w.made");
+        index.rescan(|| vec!["w.kept".to_string()]).unwrap();
+        assert_eq!(
+            paths(index.find("w.*").unwrap()),
+            vec![("w.kept".into(), true), ("w.made".into(), true)],
+            "the made one is on disk, the given-up one is gone"
+        );
+        assert_eq!(index.pending_set().len(), 1);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub struct Replay {
 /// names are not part of the tree (their files are, once written).
 fn note_received(names: &NameIndex, name: &str) {
     if !crate::tags::is_tagged(name) {
-        names.insert(name);
+        names.note_received(name);
     }
 }
 
@@ -259,9 +259,25 @@ impl Store {
     }
 
     /// Accepts validated points: appended to the log, then into the cache.
+    /// A timestamp whisper cannot hold (outside 1..=u32::MAX; receivers
+    /// refuse them first) refuses the whole batch.
     pub fn accept(&self, points: &[Datapoint]) -> io::Result<()> {
         if points.is_empty() {
             return Ok(());
+        }
+        if let Some(p) = points
+            .iter()
+            .find(|p| p.timestamp <= 0 || p.timestamp > i64::from(u32::MAX))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: timestamp {} is outside whisper's range (1 to {})",
+                    p.name,
+                    p.timestamp,
+                    u32::MAX
+                ),
+            ));
         }
         for p in points.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
             self.tags.ensure(&p.name);
