@@ -124,9 +124,7 @@ impl Cache {
         &self.shards[i]
     }
 
-    fn lock<'a>(
-        m: &'a Mutex<Shard>,
-    ) -> std::sync::MutexGuard<'a, Shard> {
+    fn lock<'a>(m: &'a Mutex<Shard>) -> std::sync::MutexGuard<'a, Shard> {
         // A panic while holding a shard leaves plain data behind; keep going.
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
