@@ -381,6 +381,9 @@ impl NameIndex {
             fresh.apply(change);
         }
         *tree = fresh;
+        // Names received before the tree held their files (the first scan
+        // still running at start) wait no longer.
+        self.pending_set().retain(|n| !tree.contains(n));
         self.ready.store(true, Ordering::Release);
         Ok(leaves)
     }
@@ -581,6 +584,14 @@ mod tests {
             "the made one is on disk, the given-up one is gone"
         );
         assert_eq!(index.pending_set().len(), 1);
+        // Received before a scan that finds its file: it waits no longer.
+        index.note_received("w.early");
+        fs::write(dir.path().join("w/early.wsp"), b"").unwrap();
+        index
+            .rescan(|| vec!["w.kept".to_string(), "w.early".to_string()])
+            .unwrap();
+        assert_eq!(index.pending_set().len(), 1);
+        assert_eq!(index.find("w.early").unwrap().len(), 1);
     }
 
     #[test]
