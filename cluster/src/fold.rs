@@ -70,11 +70,7 @@ pub fn decode(bytes: &[u8]) -> Option<Answer> {
     match kind {
         b'S' => crate::source::decode(bytes).map(Answer::Series),
         b'F' => {
-            fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
-                let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
-                *bytes = rest;
-                Some(head)
-            }
+            use crate::source::take;
             // Bytes from the network: every conversion is checked.
             let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
             let u64_at = |b: &mut &[u8]| Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));

@@ -103,13 +103,15 @@ pub fn encode(series: &[Series]) -> Vec<u8> {
     out
 }
 
+/// The next `n` bytes of a peer's answer, or `None` when it is cut short.
+pub(crate) fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+    let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+    *bytes = rest;
+    Some(head)
+}
+
 /// The series of [`encode`]; `None` if the bytes are cut or damaged.
 pub fn decode(mut bytes: &[u8]) -> Option<Vec<Series>> {
-    fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
-        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
-        *bytes = rest;
-        Some(head)
-    }
     // Bytes from the network: every conversion is checked, none can panic.
     let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
     let i64_at = |b: &mut &[u8]| Some(i64::from_le_bytes(take(b, 8)?.try_into().ok()?));
@@ -301,24 +303,37 @@ impl ClusterSource {
         until: i64,
         now: i64,
     ) -> Pending<'_, Vec<Series>> {
-        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
-            .peers
+        let calls = self.path_calls(
+            "/cluster/fetch",
+            per_peer,
+            |paths| json!({ "paths": paths, "from": from, "until": until, "now": now }),
+        );
+        self.start(calls, decode)
+    }
+
+    /// A signed POST of `body(paths)` to `endpoint` of each peer that
+    /// `per_peer` names paths for.
+    fn path_calls(
+        &self,
+        endpoint: &str,
+        per_peer: &BTreeMap<u64, Vec<String>>,
+        body: impl Fn(&[String]) -> serde_json::Value,
+    ) -> Vec<(&Member, reqwest::RequestBuilder)> {
+        self.peers
             .iter()
             .filter_map(|p| {
                 let paths = per_peer.get(&p.id)?;
-                let body = json!({ "paths": paths, "from": from, "until": until, "now": now });
-                let url = self.transport.url(&p.http, "/cluster/fetch");
+                let url = self.transport.url(&p.http, endpoint);
                 let r = crate::secret::json_call(
                     &self.client,
                     self.secret.as_ref(),
                     "POST",
                     &url,
-                    &body,
+                    &body(paths),
                 );
                 Some((p, r))
             })
-            .collect();
-        self.start(calls, decode)
+            .collect()
     }
 
     /// One round of a fetch: each member (this one too) asked for the paths
@@ -746,26 +761,12 @@ impl ClusterSource {
         per_member: &BTreeMap<u64, Vec<String>>,
         (from, until, now): (i64, i64, i64),
     ) -> Pending<'_, crate::fold::Answer> {
-        let calls: Vec<(&Member, reqwest::RequestBuilder)> = self
-            .peers
-            .iter()
-            .filter_map(|p| {
-                let paths = per_member.get(&p.id)?;
-                let body = json!({
-                    "fold": fold.as_str(), "paths": paths,
-                    "from": from, "until": until, "now": now,
-                });
-                let url = self.transport.url(&p.http, "/cluster/fold");
-                let r = crate::secret::json_call(
-                    &self.client,
-                    self.secret.as_ref(),
-                    "POST",
-                    &url,
-                    &body,
-                );
-                Some((p, r))
+        let calls = self.path_calls("/cluster/fold", per_member, |paths| {
+            json!({
+                "fold": fold.as_str(), "paths": paths,
+                "from": from, "until": until, "now": now,
             })
-            .collect();
+        });
         self.start(calls, crate::fold::decode)
     }
 }
