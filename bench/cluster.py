@@ -82,17 +82,27 @@ def main():
             for f in files:
                 rel = os.path.relpath(os.path.join(root, f), everything)
                 names.append(rel[:-4].replace(os.sep, "."))
-        out = subprocess.run([args.graunt, "relay", "lookup", "--method", "carbon_ch", "--replication", "2",
-                              "--destinations", dests], input="\n".join(names), capture_output=True,
-                             text=True, check=True).stdout
+        # Placed as the cluster's ring places them: copies on distinct
+        # members, not distinct hosts (carbon's DIVERSE_REPLICAS would put
+        # one copy only, all members being on 127.0.0.1, and the cluster
+        # would still be moving the rest while it is measured).
+        ring = os.path.join(work, "ring.toml")
+        with open(ring, "w") as f:
+            f.write('method = "carbon_ch"\nreplication = 2\ndiverse_replicas = false\n')
+        out = subprocess.run([args.graunt, "relay", "lookup", "--config", ring, "--destinations", dests],
+                             input="\n".join(names), capture_output=True, text=True, check=True).stdout
+        placed = {}
         for line in out.splitlines():
             name, *owners = line.split()
+            if len(owners) != 2:
+                raise SystemExit("%s placed on %d members, not 2" % (name, len(owners)))
             for o in owners:
                 node_id = int(o.rsplit(":", 1)[1])
                 src = os.path.join(everything, *name.split(".")) + ".wsp"
                 dst = os.path.join(work, "n%d" % node_id, "whisper", *name.split(".")) + ".wsp"
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copyfile(src, dst)
+                placed[node_id] = placed.get(node_id, 0) + 1
         one, one_port = render.start_graunt(args.graunt, os.path.join(work, "one"))
         procs.append(one)
         single = latency(one_port, args.samples)
@@ -107,6 +117,11 @@ def main():
         if got != want:
             raise SystemExit("the cluster's sum differs from the single node's")
         three = latency(ports[0][0], args.samples)
+        for node_id, count in placed.items():
+            held = sum(len(fs) for _, _, fs in os.walk(os.path.join(work, "n%d" % node_id, "whisper")))
+            if held != count:
+                raise SystemExit("member %d holds %d files, %d were placed: the cluster moved series "
+                                 "while it was measured" % (node_id, held, count))
 
         # Two relays following the cluster; a fourth node joins.
         logs = []
