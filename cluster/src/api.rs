@@ -516,7 +516,7 @@ struct FetchBody {
     now: i64,
 }
 
-/// This node's own data for some paths, in `source::encode`'s form
+/// This node's own data for some paths, in `wire::encode`'s form
 /// (paths it does not have are left out).
 async fn fetch(State(app): State<App>, Body(body): Body<FetchBody>) -> Response {
     let store = app.store.clone();
@@ -528,7 +528,7 @@ async fn fetch(State(app): State<App>, Body(body): Body<FetchBody>) -> Response 
             .into_iter()
             .flatten()
             .collect();
-        crate::source::encode(&series)
+        crate::wire::encode(&series)
     })
     .await;
     match fetched {

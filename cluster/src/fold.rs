@@ -6,41 +6,38 @@
 use graunt_query::fold::{Fold, Folded};
 use graunt_query::series::Series;
 
+use crate::wire::{Replica, SeriesReader};
+
 /// A member's answer to a fold.
 #[derive(Debug, PartialEq)]
 pub enum Answer {
     /// Every path asked for, folded.
     Folded(Folded),
-    /// The series it has, as `/cluster/fetch` answers.
-    Series(Vec<Series>),
+    /// The copies it has, as `/cluster/fetch` answers.
+    Series(Vec<Replica>),
 }
 
 /// Folds what a member read for `paths` when every path is there, whole
 /// (a copy with a hole would be completed from another member) and
 /// foldable; else the series.
 pub fn answer(fold: Fold, series: Vec<Option<Series>>) -> Answer {
-    let whole = series
-        .iter()
-        .all(|s| s.as_ref().is_some_and(|s| !crate::source::has_hole(s)));
-    if whole {
-        if let Some(folded) = Folded::of(fold, &series) {
+    let all_there = series.iter().all(Option::is_some);
+    let copies: Vec<Replica> = series.into_iter().flatten().map(Replica::of).collect();
+    if all_there && copies.iter().all(|r| r.whole) {
+        if let Some(folded) = Folded::of_each(fold, copies.iter().map(|r| Some(&r.series))) {
             return Answer::Folded(folded);
         }
     }
-    Answer::Series(series.into_iter().flatten().collect())
+    Answer::Series(copies)
 }
 
 /// An [`Answer`] on the wire: `F` and a fold (a `u32` name count, each
 /// name as a `u32` length and its bytes, `start`, `end`, `step` as `i64`,
 /// the magnitude as `f64`, a `u32` slot count, each slot as `f64` and
-/// `u32`), or `S` and [`crate::source::encode`]'s series; little-endian.
+/// `u32`), or `S` and [`crate::wire::encode`]'s series; little-endian.
 pub fn encode(answer: &Answer) -> Vec<u8> {
     match answer {
-        Answer::Series(series) => {
-            let mut out = vec![b'S'];
-            out.extend(crate::source::encode(series));
-            out
-        }
+        Answer::Series(copies) => crate::wire::encode_after(b"S", copies.iter().map(|r| &r.series)),
         Answer::Folded(f) => {
             let names: usize = f.names.iter().map(|n| 4 + n.len()).sum();
             let mut out = Vec::with_capacity(1 + 4 + names + 36 + 12 * f.slots.len());
@@ -66,11 +63,67 @@ pub fn encode(answer: &Answer) -> Vec<u8> {
 
 /// The answer of [`encode`]; `None` if the bytes are cut or damaged.
 pub fn decode(bytes: &[u8]) -> Option<Answer> {
-    let (kind, mut bytes) = bytes.split_first()?;
-    match kind {
-        b'S' => crate::source::decode(bytes).map(Answer::Series),
-        b'F' => {
-            use crate::source::take;
+    let mut reader = AnswerReader::default();
+    reader.feed(bytes).then_some(())?;
+    reader.finish()
+}
+
+/// Reads an [`encode`]d answer piece by piece as it arrives: series as
+/// they come, a fold (small) gathered first.
+#[derive(Default)]
+pub struct AnswerReader {
+    kind: Option<u8>,
+    series: SeriesReader,
+    folded: Vec<u8>,
+}
+
+impl AnswerReader {
+    /// Takes the next piece; `false` when it cannot be an answer.
+    pub fn feed(&mut self, mut piece: &[u8]) -> bool {
+        if self.kind.is_none() {
+            let Some((&kind, rest)) = piece.split_first() else {
+                return true;
+            };
+            self.kind = Some(kind);
+            piece = rest;
+        }
+        match self.kind {
+            Some(b'S') => self.series.feed(piece),
+            Some(b'F') => {
+                self.folded.extend_from_slice(piece);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The answer once it has ended; `None` if cut or damaged.
+    pub fn finish(self) -> Option<Answer> {
+        match self.kind? {
+            b'S' => self.series.finish().map(Answer::Series),
+            b'F' => decode_folded(&self.folded),
+            _ => None,
+        }
+    }
+}
+
+impl crate::source::Reader for AnswerReader {
+    type Answer = Answer;
+
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        AnswerReader::feed(self, piece)
+    }
+
+    fn finish(self) -> Option<Answer> {
+        AnswerReader::finish(self)
+    }
+}
+
+/// A fold's bytes after its `F`.
+fn decode_folded(mut bytes: &[u8]) -> Option<Answer> {
+    {
+        {
+            use crate::wire::take;
             // Bytes from the network: every conversion is checked.
             let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
             let u64_at = |b: &mut &[u8]| Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));
@@ -113,7 +166,6 @@ pub fn decode(bytes: &[u8]) -> Option<Answer> {
                 magnitude,
             }))
         }
-        _ => None,
     }
 }
 

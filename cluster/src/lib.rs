@@ -39,6 +39,7 @@ pub mod source;
 mod state;
 mod state_machine;
 pub mod transport;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::hashing::Ring;
 use crate::member::ClusterNode;
+use crate::wire::{Replica, SeriesReader};
 use crate::Member;
 
 /// The sources of a cluster member's requests: the whole cluster, or its
@@ -75,71 +76,6 @@ pub struct ClusterSource {
     metrics: Arc<crate::metrics::ClusterMetrics>,
     secret: Option<crate::secret::ClusterSecret>,
     transport: crate::transport::Transport,
-}
-
-/// Series as peers send them to each other: per series a `u32` name length,
-/// the name, `start`, `end`, `step` as `i64`, a `u32` count and the values as
-/// `f64` (NaN for an empty slot: stored values are always finite), all
-/// little-endian. JSON of a thousand day-long series was most of a cluster
-/// read's time.
-pub fn encode(series: &[Series]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        series
-            .iter()
-            .map(|s| 40 + s.name.len() + 8 * s.values.len())
-            .sum(),
-    );
-    for s in series {
-        out.extend_from_slice(&(s.name.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.name.as_bytes());
-        for v in [s.start, s.end, s.step] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&(s.values.len() as u32).to_le_bytes());
-        for v in &s.values {
-            out.extend_from_slice(&v.unwrap_or(f64::NAN).to_le_bytes());
-        }
-    }
-    out
-}
-
-/// The next `n` bytes of a peer's answer, or `None` when it is cut short.
-pub(crate) fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
-    let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
-    *bytes = rest;
-    Some(head)
-}
-
-/// The series of [`encode`]; `None` if the bytes are cut or damaged.
-pub fn decode(mut bytes: &[u8]) -> Option<Vec<Series>> {
-    // Bytes from the network: every conversion is checked, none can panic.
-    let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
-    let i64_at = |b: &mut &[u8]| Some(i64::from_le_bytes(take(b, 8)?.try_into().ok()?));
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let len = u32_at(&mut bytes)? as usize;
-        let name = std::str::from_utf8(take(&mut bytes, len)?)
-            .ok()?
-            .to_string();
-        let (start, end, step) = (
-            i64_at(&mut bytes)?,
-            i64_at(&mut bytes)?,
-            i64_at(&mut bytes)?,
-        );
-        let n = u32_at(&mut bytes)? as usize;
-        let raw = take(&mut bytes, n.checked_mul(8)?)?;
-        let values = raw
-            .chunks_exact(8)
-            .map(|c| {
-                let mut v = [0u8; 8];
-                v.copy_from_slice(c);
-                let v = f64::from_le_bytes(v);
-                (!v.is_nan()).then_some(v)
-            })
-            .collect();
-        out.push(Series::new(name, start, end, step, values));
-    }
-    Some(out)
 }
 
 fn is_glob(pattern: &str) -> bool {
@@ -215,31 +151,39 @@ impl ClusterSource {
         calls: Vec<(&Member, reqwest::RequestBuilder)>,
         parse: fn(&[u8]) -> Option<T>,
     ) -> Vec<Option<T>> {
-        let pending = self.start(calls, parse);
+        let pending = self.start(calls, || Whole::new(parse));
         self.finish(pending)
     }
 
     /// Sends the calls of [`ClusterSource::ask`] on the runtime and returns
     /// at once, so the caller can work meanwhile.
-    fn start<'a, T: Send + 'static>(
+    fn start<'a, R: Reader>(
         &self,
         calls: Vec<(&'a Member, reqwest::RequestBuilder)>,
-        parse: fn(&[u8]) -> Option<T>,
-    ) -> Pending<'a, T> {
+        reader: impl Fn() -> R,
+    ) -> Pending<'a, R::Answer> {
         let timeout = self.timeout;
         let handles = calls
             .iter()
             .map(|(_, request)| {
                 let request = request.try_clone();
+                let mut reader = reader();
                 self.handle.spawn(async move {
                     let request = request.ok_or("request not clonable")?;
                     let r = tokio::time::timeout(timeout, async {
-                        let resp = request.send().await.map_err(|e| e.to_string())?;
+                        let mut resp = request.send().await.map_err(|e| e.to_string())?;
                         if !resp.status().is_success() {
                             return Err(format!("answered {}", resp.status()));
                         }
-                        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-                        parse(&body).ok_or_else(|| "an answer that does not parse".to_string())
+                        let unreadable = || "an answer that does not parse".to_string();
+                        // Read as it arrives: a large answer is never
+                        // gathered into one buffer first.
+                        while let Some(piece) = resp.chunk().await.map_err(|e| e.to_string())? {
+                            if !reader.feed(&piece) {
+                                return Err(unreadable());
+                            }
+                        }
+                        reader.finish().ok_or_else(unreadable)
                     })
                     .await;
                     match r {
@@ -302,13 +246,13 @@ impl ClusterSource {
         from: i64,
         until: i64,
         now: i64,
-    ) -> Pending<'_, Vec<Series>> {
+    ) -> Pending<'_, Vec<Replica>> {
         let calls = self.path_calls(
             "/cluster/fetch",
             per_peer,
             |paths| json!({ "paths": paths, "from": from, "until": until, "now": now }),
         );
-        self.start(calls, decode)
+        self.start(calls, SeriesReader::default)
     }
 
     /// A signed POST of `body(paths)` to `endpoint` of each peer that
@@ -343,7 +287,7 @@ impl ClusterSource {
         &self,
         per_member: &BTreeMap<u64, Vec<String>>,
         (from, until, now): (i64, i64, i64),
-        copies: &mut HashMap<String, Vec<Series>>,
+        copies: &mut HashMap<String, Vec<Replica>>,
     ) -> Result<(), EvalError> {
         if per_member.is_empty() {
             return Ok(());
@@ -356,11 +300,14 @@ impl ClusterSource {
                 .into_iter()
                 .flatten()
             {
-                copies.entry(s.name.clone()).or_default().push(s);
+                copies
+                    .entry(s.name.clone())
+                    .or_default()
+                    .push(Replica::of(s));
             }
         }
-        for s in self.finish(pending).into_iter().flatten().flatten() {
-            copies.entry(s.name.clone()).or_default().push(s);
+        for r in self.finish(pending).into_iter().flatten().flatten() {
+            copies.entry(r.series.name.clone()).or_default().push(r);
         }
         Ok(())
     }
@@ -388,7 +335,7 @@ impl ClusterSource {
                 (*p, r)
             })
             .collect();
-        self.start(calls, |b| serde_json::from_slice(b).ok())
+        self.start(calls, || Whole::new(|b| serde_json::from_slice(b).ok()))
     }
 
     /// The answers of [`ClusterSource::start_find`] into `nodes`, each
@@ -422,8 +369,11 @@ fn to_nodes(nodes: BTreeMap<String, bool>) -> Vec<find::Node> {
 
 /// One series from several copies: the fullest is the base, and its empty
 /// slots take the other copies' values (same step and start only).
-fn merge(mut copies: Vec<Series>) -> Option<Series> {
-    copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
+fn merge(copies: Vec<Replica>) -> Option<Series> {
+    let mut copies: Vec<Series> = copies.into_iter().map(|r| r.series).collect();
+    if copies.len() > 1 {
+        copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
+    }
     let mut it = copies.into_iter();
     let mut base = it.next()?;
     for other in it {
@@ -528,7 +478,7 @@ impl Source for ClusterSource {
 
     /// Each series from its primary when its holders are its owners, from
     /// all of them otherwise; then,
-    /// for a series whose copy came back with a hole (see [`has_hole`]) or
+    /// for a series whose copy came back with a hole (see [`crate::wire::HoleCheck`]) or
     /// not at all, from the other holders and owners, merged.
     fn fetch_many(
         &self,
@@ -539,7 +489,7 @@ impl Source for ClusterSource {
     ) -> Result<Vec<Option<Series>>, EvalError> {
         let plan = self.plan(paths);
         let range = (from, until, now);
-        let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
+        let mut copies: HashMap<String, Vec<Replica>> = HashMap::new();
         self.fetch_round(&plan.per_member, range, &mut copies)?;
         self.complete(paths, &plan, range, copies)
     }
@@ -559,7 +509,7 @@ impl Source for ClusterSource {
     ) -> Result<Fetched, EvalError> {
         let plan = self.plan(paths);
         let range = (from, until, now);
-        let mut copies: HashMap<String, Vec<Series>> = HashMap::new();
+        let mut copies: HashMap<String, Vec<Replica>> = HashMap::new();
         if !plan.settled {
             // A rebalance under way: copies must be merged.
             self.fetch_round(&plan.per_member, range, &mut copies)?;
@@ -594,8 +544,8 @@ impl Source for ClusterSource {
                 }
                 Ok(crate::fold::Answer::Series(series)) => {
                     whole = false;
-                    for s in series {
-                        copies.entry(s.name.clone()).or_default().push(s);
+                    for r in series {
+                        copies.entry(r.series.name.clone()).or_default().push(r);
                     }
                 }
                 Ok(crate::fold::Answer::Folded(_)) => {
@@ -714,12 +664,12 @@ impl ClusterSource {
         paths: &[String],
         plan: &Plan,
         range: (i64, i64, i64),
-        mut copies: HashMap<String, Vec<Series>>,
+        mut copies: HashMap<String, Vec<Replica>>,
     ) -> Result<Vec<Option<Series>>, EvalError> {
         let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for ((path, asked), ids) in paths.iter().zip(&plan.asked).zip(&plan.candidates) {
             let got = copies.get(path).map_or(&[][..], Vec::as_slice);
-            if got.len() >= asked.len() && got.iter().any(|s| !has_hole(s)) {
+            if got.len() >= asked.len() && got.iter().any(|r| r.whole) {
                 continue;
             }
             let owners = self.owner_ids(path).unwrap_or_default();
@@ -767,7 +717,57 @@ impl ClusterSource {
                 "from": from, "until": until, "now": now,
             })
         });
-        self.start(calls, crate::fold::decode)
+        self.start(calls, crate::fold::AnswerReader::default)
+    }
+}
+
+/// Reads a peer's answer piece by piece as it arrives.
+pub(crate) trait Reader: Send + 'static {
+    /// What the answer reads as.
+    type Answer: Send + 'static;
+    /// Takes the next piece; `false` when the answer cannot be read.
+    fn feed(&mut self, piece: &[u8]) -> bool;
+    /// The answer once it has ended; `None` if it was cut or damaged.
+    fn finish(self) -> Option<Self::Answer>;
+}
+
+impl Reader for SeriesReader {
+    type Answer = Vec<Replica>;
+
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        SeriesReader::feed(self, piece)
+    }
+
+    fn finish(self) -> Option<Vec<Replica>> {
+        SeriesReader::finish(self)
+    }
+}
+
+/// A small answer (JSON of a find or of tags) gathered, then parsed.
+struct Whole<T> {
+    bytes: Vec<u8>,
+    parse: fn(&[u8]) -> Option<T>,
+}
+
+impl<T> Whole<T> {
+    fn new(parse: fn(&[u8]) -> Option<T>) -> Whole<T> {
+        Whole {
+            bytes: Vec::new(),
+            parse,
+        }
+    }
+}
+
+impl<T: Send + 'static> Reader for Whole<T> {
+    type Answer = T;
+
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        self.bytes.extend_from_slice(piece);
+        true
+    }
+
+    fn finish(self) -> Option<T> {
+        (self.parse)(&self.bytes)
     }
 }
 
@@ -777,75 +777,19 @@ struct Pending<'a, T> {
     handles: Vec<tokio::task::JoinHandle<Result<T, String>>>,
 }
 
-/// Empty slots at the end of a copy taken as not yet arrived anywhere
-/// rather than missing from this copy.
-const FRESH_SLOTS: usize = 2;
-
-/// Whether a copy may lack what another has: an empty slot between two
-/// values, more than [`FRESH_SLOTS`] empty slots at its end (a replica
-/// catching up), or no value at all. Empty slots before the first value
-/// are a series younger than the range (both copies alike).
-pub(crate) fn has_hole(s: &Series) -> bool {
-    let first = s.values.iter().position(Option::is_some);
-    let last = s.values.iter().rposition(Option::is_some);
-    match (first, last) {
-        (Some(a), Some(b)) => {
-            s.values[a..=b].iter().any(Option::is_none) || s.values.len() - 1 - b > FRESH_SLOTS
-        }
-        _ => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_copy_is_whole_unless_a_slot_is_missing_between_values_or_late() {
-        let copy =
-            |values: Vec<Option<f64>>| Series::new("m", 0, 10 * values.len() as i64, 10, values);
-        let (v, n) = (Some(1.0), None);
-        assert!(
-            !has_hole(&copy(vec![n, n, v, v, v])),
-            "younger than the range"
-        );
-        assert!(
-            !has_hole(&copy(vec![v, v, v, n, n])),
-            "the newest slots not in yet"
-        );
-        assert!(
-            has_hole(&copy(vec![v, n, v])),
-            "a slot missing between values"
-        );
-        assert!(
-            has_hole(&copy(vec![v, n, n, n])),
-            "a replica behind by more than two slots"
-        );
-        assert!(has_hole(&copy(vec![n, n])), "nothing at all");
-    }
-
-    #[test]
     fn copies_fill_each_others_gaps_without_adding() {
-        let a = Series::new("m", 0, 40, 10, vec![Some(1.0), None, Some(3.0), None]);
-        let b = Series::new("m", 0, 40, 10, vec![Some(1.0), Some(2.0), None, None]);
+        let copy = |step, values| Replica::of(Series::new("m", 0, 40, step, values));
+        let a = copy(10, vec![Some(1.0), None, Some(3.0), None]);
+        let b = copy(10, vec![Some(1.0), Some(2.0), None, None]);
         let m = merge(vec![a, b]).unwrap();
         assert_eq!(m.values, vec![Some(1.0), Some(2.0), Some(3.0), None]);
-        let back = decode(&encode(&[
-            m.clone(),
-            Series::new("ü", -5, 5, 10, vec![None]),
-        ]))
-        .unwrap();
-        assert_eq!(back[0].values, m.values);
-        assert_eq!(
-            (back[1].name.as_str(), back[1].start, back[1].values[0]),
-            ("ü", -5, None)
-        );
-        assert!(
-            decode(&encode(std::slice::from_ref(&m))[..20]).is_none(),
-            "cut short"
-        );
-        let coarse = Series::new("m", 0, 40, 20, vec![Some(9.0), Some(9.0)]);
-        let fine = Series::new("m", 0, 40, 10, vec![Some(1.0), None, None, None]);
+        let coarse = copy(20, vec![Some(9.0), Some(9.0)]);
+        let fine = copy(10, vec![Some(1.0), None, None, None]);
         let m = merge(vec![fine, coarse]).unwrap();
         assert_eq!(m.step, 20, "the fuller copy wins; other steps do not mix");
     }

@@ -173,7 +173,7 @@ fn own_values(
             ],
         );
         assert_eq!(code, 200);
-        for s in graunt_cluster::source::decode(&bytes).expect("series") {
+        for s in graunt_cluster::wire::decode(&bytes).expect("series") {
             let values = (s.start..s.end)
                 .step_by(s.step as usize)
                 .zip(s.values.iter().copied())

@@ -94,14 +94,23 @@ impl Folded {
     /// Folds `series` when the result is exact and they share their times
     /// (else `None`: the series must travel). Every series must be present.
     pub fn of(fold: Fold, series: &[Option<Series>]) -> Option<Folded> {
-        let first = series.first()?.as_ref()?;
+        Folded::of_each(fold, series.iter().map(Option::as_ref))
+    }
+
+    /// As [`Folded::of`], over borrowed series.
+    pub fn of_each<'a>(
+        fold: Fold,
+        series: impl IntoIterator<Item = Option<&'a Series>>,
+    ) -> Option<Folded> {
+        let mut series = series.into_iter().peekable();
+        let first = (*series.peek()?)?;
         let (start, end, step) = (first.start, first.end, first.step);
         let len = first.values.len();
         let mut slots = vec![(0.0f64, 0u32); len];
         let mut magnitudes = vec![0.0f64; if fold.sums() { len } else { 0 }];
-        let mut names = Vec::with_capacity(series.len());
+        let mut names = Vec::with_capacity(series.size_hint().0);
         for s in series {
-            let s = s.as_ref()?;
+            let s = s?;
             if (s.start, s.end, s.step, s.values.len()) != (start, end, step, len) {
                 return None;
             }
