@@ -65,7 +65,7 @@ def cluster(binary, *args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--python", default=".venv/bin/python")
     args = ap.parse_args()

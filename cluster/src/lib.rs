@@ -12,7 +12,8 @@
 //!   the members that relays and reads use.
 //! - [`source::ClusterSources`]: reads for the whole cluster as graunt-query
 //!   sources (fan-out to peers, replica merge, partial answers);
-//!   [`fold`]: a member's side of aggregations folded where the data is.
+//!   [`fold`]: a member's side of aggregations folded where the data is;
+//!   [`wire`]: series as members send them, read as they arrive.
 //! - [`metrics::ClusterMetrics`]: `graunt_cluster_*` on the node's `/metrics`.
 //! - [`secret::ClusterSecret`]: the credential every call between members,
 //!   relays and `graunt cluster` carries.
