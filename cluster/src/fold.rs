@@ -6,7 +6,7 @@
 use graunt_query::fold::{Fold, Folded};
 use graunt_query::series::Series;
 
-use crate::wire::{Replica, SeriesReader};
+use crate::wire::{Reader, Replica, SeriesReader};
 
 /// A member's answer to a fold.
 #[derive(Debug, PartialEq)]
@@ -77,9 +77,10 @@ pub struct AnswerReader {
     folded: Vec<u8>,
 }
 
-impl AnswerReader {
-    /// Takes the next piece; `false` when it cannot be an answer.
-    pub fn feed(&mut self, mut piece: &[u8]) -> bool {
+impl Reader for AnswerReader {
+    type Answer = Answer;
+
+    fn feed(&mut self, mut piece: &[u8]) -> bool {
         if self.kind.is_none() {
             let Some((&kind, rest)) = piece.split_first() else {
                 return true;
@@ -97,8 +98,7 @@ impl AnswerReader {
         }
     }
 
-    /// The answer once it has ended; `None` if cut or damaged.
-    pub fn finish(self) -> Option<Answer> {
+    fn finish(self) -> Option<Answer> {
         match self.kind? {
             b'S' => self.series.finish().map(Answer::Series),
             b'F' => decode_folded(&self.folded),
@@ -107,66 +107,50 @@ impl AnswerReader {
     }
 }
 
-impl crate::source::Reader for AnswerReader {
-    type Answer = Answer;
-
-    fn feed(&mut self, piece: &[u8]) -> bool {
-        AnswerReader::feed(self, piece)
-    }
-
-    fn finish(self) -> Option<Answer> {
-        AnswerReader::finish(self)
-    }
-}
-
 /// A fold's bytes after its `F`.
 fn decode_folded(mut bytes: &[u8]) -> Option<Answer> {
-    {
-        {
-            use crate::wire::take;
-            // Bytes from the network: every conversion is checked.
-            let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
-            let u64_at = |b: &mut &[u8]| Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));
-            let count = u32_at(&mut bytes)? as usize;
-            let mut names = Vec::with_capacity(count.min(bytes.len() / 4));
-            for _ in 0..count {
-                let len = u32_at(&mut bytes)? as usize;
-                names.push(
-                    std::str::from_utf8(take(&mut bytes, len)?)
-                        .ok()?
-                        .to_string(),
-                );
-            }
-            let (start, end, step) = (
-                u64_at(&mut bytes)? as i64,
-                u64_at(&mut bytes)? as i64,
-                u64_at(&mut bytes)? as i64,
-            );
-            let magnitude = f64::from_bits(u64_at(&mut bytes)?);
-            let len = u32_at(&mut bytes)? as usize;
-            if bytes.len() != len.checked_mul(12)? {
-                return None;
-            }
-            let slots = bytes
-                .chunks_exact(12)
-                .map(|c| {
-                    let mut v = [0u8; 8];
-                    v.copy_from_slice(&c[..8]);
-                    let mut n = [0u8; 4];
-                    n.copy_from_slice(&c[8..]);
-                    (f64::from_le_bytes(v), u32::from_le_bytes(n))
-                })
-                .collect();
-            Some(Answer::Folded(Folded {
-                names,
-                start,
-                end,
-                step,
-                slots,
-                magnitude,
-            }))
-        }
+    use crate::wire::take;
+    // Bytes from the network: every conversion is checked.
+    let u32_at = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
+    let u64_at = |b: &mut &[u8]| Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?));
+    let count = u32_at(&mut bytes)? as usize;
+    let mut names = Vec::with_capacity(count.min(bytes.len() / 4));
+    for _ in 0..count {
+        let len = u32_at(&mut bytes)? as usize;
+        names.push(
+            std::str::from_utf8(take(&mut bytes, len)?)
+                .ok()?
+                .to_string(),
+        );
     }
+    let (start, end, step) = (
+        u64_at(&mut bytes)? as i64,
+        u64_at(&mut bytes)? as i64,
+        u64_at(&mut bytes)? as i64,
+    );
+    let magnitude = f64::from_bits(u64_at(&mut bytes)?);
+    let len = u32_at(&mut bytes)? as usize;
+    if bytes.len() != len.checked_mul(12)? {
+        return None;
+    }
+    let slots = bytes
+        .chunks_exact(12)
+        .map(|c| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&c[..8]);
+            let mut n = [0u8; 4];
+            n.copy_from_slice(&c[8..]);
+            (f64::from_le_bytes(v), u32::from_le_bytes(n))
+        })
+        .collect();
+    Some(Answer::Folded(Folded {
+        names,
+        start,
+        end,
+        step,
+        slots,
+        magnitude,
+    }))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::hashing::Ring;
 use crate::member::ClusterNode;
-use crate::wire::{Replica, SeriesReader};
+use crate::wire::{Reader, Replica, SeriesReader};
 use crate::Member;
 
 /// The sources of a cluster member's requests: the whole cluster, or its
@@ -718,28 +718,6 @@ impl ClusterSource {
             })
         });
         self.start(calls, crate::fold::AnswerReader::default)
-    }
-}
-
-/// Reads a peer's answer piece by piece as it arrives.
-pub(crate) trait Reader: Send + 'static {
-    /// What the answer reads as.
-    type Answer: Send + 'static;
-    /// Takes the next piece; `false` when the answer cannot be read.
-    fn feed(&mut self, piece: &[u8]) -> bool;
-    /// The answer once it has ended; `None` if it was cut or damaged.
-    fn finish(self) -> Option<Self::Answer>;
-}
-
-impl Reader for SeriesReader {
-    type Answer = Vec<Replica>;
-
-    fn feed(&mut self, piece: &[u8]) -> bool {
-        SeriesReader::feed(self, piece)
-    }
-
-    fn finish(self) -> Option<Vec<Replica>> {
-        SeriesReader::finish(self)
     }
 }
 

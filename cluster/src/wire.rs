@@ -124,6 +124,16 @@ where
     out
 }
 
+/// Reads a peer's answer piece by piece as it arrives.
+pub trait Reader: Send + 'static {
+    /// What the answer reads as.
+    type Answer: Send + 'static;
+    /// Takes the next piece; `false` when the answer cannot be read.
+    fn feed(&mut self, piece: &[u8]) -> bool;
+    /// The answer once it has ended; `None` if it was cut or damaged.
+    fn finish(self) -> Option<Self::Answer>;
+}
+
 /// The series of [`encode`] in one piece; `None` if cut or damaged.
 pub fn decode(bytes: &[u8]) -> Option<Vec<Series>> {
     let mut reader = SeriesReader::default();
@@ -173,9 +183,10 @@ impl Filling {
     }
 }
 
-impl SeriesReader {
-    /// Takes the next piece; `false` when the bytes cannot be series.
-    pub fn feed(&mut self, mut piece: &[u8]) -> bool {
+impl Reader for SeriesReader {
+    type Answer = Vec<Replica>;
+
+    fn feed(&mut self, mut piece: &[u8]) -> bool {
         while !piece.is_empty() {
             let Some(filling) = self.filling.as_mut() else {
                 match self.read_head(&mut piece) {
@@ -204,6 +215,14 @@ impl SeriesReader {
         true
     }
 
+    /// The series once the answer has ended; `None` if it stopped inside
+    /// one.
+    fn finish(self) -> Option<Vec<Replica>> {
+        (self.filling.is_none() && self.head.is_empty()).then_some(self.done)
+    }
+}
+
+impl SeriesReader {
     /// Gathers header bytes from `piece`; starts the series once the header
     /// is whole. `None` when it is damaged.
     fn read_head(&mut self, piece: &mut &[u8]) -> Option<()> {
@@ -246,12 +265,6 @@ impl SeriesReader {
                 series: f.series,
             });
         }
-    }
-
-    /// The series once the answer has ended; `None` if it stopped inside
-    /// one.
-    pub fn finish(self) -> Option<Vec<Replica>> {
-        (self.filling.is_none() && self.head.is_empty()).then_some(self.done)
     }
 }
 
