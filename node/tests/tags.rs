@@ -279,9 +279,25 @@ fn a_cluster_answers_tags_on_every_member_as_one_node() {
     let want = answers(&lone);
     assert_eq!(want[0].as_array().unwrap().len(), 20);
     for n in &cluster.nodes {
-        wait_for(Duration::from_secs(30), "the cluster's answers", || {
-            (answers(n) == want).then_some(())
-        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = answers(n);
+            if got == want {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let (q, (w, g)) = queries
+                    .iter()
+                    .zip(want.iter().zip(&got))
+                    .find(|(_, (w, g))| w != g)
+                    .expect("a differing answer");
+                panic!(
+                    "{} answers {q}\n{g}\nwhere the lone node answers\n{w}",
+                    n.data_dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     // Each series is on two members (replication 2), counted once.
     let local: usize = cluster
