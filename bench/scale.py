@@ -199,8 +199,6 @@ def main():
     ap.add_argument("--interval", type=int, default=10)
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--label", default="")
-    ap.add_argument("--node-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="a line added to the members' config, e.g. write_delay_seconds=30")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--linger", type=float, default=0,
                     help="seconds to keep the cluster up after the run (to look at it)")
@@ -221,8 +219,6 @@ def main():
         conf = os.path.join(work, "node.toml")
         with open(conf, "w") as f:
             f.write('schemas = "%s"\n' % schemas)
-            for option in args.node_option:
-                f.write(option.replace("=", " = ", 1) + "\n")
         logs = [os.path.join(work, "n%d.log" % i) for i in (1, 2, 3)]
         members = [Member(binary, work, 1, conf, log=logs[0])]
         procs.append(members[0].proc)

@@ -64,7 +64,9 @@ pub fn encode(answer: &Answer) -> Vec<u8> {
 /// The answer of [`encode`]; `None` if the bytes are cut or damaged.
 pub fn decode(bytes: &[u8]) -> Option<Answer> {
     let mut reader = AnswerReader::default();
-    reader.feed(bytes).then_some(())?;
+    if !reader.feed(bytes) {
+        return None;
+    }
     reader.finish()
 }
 

@@ -371,9 +371,7 @@ fn to_nodes(nodes: BTreeMap<String, bool>) -> Vec<find::Node> {
 /// slots take the other copies' values (same step and start only).
 fn merge(copies: Vec<Replica>) -> Option<Series> {
     let mut copies: Vec<Series> = copies.into_iter().map(|r| r.series).collect();
-    if copies.len() > 1 {
-        copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
-    }
+    copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
     let mut it = copies.into_iter();
     let mut base = it.next()?;
     for other in it {

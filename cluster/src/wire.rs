@@ -57,7 +57,7 @@ pub struct HoleCheck {
 
 impl HoleCheck {
     /// The next slot: known or empty.
-    pub fn see(&mut self, known: bool) {
+    fn see(&mut self, known: bool) {
         if known {
             self.gap |= self.seen && self.empty_run > 0;
             self.seen = true;
@@ -137,7 +137,9 @@ pub trait Reader: Send + 'static {
 /// The series of [`encode`] in one piece; `None` if cut or damaged.
 pub fn decode(bytes: &[u8]) -> Option<Vec<Series>> {
     let mut reader = SeriesReader::default();
-    reader.feed(bytes).then_some(())?;
+    if !reader.feed(bytes) {
+        return None;
+    }
     Some(reader.finish()?.into_iter().map(|r| r.series).collect())
 }
 
