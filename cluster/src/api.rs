@@ -111,6 +111,10 @@ pub fn routes(
             "/cluster/fold",
             post(fold).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
+        .route(
+            "/cluster/folds",
+            post(folds).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .with_state(App {
             node: node.clone(),
             store,
@@ -486,20 +490,61 @@ struct FoldBody {
 }
 
 /// The fold of this node's own copies of some paths, or the copies
-/// themselves when they do not fold exactly (`crate::fold::encode`).
+/// themselves when they do not fold exactly (`crate::fold::encode`). What
+/// askers of the previous version call; this one asks `/cluster/folds`.
 async fn fold(State(app): State<App>, Body(body): Body<FoldBody>) -> Response {
-    let Some(fold) = graunt_query::fold::Fold::parse(&body.fold) else {
+    let FoldBody {
+        fold,
+        paths,
+        from,
+        until,
+        now,
+    } = body;
+    fold_groups(app, fold, vec![paths], (from, until, now), |answers| {
+        answers.first().map(crate::fold::encode).unwrap_or_default()
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct FoldsBody {
+    fold: String,
+    groups: Vec<Vec<String>>,
+    from: i64,
+    until: i64,
+    now: i64,
+}
+
+/// [`fold`] for each of several groups of paths, in one read
+/// (`crate::fold::encode_groups`).
+async fn folds(State(app): State<App>, Body(body): Body<FoldsBody>) -> Response {
+    let range = (body.from, body.until, body.now);
+    fold_groups(app, body.fold, body.groups, range, |answers| {
+        crate::fold::encode_groups(answers)
+    })
+    .await
+}
+
+/// Reads the paths of `groups` and answers each group's fold, encoded.
+async fn fold_groups(
+    app: App,
+    fold: String,
+    groups: Vec<Vec<String>>,
+    (from, until, now): (i64, i64, i64),
+    encode: fn(&[crate::fold::Answer]) -> Vec<u8>,
+) -> Response {
+    let Some(fold) = graunt_query::fold::Fold::parse(&fold) else {
         return failed(
             StatusCode::BAD_REQUEST,
-            format!("unknown fold {:?} (sum, average, min or max)", body.fold),
+            format!("unknown fold {fold:?} (sum, average, min, max or count)"),
         );
     };
     let store = app.store.clone();
     let answered = tokio::task::spawn_blocking(move || {
         let series = StoreSource(store)
-            .fetch_many(&body.paths, body.from, body.until, body.now)
+            .fetch_many(&groups.concat(), from, until, now)
             .unwrap_or_default();
-        crate::fold::encode(&crate::fold::answer(fold, series))
+        encode(&crate::fold::answer_groups(fold, &groups, series))
     })
     .await;
     match answered {

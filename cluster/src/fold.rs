@@ -1,7 +1,9 @@
-//! A member's side of a folded cluster read (`/cluster/fold`): it reads the
-//! paths it was asked for and answers their fold when it is exact and its
-//! copies are whole ([`graunt_query::fold`]), or else the series themselves,
-//! so the asking member can aggregate them as from `/cluster/fetch`.
+//! A member's side of a folded cluster read (`/cluster/folds`, one answer
+//! per group of paths; `/cluster/fold`, one group, for askers of the
+//! previous version): it reads the paths it was asked for and answers their
+//! fold when it is exact and its copies are whole ([`graunt_query::fold`]),
+//! or else the series themselves, so the asking member can aggregate them
+//! as from `/cluster/fetch`.
 
 use graunt_query::fold::{Fold, Folded};
 use graunt_query::series::Series;
@@ -29,6 +31,20 @@ pub fn answer(fold: Fold, series: Vec<Option<Series>>) -> Answer {
         }
     }
     Answer::Series(copies)
+}
+
+/// [`answer`] for each group of paths, from the series read for all of
+/// them in the groups' order.
+pub fn answer_groups(
+    fold: Fold,
+    groups: &[Vec<String>],
+    series: Vec<Option<Series>>,
+) -> Vec<Answer> {
+    let mut series = series.into_iter();
+    groups
+        .iter()
+        .map(|g| answer(fold, series.by_ref().take(g.len()).collect()))
+        .collect()
 }
 
 /// An [`Answer`] on the wire: `F` and a fold (a `u32` name count, each
@@ -106,6 +122,72 @@ impl Reader for AnswerReader {
             b'F' => decode_folded(&self.folded),
             _ => None,
         }
+    }
+}
+
+/// Answers to several groups on the wire (`/cluster/folds`): each
+/// [`encode`]d answer after its length as a little-endian `u64`.
+pub fn encode_groups(answers: &[Answer]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for answer in answers {
+        let bytes = encode(answer);
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// Reads [`encode_groups`]' answers piece by piece as they arrive.
+#[derive(Default)]
+pub struct GroupsReader {
+    /// The bytes of the next answer's length read so far.
+    length: Vec<u8>,
+    /// The answer being read, and how many of its bytes are still to come.
+    current: Option<(AnswerReader, u64)>,
+    done: Vec<Answer>,
+}
+
+impl Reader for GroupsReader {
+    type Answer = Vec<Answer>;
+
+    fn feed(&mut self, mut piece: &[u8]) -> bool {
+        while !piece.is_empty() {
+            match &mut self.current {
+                None => {
+                    let n = (8 - self.length.len()).min(piece.len());
+                    self.length.extend_from_slice(&piece[..n]);
+                    piece = &piece[n..];
+                    if let Ok(length) = <[u8; 8]>::try_from(self.length.as_slice()) {
+                        self.current = Some((AnswerReader::default(), u64::from_le_bytes(length)));
+                        self.length.clear();
+                    }
+                }
+                Some((reader, left)) => {
+                    let n = piece
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    if !reader.feed(&piece[..n]) {
+                        return false;
+                    }
+                    piece = &piece[n..];
+                    *left -= n as u64;
+                }
+            }
+            if matches!(self.current, Some((_, 0))) {
+                let Some((reader, _)) = self.current.take() else {
+                    return false;
+                };
+                match reader.finish() {
+                    Some(answer) => self.done.push(answer),
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+
+    fn finish(self) -> Option<Vec<Answer>> {
+        (self.current.is_none() && self.length.is_empty()).then_some(self.done)
     }
 }
 
@@ -205,5 +287,52 @@ mod tests {
         for cut in 0..bytes.len() {
             assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn groups_travel_in_pieces_of_any_size_and_cut_answers_are_refused() {
+        let groups = vec![
+            vec!["a.1".to_string(), "a.2".to_string()],
+            vec!["b.1".to_string()],
+            vec!["c.1".to_string()],
+        ];
+        let answers = answer_groups(
+            Fold::Sum,
+            &groups,
+            vec![
+                series("a.1", &[Some(1.0), Some(2.0)]),
+                series("a.2", &[Some(3.0), Some(4.0)]),
+                series("b.1", &[Some(0.5), Some(1.0)]),
+                None,
+            ],
+        );
+        assert!(matches!(answers[0], Answer::Folded(_)));
+        assert!(matches!(&answers[1], Answer::Series(s) if s.len() == 1));
+        assert!(matches!(&answers[2], Answer::Series(s) if s.is_empty()));
+        let bytes = encode_groups(&answers);
+        let read = |bytes: &[u8], piece: usize| {
+            let mut reader = GroupsReader::default();
+            for chunk in bytes.chunks(piece) {
+                if !reader.feed(chunk) {
+                    return None;
+                }
+            }
+            reader.finish()
+        };
+        for piece in [1, 3, 8, 13, bytes.len()] {
+            assert_eq!(
+                read(&bytes, piece).as_ref(),
+                Some(&answers),
+                "pieces of {piece}"
+            );
+        }
+        for cut in 1..bytes.len() {
+            let read = read(&bytes[..cut], 5);
+            assert!(
+                read.as_ref().is_none_or(|r| r.len() < 3),
+                "cut at {cut}: {read:?}"
+            );
+        }
+        assert_eq!(read(&[], 5).map(|r| r.len()), Some(0));
     }
 }

@@ -3,8 +3,9 @@
 //! only) in parallel, merges the copies of each series (a slot missing on
 //! one replica is filled from another, never added twice), and leaves the
 //! functions to run once over the merged series. An aggregation that folds
-//! is asked of each member as a fold (`/cluster/fold`, [`crate::fold`])
-//! and combined here when every member could fold exactly. A peer that fails or
+//! (alone or as each group of a `groupByNode`) is asked of each member as
+//! a fold (`/cluster/folds`, [`crate::fold`]) and combined here when every
+//! member could fold exactly. A peer that fails or
 //! misses the timeout is named in [`ClusterSource::partial`]; the answer
 //! is what the others had. [`ClusterSources`] opens one per request for
 //! the web layer, which never names the cluster.
@@ -22,6 +23,7 @@ use graunt_storage::store::Store;
 use graunt_storage::tagindex::{TagAnswer, TagQuery};
 use serde_json::json;
 
+use crate::fold::Answer;
 use crate::hashing::Ring;
 use crate::member::ClusterNode;
 use crate::wire::{Reader, Replica, SeriesReader};
@@ -250,18 +252,18 @@ impl ClusterSource {
         let calls = self.path_calls(
             "/cluster/fetch",
             per_peer,
-            |paths| json!({ "paths": paths, "from": from, "until": until, "now": now }),
+            |paths: &Vec<String>| json!({ "paths": paths, "from": from, "until": until, "now": now }),
         );
         self.start(calls, SeriesReader::default)
     }
 
     /// A signed POST of `body(paths)` to `endpoint` of each peer that
     /// `per_peer` names paths for.
-    fn path_calls(
+    fn path_calls<T>(
         &self,
         endpoint: &str,
-        per_peer: &BTreeMap<u64, Vec<String>>,
-        body: impl Fn(&[String]) -> serde_json::Value,
+        per_peer: &BTreeMap<u64, T>,
+        body: impl Fn(&T) -> serde_json::Value,
     ) -> Vec<(&Member, reqwest::RequestBuilder)> {
         self.peers
             .iter()
@@ -493,88 +495,200 @@ impl Source for ClusterSource {
     }
 
     /// As [`ClusterSource::fetch_many`], but each member asked folds its
-    /// own series ([`crate::fold`]) when it can; the parts are combined
-    /// when every member folded exactly. Otherwise the series that came are
-    /// kept, the members that folded are asked for theirs, and the fetch
-    /// completes as [`ClusterSource::fetch_many`] does.
-    fn fetch_folded(
+    /// own series of each group ([`crate::fold`]) when it can; a group's
+    /// parts are combined when every member folded its share exactly.
+    /// Otherwise the group's series that came are kept, the members that
+    /// folded their share are asked for its series, and the fetch completes
+    /// as [`ClusterSource::fetch_many`] does.
+    fn fetch_folds(
         &self,
         fold: Fold,
-        paths: &[String],
+        groups: &[Vec<String>],
         from: i64,
         until: i64,
         now: i64,
-    ) -> Result<Fetched, EvalError> {
-        let plan = self.plan(paths);
+    ) -> Result<Vec<Fetched>, EvalError> {
+        let paths: Vec<String> = groups.concat();
+        let plan = self.plan(&paths);
         let range = (from, until, now);
         let mut copies: HashMap<String, Vec<Replica>> = HashMap::new();
-        if !plan.settled {
+        if !plan.settled || paths.is_empty() {
             // A rebalance under way: copies must be merged.
             self.fetch_round(&plan.per_member, range, &mut copies)?;
-            return Ok(Fetched::Series(self.complete(paths, &plan, range, copies)?));
+            let series = self.complete(&paths, &plan, range, copies)?;
+            return Ok(split(series, groups.iter().map(Vec::len)));
         }
-        if paths.is_empty() {
-            return Ok(Fetched::Series(Vec::new()));
-        }
-        let pending = self.start_fold(fold, &plan.per_member, range);
+        let shares = shares(groups, &plan.asked);
+        let pending = self.start_folds(fold, &shares, range);
         let asked: Vec<&Member> = pending.peers.clone();
-        let mut answers: Vec<(u64, Option<&Member>, Result<crate::fold::Answer, String>)> =
-            Vec::new();
-        if let Some(mine) = plan.per_member.get(&self.me) {
-            let series = self.local.fetch_many(mine, from, until, now)?;
-            answers.push((self.me, None, Ok(crate::fold::answer(fold, series))));
+        let mut answers: Vec<MemberAnswer<'_>> = Vec::new();
+        if let Some(share) = shares.get(&self.me) {
+            let mine: Vec<Vec<String>> = share.iter().map(|(_, p)| p.clone()).collect();
+            let series = self.local.fetch_many(&mine.concat(), from, until, now)?;
+            let answer = crate::fold::answer_groups(fold, &mine, series);
+            answers.push((self.me, None, Ok(answer)));
         }
         for (peer, result) in asked.into_iter().zip(self.finish_results(pending)) {
             answers.push((peer.id, Some(peer), result));
         }
-        let mut parts = Vec::new();
-        // Members whose series are fetched if the parts cannot be used:
-        // those that folded, and those up but not folding (a member of an
-        // older version answers 404; a part that is not what was asked).
-        let mut refetch = BTreeMap::new();
-        let mut whole = true;
+        let mut states: Vec<GroupFold> = groups.iter().map(|_| GroupFold::default()).collect();
         for (id, peer, answer) in answers {
-            let mine = plan.per_member.get(&id).cloned().unwrap_or_default();
+            let Some(share) = shares.get(&id) else {
+                continue;
+            };
             match answer {
-                Ok(crate::fold::Answer::Folded(f)) if same_names(&f.names, &mine) => {
-                    parts.push(f);
-                    refetch.insert(id, mine);
-                }
-                Ok(crate::fold::Answer::Series(series)) => {
-                    whole = false;
-                    for r in series {
-                        copies.entry(r.series.name.clone()).or_default().push(r);
+                Ok(answers) if answers.len() == share.len() => {
+                    for ((g, mine), answer) in share.iter().zip(answers) {
+                        states[*g].take(id, mine, answer, &mut copies);
                     }
                 }
-                Ok(crate::fold::Answer::Folded(_)) => {
-                    whole = false;
-                    refetch.insert(id, mine);
-                }
-                Err(why) if why.starts_with("answered ") => {
-                    whole = false;
-                    refetch.insert(id, mine);
-                }
+                // Up but not folding: a member of an older version answers
+                // 404; an answer that is not what was asked.
+                Ok(_) => share
+                    .iter()
+                    .for_each(|(g, mine)| states[*g].refuse(id, mine)),
+                Err(why) if why.starts_with("answered ") => share
+                    .iter()
+                    .for_each(|(g, mine)| states[*g].refuse(id, mine)),
                 // Down or slow: noted as partial; its paths are asked of
                 // the other holders when the read completes.
                 Err(why) => {
-                    whole = false;
+                    share.iter().for_each(|(g, _)| states[*g].whole = false);
                     if let Some(peer) = peer {
                         self.note_failure(peer, why);
                     }
                 }
             }
         }
-        if whole {
-            if let Some(f) = Folded::combine(fold, parts) {
-                if f.names.len() == paths.len() {
-                    self.metrics.folds.with_label_values(&["folded"]).inc();
-                    return Ok(Fetched::Folded(f));
+        let mut out: Vec<Option<Fetched>> = Vec::with_capacity(groups.len());
+        let mut refetch: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (state, group) in states.into_iter().zip(groups) {
+            let folded = state
+                .whole
+                .then(|| Folded::combine(fold, state.parts))
+                .flatten()
+                .filter(|f| f.names.len() == group.len());
+            let outcome = if folded.is_some() { "folded" } else { "series" };
+            self.metrics.folds.with_label_values(&[outcome]).inc();
+            if folded.is_none() {
+                for (id, paths) in state.folded_by {
+                    refetch.entry(id).or_default().extend(paths);
                 }
             }
+            out.push(folded.map(Fetched::Folded));
         }
-        self.metrics.folds.with_label_values(&["series"]).inc();
         self.fetch_round(&refetch, range, &mut copies)?;
-        Ok(Fetched::Series(self.complete(paths, &plan, range, copies)?))
+        // The groups that did not fold, completed and merged together.
+        let unfolded: Vec<bool> = out.iter().map(Option::is_none).collect();
+        let keep: Vec<bool> = groups
+            .iter()
+            .zip(&unfolded)
+            .flat_map(|(g, u)| std::iter::repeat_n(*u, g.len()))
+            .collect();
+        let (left, plan) = plan.only(&paths, &keep);
+        let series = self.complete(&left, &plan, range, copies)?;
+        let mut series = split(
+            series,
+            groups
+                .iter()
+                .zip(&unfolded)
+                .filter(|(_, u)| **u)
+                .map(|(g, _)| g.len()),
+        )
+        .into_iter();
+        Ok(out
+            .into_iter()
+            .map(|f| {
+                f.or_else(|| series.next())
+                    .unwrap_or(Fetched::Series(Vec::new()))
+            })
+            .collect())
+    }
+}
+
+/// A member's id, the peer when it is not this member, and its answers to
+/// a fold of groups.
+type MemberAnswer<'a> = (u64, Option<&'a Member>, Result<Vec<Answer>, String>);
+
+/// Series fetched for groups together, split into each group's, by size.
+fn split(series: Vec<Option<Series>>, sizes: impl Iterator<Item = usize>) -> Vec<Fetched> {
+    let mut series = series.into_iter();
+    sizes
+        .map(|n| Fetched::Series(series.by_ref().take(n).collect()))
+        .collect()
+}
+
+/// Each member's share of each group: the paths of the group it is asked
+/// for, with the group's index, groups in order. `asked` is the plan's
+/// members for each path of the groups in turn.
+fn shares(groups: &[Vec<String>], asked: &[Vec<u64>]) -> BTreeMap<u64, Vec<(usize, Vec<String>)>> {
+    let mut shares: BTreeMap<u64, Vec<(usize, Vec<String>)>> = BTreeMap::new();
+    let paths = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| group.iter().map(move |p| (g, p)));
+    for ((g, path), ids) in paths.zip(asked) {
+        for &id in ids {
+            let share = shares.entry(id).or_default();
+            match share.last_mut() {
+                Some((last, paths)) if *last == g => paths.push(path.clone()),
+                _ => share.push((g, vec![path.clone()])),
+            }
+        }
+    }
+    shares
+}
+
+/// What the members answered for one group of a fold.
+struct GroupFold {
+    /// Every member folded its share exactly (so far).
+    whole: bool,
+    /// Their folds.
+    parts: Vec<Folded>,
+    /// Who folded which paths: asked for their series if the group cannot
+    /// be folded after all.
+    folded_by: Vec<(u64, Vec<String>)>,
+}
+
+impl Default for GroupFold {
+    fn default() -> Self {
+        GroupFold {
+            whole: true,
+            parts: Vec::new(),
+            folded_by: Vec::new(),
+        }
+    }
+}
+
+impl GroupFold {
+    /// Takes member `id`'s answer for its share `mine`: a fold of exactly
+    /// those paths, or series (kept in `copies`).
+    fn take(
+        &mut self,
+        id: u64,
+        mine: &[String],
+        answer: Answer,
+        copies: &mut HashMap<String, Vec<Replica>>,
+    ) {
+        match answer {
+            Answer::Folded(f) if same_names(&f.names, mine) => {
+                self.parts.push(f);
+                self.folded_by.push((id, mine.to_vec()));
+            }
+            Answer::Series(series) => {
+                self.whole = false;
+                for r in series {
+                    copies.entry(r.series.name.clone()).or_default().push(r);
+                }
+            }
+            Answer::Folded(_) => self.refuse(id, mine),
+        }
+    }
+
+    /// Member `id` gave nothing usable for `mine`, though it is up.
+    fn refuse(&mut self, id: u64, mine: &[String]) {
+        self.whole = false;
+        self.folded_by.push((id, mine.to_vec()));
     }
 }
 
@@ -595,6 +709,31 @@ struct Plan {
     /// Whether every path is held by exactly its owners (no rebalance
     /// under way), so each is asked of its primary alone.
     settled: bool,
+}
+
+impl Plan {
+    /// The paths (of those planned) that `keep` marks, and their plan.
+    fn only(&self, paths: &[String], keep: &[bool]) -> (Vec<String>, Plan) {
+        let mut plan = Plan {
+            candidates: Vec::new(),
+            asked: Vec::new(),
+            per_member: BTreeMap::new(),
+            settled: self.settled,
+        };
+        let mut left = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            if !keep.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            for &id in &self.asked[i] {
+                plan.per_member.entry(id).or_default().push(path.clone());
+            }
+            plan.candidates.push(self.candidates[i].clone());
+            plan.asked.push(self.asked[i].clone());
+            left.push(path.clone());
+        }
+        (left, plan)
+    }
 }
 
 impl ClusterSource {
@@ -701,21 +840,22 @@ impl ClusterSource {
             .collect())
     }
 
-    /// Asks each peer `per_member` names to fold its own copies of them,
-    /// without waiting.
-    fn start_fold(
+    /// Asks each peer to fold its share of each group (`shares`), without
+    /// waiting.
+    fn start_folds(
         &self,
         fold: Fold,
-        per_member: &BTreeMap<u64, Vec<String>>,
+        shares: &BTreeMap<u64, Vec<(usize, Vec<String>)>>,
         (from, until, now): (i64, i64, i64),
-    ) -> Pending<'_, crate::fold::Answer> {
-        let calls = self.path_calls("/cluster/fold", per_member, |paths| {
+    ) -> Pending<'_, Vec<Answer>> {
+        let calls = self.path_calls("/cluster/folds", shares, |share| {
+            let groups: Vec<&Vec<String>> = share.iter().map(|(_, paths)| paths).collect();
             json!({
-                "fold": fold.as_str(), "paths": paths,
+                "fold": fold.as_str(), "groups": groups,
                 "from": from, "until": until, "now": now,
             })
         });
-        self.start(calls, crate::fold::AnswerReader::default)
+        self.start(calls, crate::fold::GroupsReader::default)
     }
 }
 

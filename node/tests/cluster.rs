@@ -167,10 +167,33 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
     }
     send(relay.addr("t-line"), &fractions);
     send(lone.addr("line"), &fractions);
+    // Hosts and their cpu times, for groupByNode: integral values, a gap
+    // in one.
+    let mut hosts = String::new();
+    for h in 0..12 {
+        for (k, kind) in ["user", "system", "idle"].iter().enumerate() {
+            for j in 0..10 {
+                if (h, k, j) == (3, 1, 4) {
+                    continue;
+                }
+                hosts.push_str(&format!(
+                    "g.h{h}.{kind} {} {}\n",
+                    h * 100 + k * 10 + j,
+                    t0 + 60 * j as i64
+                ));
+            }
+        }
+    }
+    send(relay.addr("t-line"), &hosts);
+    send(lone.addr("line"), &hosts);
     let fall = format!("/render?target=f.*&{range}");
+    let gall = format!("/render?target=g.*.*&{range}");
     for n in &cluster.nodes {
         wait_for(Duration::from_secs(30), "the fractions everywhere", || {
             (points_stored(n, &fall) == 300).then_some(())
+        });
+        wait_for(Duration::from_secs(30), "the hosts everywhere", || {
+            (points_stored(n, &gall) == 359).then_some(())
         });
     }
     // The same answers everywhere, equal to the lone node's; the folds
@@ -193,6 +216,22 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         format!("/render?target=movingAverage(averageSeries(c.*),3)&{range}"),
         format!("/render?target=highestMax(c.*,3)&{range}"),
         format!("/render?target=c.m7&{range}"),
+        format!("/render?target=countSeries(c.*)&{range}"),
+        format!("/render?target=countSeries(f.*,c.m1*)&{range}"),
+        format!("/render?target=groupByNode(g.*.*,2,'sum')&{range}"),
+        format!("/render?target=groupByNode(g.*.*,2)&{range}"),
+        format!("/render?target=groupByNode(g.*.*,1,'maxSeries')&{range}"),
+        format!("/render?target=groupByNode(g.*.*,-1,'countSeries')&{range}"),
+        format!("/render?target=groupByNode(g.*.*,2,'min')&{range}&xFilesFactor=1"),
+        format!("/render?target=groupByNode(g.*.*,'name','avg')&{range}"),
+        format!("/render?target=groupByNodes(g.*.*,'total',2)&{range}"),
+        format!("/render?target=groupByNodes(g.*.*,'average',0,2)&{range}"),
+        format!("/render?target=groupByNodes(g.*.*,'sum')&{range}"),
+        format!("/render?target=groupByNode(g.*.*,2,'median')&{range}"),
+        format!("/render?target=aliasByNode(groupByNode(g.*.*,2,'sum'),0)&{range}"),
+        format!("/render?target=groupByNode(f.*,0,'sum')&{range}"),
+        format!("/render?target=groupByNode(f.*,0,'max')&{range}"),
+        format!("/render?target=groupByNode(nothing.*.*,1,'sum')&{range}"),
     ] {
         let want = render(&lone, &q);
         for n in &cluster.nodes {
@@ -201,8 +240,9 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
     }
     let folded = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"folded\"}");
     let as_series = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"series\"}");
-    // Integral sums, averages, every min and max; not the fractional sums.
-    assert!(folded - folds_before >= 9.0, "{folded} folded");
+    // Integral sums, averages, every min and max, counts, groupByNode's
+    // groups; not the fractional sums.
+    assert!(folded - folds_before >= 40.0, "{folded} folded");
     assert!(as_series >= 2.0, "{as_series} sent as series");
     // A glob, an exact metric and an exact branch (found on any node).
     for find in [

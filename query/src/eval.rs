@@ -2,6 +2,8 @@
 //! the series they match (sorted by name, as graphite-web returns them),
 //! calls go to [`crate::functions`], literals stay literals.
 
+mod folds;
+
 use crate::fold::{Fetched, Fold};
 use crate::functions;
 use crate::parser::{self, Expr};
@@ -52,20 +54,27 @@ pub trait Source: Sync {
         now: i64,
     ) -> Result<Option<Series>, EvalError>;
 
-    /// The members of a [`Fold`] over `paths` (distinct): the series as
-    /// [`Source::fetch_many`] answers them, or, where the source can do it
-    /// exactly, the fold of every one of them (a cluster folds on each
-    /// member and sends one series per member).
-    fn fetch_folded(
+    /// The members of a [`Fold`] in groups (each path in one group): per
+    /// group, the series as [`Source::fetch_many`] answers them, or, where
+    /// the source can do it exactly, the fold of every one of them (a
+    /// cluster folds on each member and sends one series per member and
+    /// group).
+    fn fetch_folds(
         &self,
         fold: Fold,
-        paths: &[String],
+        groups: &[Vec<String>],
         from: i64,
         until: i64,
         now: i64,
-    ) -> Result<Fetched, EvalError> {
+    ) -> Result<Vec<Fetched>, EvalError> {
         let _ = fold;
-        Ok(Fetched::Series(self.fetch_many(paths, from, until, now)?))
+        let mut fetched = self
+            .fetch_many(&groups.concat(), from, until, now)?
+            .into_iter();
+        Ok(groups
+            .iter()
+            .map(|g| Fetched::Series(fetched.by_ref().take(g.len()).collect()))
+            .collect())
     }
 
     /// The series of many metrics (in order), fetched in parallel on the
@@ -296,10 +305,8 @@ pub fn evaluate(ctx: &Context<'_>, expr: &Expr) -> Result<Value, EvalError> {
             evaluate(ctx, &substitute(&inner, &replacements))?
         }
         Expr::Call(call) => {
-            if let Some(fold) = foldable(call) {
-                if let Some(value) = fold_call(ctx, call, fold)? {
-                    return Ok(value);
-                }
+            if let Some(value) = folds::evaluate(ctx, call)? {
+                return Ok(value);
             }
             let args = call
                 .args
@@ -419,88 +426,6 @@ fn substitute(expr: &Expr, replacements: &[(String, Replacement)]) -> Expr {
         }
         other => other.clone(),
     }
-}
-
-/// A call of a [`Fold`] whose arguments are all plain path expressions
-/// (no tags: their names carry tags the fold would have to compare).
-fn foldable(call: &parser::Call) -> Option<(Fold, Vec<&str>)> {
-    let fold = Fold::of(&call.name)?;
-    if !call.kwargs.is_empty() || call.args.is_empty() {
-        return None;
-    }
-    let patterns = call
-        .args
-        .iter()
-        .map(|a| match a {
-            Expr::Path(p) if !graunt_storage::tags::is_tagged(p) => Some(p.as_str()),
-            _ => None,
-        })
-        .collect::<Option<Vec<&str>>>()?;
-    Some((fold, patterns))
-}
-
-/// Evaluates a [`foldable`] call: its members fetched together, folded by
-/// the source where it can, else aggregated here as any call. `None`
-/// when it must be evaluated as any call.
-fn fold_call(
-    ctx: &Context<'_>,
-    call: &parser::Call,
-    (fold, patterns): (Fold, Vec<&str>),
-) -> Result<Option<Value>, EvalError> {
-    let mut found = Vec::with_capacity(patterns.len());
-    for pattern in &patterns {
-        found.push(find_paths(ctx, pattern)?);
-    }
-    let all: Vec<String> = found.iter().flatten().cloned().collect();
-    let distinct: std::collections::HashSet<&String> = all.iter().collect();
-    let fetched_so_far = ctx.state.fetched.get().0;
-    if distinct.len() != all.len()
-        || fetched_so_far.saturating_add(all.len()) > ctx.max_series
-        || all.iter().any(|p| graunt_storage::tags::is_tagged(p))
-    {
-        // Evaluated as any call, argument after argument: a path in two
-        // arguments counts twice, a request over its bound fails where it
-        // always did, tagged members keep the tags they share.
-        return Ok(None);
-    }
-    let fetched = ctx
-        .source
-        .fetch_folded(fold, &all, ctx.from, ctx.until, ctx.now)?;
-    Ok(Some(match fetched {
-        Fetched::Series(fetched) => {
-            let mut fetched = fetched.into_iter();
-            let mut args = Vec::with_capacity(patterns.len());
-            for (pattern, paths) in patterns.iter().zip(&found) {
-                let mine: Vec<Option<Series>> = fetched.by_ref().take(paths.len()).collect();
-                args.push(Value::Series(finish_fetch(ctx, pattern, mine)?));
-            }
-            functions::call(ctx, Some(call), &call.name, args, Vec::new())?
-        }
-        Fetched::Folded(folded) => {
-            let len = folded.slots.len();
-            for _ in &folded.names {
-                ctx.count_fetch(len)?;
-            }
-            if folded.names.is_empty() {
-                return Ok(Some(Value::Series(Vec::new())));
-            }
-            let members: std::collections::HashSet<&str> =
-                folded.names.iter().map(String::as_str).collect();
-            let expressions: Vec<&str> = patterns
-                .iter()
-                .zip(&found)
-                .filter(|(_, paths)| paths.iter().any(|p| members.contains(p.as_str())))
-                .map(|(pattern, _)| *pattern)
-                .collect();
-            let mut unique: Vec<&str> = Vec::new();
-            for e in expressions {
-                if !unique.contains(&e) {
-                    unique.push(e);
-                }
-            }
-            Value::Series(vec![folded.finish(fold, &unique.join(","), ctx.xff())])
-        }
-    }))
 }
 
 /// The metric paths a path expression finds, within the request's bound.

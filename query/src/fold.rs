@@ -1,13 +1,15 @@
 //! Aggregations folded where the data is: `sumSeries`, `averageSeries`,
-//! `minSeries` and `maxSeries` over plain path expressions can be answered
-//! from per-slot partials ([`Folded`]) that cluster peers compute over their
-//! own series, so a peer sends one folded series instead of every member.
+//! `minSeries`, `maxSeries` and `countSeries` over plain path expressions
+//! (alone or as `groupByNode`'s callback) can be answered from per-slot
+//! partials ([`Folded`]) that cluster peers compute over their own series,
+//! so a peer sends one folded series instead of every member.
 //!
 //! Only where the answer stays the one graphite-web gives: min and max of
-//! any values; sums and averages only of integral values whose magnitudes
-//! add up below 2^52 per slot, where float addition is exact and so does
-//! not depend on the order (graphite adds in name order, a cluster cannot).
-//! Anything else is sent as series and aggregated as usual.
+//! any values; counts of any series; sums and averages only of integral
+//! values whose magnitudes add up below 2^52 per slot, where float addition
+//! is exact and so does not depend on the order (graphite adds in name
+//! order, a cluster cannot). Anything else is sent as series and
+//! aggregated as usual.
 
 use serde_json::Value as Json;
 
@@ -24,6 +26,8 @@ pub enum Fold {
     Min,
     /// `maxSeries`.
     Max,
+    /// `countSeries`: how many series, whatever their values.
+    Count,
 }
 
 /// Sums of integral magnitudes below this are exact in any order.
@@ -37,6 +41,7 @@ impl Fold {
             "averageSeries" | "avg" => Fold::Average,
             "minSeries" => Fold::Min,
             "maxSeries" => Fold::Max,
+            "countSeries" => Fold::Count,
             _ => return None,
         })
     }
@@ -48,12 +53,13 @@ impl Fold {
             Fold::Average => "average",
             Fold::Min => "min",
             Fold::Max => "max",
+            Fold::Count => "count",
         }
     }
 
     /// The fold named by [`Fold::as_str`].
     pub fn parse(s: &str) -> Option<Fold> {
-        [Fold::Sum, Fold::Average, Fold::Min, Fold::Max]
+        [Fold::Sum, Fold::Average, Fold::Min, Fold::Max, Fold::Count]
             .into_iter()
             .find(|f| f.as_str() == s)
     }
@@ -67,6 +73,7 @@ impl Fold {
             Fold::Sum | Fold::Average => acc + v,
             Fold::Min => acc.min(v),
             Fold::Max => acc.max(v),
+            Fold::Count => acc,
         }
     }
 }
@@ -114,6 +121,10 @@ impl Folded {
             if (s.start, s.end, s.step, s.values.len()) != (start, end, step, len) {
                 return None;
             }
+            names.push(s.name.clone());
+            if fold == Fold::Count {
+                continue;
+            }
             for (i, v) in s.values.iter().enumerate() {
                 let Some(v) = *v else { continue };
                 // Not stored by graunt, but a foreign file may hold one;
@@ -139,7 +150,6 @@ impl Folded {
                 slot.0 = if slot.1 == 0 { v } else { fold.step(slot.0, v) };
                 slot.1 += 1;
             }
-            names.push(s.name.clone());
         }
         Some(Folded {
             names,
@@ -198,10 +208,24 @@ impl Folded {
         Some(out)
     }
 
-    /// The series graphite's `aggregate` makes of the series folded, named
-    /// after `expressions` (the path expressions that found them, in order).
+    /// The series graphite's `aggregate` (or `countSeries`) makes of the
+    /// series folded, named after `expressions` (the path expressions that
+    /// found them, in order).
     pub fn finish(self, fold: Fold, expressions: &str, xff: f64) -> Series {
+        self.finish_as(fold, fold.as_str(), expressions, xff)
+    }
+
+    /// As [`Folded::finish`], for `aggregate` called with `func`, one of the
+    /// names of `fold` (`total` is a sum named `totalSeries(…)`).
+    pub fn finish_as(self, fold: Fold, func: &str, expressions: &str, xff: f64) -> Series {
         let n = self.names.len() as f64;
+        if fold == Fold::Count {
+            let values = vec![Some(n); self.slots.len()];
+            let name = format!("countSeries({expressions})");
+            let mut out = Series::new(name, self.start, self.end, self.step, values);
+            out.x_files_factor = xff;
+            return out;
+        }
         let values = self
             .slots
             .iter()
@@ -215,7 +239,7 @@ impl Folded {
                 })
             })
             .collect();
-        let name = format!("{}Series({expressions})", fold.as_str());
+        let name = format!("{func}Series({expressions})");
         // As `aggregate`: the tags all members share (of plain names, only
         // `name`, when every member has the same one), then its own.
         let mut tags = serde_json::Map::new();
@@ -226,7 +250,7 @@ impl Folded {
         }
         tags.entry("name")
             .or_insert_with(|| Json::from(name.clone()));
-        tags.insert("aggregatedBy".into(), Json::from(fold.as_str()));
+        tags.insert("aggregatedBy".into(), Json::from(func));
         let mut out = Series::new(name, self.start, self.end, self.step, values);
         out.tags = tags;
         out.x_files_factor = xff;

@@ -74,7 +74,7 @@ pub(super) fn map_series(a: &mut Args) -> Result<Vec<Vec<Series>>, EvalError> {
 }
 
 /// `groupByNodes`' callback: a series function by name, or an aggregation.
-fn apply_callback(
+pub(crate) fn apply_callback(
     ctx: &Context<'_>,
     callback: &str,
     group: Vec<Series>,

@@ -20,6 +20,9 @@ mod shift;
 mod transform;
 mod window;
 
+pub(crate) use group::apply_callback;
+pub(crate) use helpers::agg_key;
+
 use crate::eval::{Context, EvalError, Value};
 use crate::parser::Call;
 use crate::pyfmt::float_repr;
