@@ -4,7 +4,9 @@
 1. `/render` latency of sumSeries over 1,000 series x 1 day at 10 s on a
    3-node cluster (each file on its two owners, as `graunt relay lookup`
    places it with replication 2) against the same files on one node.
-   Median of sequential POSTs after a warm-up, `now` fixed.
+   Median of sequential POSTs after a warm-up, `now` fixed. The same for
+   groupByNode over those and 100 more (two groups, their maximum, which
+   folds on each member however fractional the values) and countSeries.
 2. A membership change: a 4th node joins; for each of 2 relays following
    the cluster (poll every 100 ms), the time from `graunt cluster join`
    returning to the relay's "ring rebuilt" log line, and the rebuild itself.
@@ -43,9 +45,16 @@ def post_render(port, target):
     return elapsed, data
 
 
-def latency(port, samples):
-    post_render(port, render.SUM)
-    times = [post_render(port, render.SUM)[0] for _ in range(samples)]
+TARGETS = [
+    ("sumSeries of 1,000 series x 1 day", render.SUM),
+    ("groupByNode(…, 'max') of 1,100 series x 1 day, 2 groups", "groupByNode(servers.*.cpu.*,3,'max')"),
+    ("countSeries of 1,000 series x 1 day", "countSeries(servers.*.cpu.user)"),
+]
+
+
+def latency(port, samples, target):
+    post_render(port, target)
+    times = [post_render(port, target)[0] for _ in range(samples)]
     return statistics.median(times)
 
 
@@ -105,18 +114,18 @@ def main():
                 placed[node_id] = placed.get(node_id, 0) + 1
         one, one_port = render.start_graunt(args.graunt, os.path.join(work, "one"))
         procs.append(one)
-        single = latency(one_port, args.samples)
-        want = post_render(one_port, render.SUM)[1]
+        single = [latency(one_port, args.samples, t) for _, t in TARGETS]
+        want = [post_render(one_port, t)[1] for _, t in TARGETS]
         for i in range(3):
             procs.append(start_member(args.graunt, os.path.join(work, "n%d" % (i + 1)), i + 1, *ports[i]))
         http = ["127.0.0.1:%d" % h for h, _ in ports]
         cluster(args.graunt, "init", "--node", http[0])
         cluster(args.graunt, "join", "--node", http[1], "--via", http[0])
         cluster(args.graunt, "join", "--node", http[2], "--via", http[0])
-        got = post_render(ports[0][0], render.SUM)[1]
-        if got != want:
-            raise SystemExit("the cluster's sum differs from the single node's")
-        three = latency(ports[0][0], args.samples)
+        for (_, t), w in zip(TARGETS, want):
+            if post_render(ports[0][0], t)[1] != w:
+                raise SystemExit("the cluster's %s differs from the single node's" % t)
+        three = [latency(ports[0][0], args.samples, t) for _, t in TARGETS]
         for node_id, count in placed.items():
             held = sum(len(fs) for _, _, fs in os.walk(os.path.join(work, "n%d" % node_id, "whisper")))
             if held != count:
@@ -162,8 +171,8 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     print("| measure | 3-node cluster | one node | ratio |")
     print("| --- | --- | --- | --- |")
-    print("| sumSeries of 1,000 series x 1 day (median) | %.1f ms | %.1f ms | %.2fx |"
-          % (three * 1e3, single * 1e3, three / single))
+    for (label, _), c, o in zip(TARGETS, three, single):
+        print("| %s (median) | %.1f ms | %.1f ms | %.2fx |" % (label, c * 1e3, o * 1e3, c / o))
     for k, (after, rebuild) in enumerate(results):
         print("relay %d: ring with the new member %.0f ms after join returned (rebuild itself %d us)"
               % (k, after, rebuild))

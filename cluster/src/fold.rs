@@ -20,12 +20,12 @@ pub enum Answer {
 }
 
 /// Folds what a member read for `paths` when every path is there, whole
-/// (a copy with a hole would be completed from another member) and
-/// foldable; else the series.
+/// (a copy with a hole would be completed from another member; a count
+/// does not look at values) and foldable; else the series.
 pub fn answer(fold: Fold, series: Vec<Option<Series>>) -> Answer {
     let all_there = series.iter().all(Option::is_some);
     let copies: Vec<Replica> = series.into_iter().flatten().map(Replica::of).collect();
-    if all_there && copies.iter().all(|r| r.whole) {
+    if all_there && (fold == Fold::Count || copies.iter().all(|r| r.whole)) {
         if let Some(folded) = Folded::of_each(fold, copies.iter().map(|r| Some(&r.series))) {
             return Answer::Folded(folded);
         }
