@@ -21,7 +21,7 @@
 //! ```text
 //! /render ─▶ ClusterSource ─┬─▶ own store
 //!                           └─▶ peers' /cluster/find, /cluster/fetch ─▶ merge copies
-//!                                      /cluster/fold ─▶ combine folded parts
+//!                                      /cluster/folds ─▶ combine folded parts
 //! graunt cluster … ─▶ /cluster/{init,join,…} ─▶ raft ─▶ StateMachine ─▶ relays, schemas
 //! ```
 
