@@ -232,6 +232,13 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         format!("/render?target=groupByNode(f.*,0,'sum')&{range}"),
         format!("/render?target=groupByNode(f.*,0,'max')&{range}"),
         format!("/render?target=groupByNode(nothing.*.*,1,'sum')&{range}"),
+        format!("/render?target=sumSeriesWithWildcards(g.*.*,1)&{range}"),
+        format!("/render?target=averageSeriesWithWildcards(g.*.*,0,2)&{range}"),
+        format!("/render?target=aggregateWithWildcards(g.*.*,'maxSeries',1)&{range}"),
+        format!("/render?target=aggregateWithWildcards(g.*.*,'avg',1)&{range}"),
+        format!("/render?target=aggregateWithWildcards(g.*.*,'total',-1,1)&{range}"),
+        format!("/render?target=aggregateWithWildcards(g.*.*,'median',1)&{range}"),
+        format!("/render?target=sumSeriesWithWildcards(f.*,1)&{range}"),
     ] {
         let want = render(&lone, &q);
         for n in &cluster.nodes {

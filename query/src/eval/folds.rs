@@ -1,7 +1,8 @@
 //! Calls the source may fold where the data is ([`crate::fold`]): an
 //! aggregation over plain path expressions (`sumSeries(a.*, b.*)`), and
-//! `groupByNode`/`groupByNodes` over one with a callback that folds, whose
-//! groups are folded side by side in one fetch.
+//! `groupByNode`/`groupByNodes` and the `*WithWildcards` aggregations over
+//! one with a function that folds, whose groups are folded side by side in
+//! one fetch.
 
 use std::collections::HashMap;
 
@@ -126,15 +127,57 @@ fn fold_call(
     }))
 }
 
-/// `groupByNode(a.*.b, 1, "sum")` or `groupByNodes(a.*.b, "sum", 1, …)`
-/// over one plain path expression, with literal nodes and a callback that
-/// folds.
+/// How a grouping call names each series' group.
+enum Key {
+    /// `groupByNode(s)`: the nodes (or tags) at these positions.
+    Nodes(Vec<Value>),
+    /// `*WithWildcards`: the name without the nodes at these positions.
+    Without(Vec<i64>),
+}
+
+/// What a grouping call makes of each group.
+enum Then {
+    /// `groupByNode(s)`' callback: a render function of that name, else
+    /// `aggregate` with it.
+    Callback(String),
+    /// `aggregate` with this function.
+    Aggregate(String),
+}
+
+/// The fold of graphite's `aggregate` with `func`, and the name it gives
+/// the result (`totalSeries(…)` is a sum).
+fn aggregate_fold(func: &str) -> Option<(Fold, &'static str)> {
+    Some(match func.strip_suffix("Series").unwrap_or(func) {
+        "sum" => (Fold::Sum, "sum"),
+        "total" => (Fold::Sum, "total"),
+        "average" => (Fold::Average, "average"),
+        "avg" => (Fold::Average, "avg"),
+        "min" => (Fold::Min, "min"),
+        "max" => (Fold::Max, "max"),
+        _ => return None,
+    })
+}
+
+/// Literal integer positions.
+fn positions(args: &[Expr]) -> Option<Vec<i64>> {
+    args.iter()
+        .map(|a| match a {
+            Expr::Int(i) => Some(*i),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `groupByNode(a.*.b, 1, "sum")`, `groupByNodes(a.*.b, "sum", 1, …)` or
+/// `sumSeriesWithWildcards(a.*.b, 1, …)` (`averageSeriesWithWildcards`,
+/// `aggregateWithWildcards(…, "sum", 1, …)`) over one plain path
+/// expression, with literal positions and a function that folds.
 struct Grouping<'a> {
     pattern: &'a str,
-    nodes: Vec<Value>,
-    callback: String,
+    key: Key,
+    then: Then,
     fold: Fold,
-    /// The name `aggregate` gives the callback (`totalSeries(…)`).
+    /// The name `aggregate` gives the function (`totalSeries(…)`).
     func: &'static str,
 }
 
@@ -143,15 +186,24 @@ impl<'a> Grouping<'a> {
         if !call.kwargs.is_empty() {
             return None;
         }
-        let (pattern, callback, nodes) = match (call.name.as_str(), call.args.as_slice()) {
-            ("groupByNode", [p, node]) => (p, "average", std::slice::from_ref(node)),
+        let (pattern, key, then) = match (call.name.as_str(), call.args.as_slice()) {
+            ("groupByNode", [p, node]) => (p, std::slice::from_ref(node), None),
             ("groupByNode", [p, node, Expr::Str(callback)]) => {
-                (p, callback.as_str(), std::slice::from_ref(node))
+                (p, std::slice::from_ref(node), Some(callback))
             }
-            ("groupByNodes", [p, Expr::Str(callback), nodes @ ..]) => (p, callback.as_str(), nodes),
+            ("groupByNodes", [p, Expr::Str(callback), nodes @ ..]) => (p, nodes, Some(callback)),
+            ("sumSeriesWithWildcards", [p, rest @ ..]) => {
+                return Grouping::wildcards(p, rest, "sum");
+            }
+            ("averageSeriesWithWildcards", [p, rest @ ..]) => {
+                return Grouping::wildcards(p, rest, "average");
+            }
+            ("aggregateWithWildcards", [p, Expr::Str(func), rest @ ..]) => {
+                return Grouping::wildcards(p, rest, func);
+            }
             _ => return None,
         };
-        let nodes = nodes
+        let nodes = key
             .iter()
             .map(|n| match n {
                 Expr::Int(i) => Some(Value::Int(*i)),
@@ -159,23 +211,51 @@ impl<'a> Grouping<'a> {
                 _ => None,
             })
             .collect::<Option<Vec<Value>>>()?;
-        // What `groupByNode` does with each callback: a render function of
-        // that name, else `aggregate` with it.
+        let callback = then.map_or("average", String::as_str);
         let (fold, func) = match callback {
             "sumSeries" | "sum" => (Fold::Sum, "sum"),
-            "total" => (Fold::Sum, "total"),
-            "averageSeries" | "avg" | "average" => (Fold::Average, "average"),
-            "minSeries" | "min" => (Fold::Min, "min"),
-            "maxSeries" | "max" => (Fold::Max, "max"),
+            "averageSeries" | "avg" => (Fold::Average, "average"),
+            "minSeries" => (Fold::Min, "min"),
+            "maxSeries" => (Fold::Max, "max"),
             "countSeries" => (Fold::Count, "count"),
-            _ => return None,
+            // Not a render function: `aggregate` with it.
+            other => aggregate_fold(other)?,
         };
         Some(Grouping {
             pattern: plain_path(pattern)?,
-            nodes,
-            callback: callback.to_string(),
+            key: Key::Nodes(nodes),
+            then: Then::Callback(callback.to_string()),
             fold,
             func,
+        })
+    }
+
+    fn wildcards(pattern: &'a Expr, rest: &[Expr], func: &str) -> Option<Grouping<'a>> {
+        let (fold, label) = aggregate_fold(func)?;
+        Some(Grouping {
+            pattern: plain_path(pattern)?,
+            key: Key::Without(positions(rest)?),
+            then: Then::Aggregate(func.to_string()),
+            fold,
+            func: label,
+        })
+    }
+
+    /// The group of a plain path's series, named after it with no other tag.
+    fn key_of(&self, path: &str) -> String {
+        match &self.key {
+            Key::Nodes(nodes) => functions::agg_key(&Series::new(path, 0, 0, 1, Vec::new()), nodes),
+            Key::Without(positions) => functions::wildcard_key(path, positions),
+        }
+    }
+
+    /// What the call makes of a group's series (at least one).
+    fn make(&self, ctx: &Context<'_>, list: Vec<Series>) -> Result<Option<Series>, EvalError> {
+        Ok(match &self.then {
+            Then::Callback(callback) => Some(functions::apply_callback(ctx, callback, list)?),
+            Then::Aggregate(func) => {
+                functions::aggregate::aggregate(vec![list], func, Some(ctx.xff()))?.pop()
+            }
         })
     }
 
@@ -192,11 +272,7 @@ impl<'a> Grouping<'a> {
         let mut groups: Vec<Vec<String>> = Vec::new();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for path in paths.iter() {
-            // A plain path's series is named after it and has no other tag.
-            let key = functions::agg_key(
-                &Series::new(path.as_str(), 0, 0, 1, Vec::new()),
-                &self.nodes,
-            );
+            let key = self.key_of(path);
             let i = *by_key.entry(key.clone()).or_insert_with(|| {
                 keys.push(key);
                 groups.push(Vec::new());
@@ -213,22 +289,25 @@ impl<'a> Grouping<'a> {
         // (position of the group's first member found, its series)
         let mut out: Vec<(usize, Series)> = Vec::with_capacity(groups.len());
         for ((key, members), fetched) in keys.into_iter().zip(&groups).zip(fetched) {
-            let (first, mut series) = match fetched {
+            let (first, series) = match fetched {
                 Fetched::Folded(folded) => {
                     count_folded(ctx, folded.names.len(), folded.slots.len())?;
                     if folded.names.is_empty() {
                         continue;
                     }
                     let series = folded.finish_as(self.fold, self.func, self.pattern, ctx.xff());
-                    (members[0].as_str().to_string(), series)
+                    (members[0].clone(), Some(series))
                 }
                 Fetched::Series(fetched) => {
                     let list = finish_fetch(ctx, self.pattern, fetched)?;
                     let Some(first) = list.first().map(|s| s.name.clone()) else {
                         continue;
                     };
-                    (first, functions::apply_callback(ctx, &self.callback, list)?)
+                    (first, self.make(ctx, list)?)
                 }
+            };
+            let Some(mut series) = series else {
+                continue;
             };
             series.name = key;
             let position = paths.binary_search(&first).unwrap_or(usize::MAX);

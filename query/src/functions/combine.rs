@@ -228,14 +228,7 @@ fn aggregate_lists(first: Vec<Series>, second: Vec<Series>, func: &str, xff: Opt
 fn with_wildcards(list: Vec<Series>, func: &str, positions: &[i64], xff: Option<f64>) -> Out {
     let mut groups: Vec<(String, Vec<Series>)> = Vec::new();
     for s in list {
-        let key = s
-            .name
-            .split('.')
-            .enumerate()
-            .filter(|(i, _)| !positions.contains(&(*i as i64)))
-            .map(|(_, p)| p)
-            .collect::<Vec<_>>()
-            .join(".");
+        let key = wildcard_key(&s.name, positions);
         push_group(&mut groups, key, s);
     }
     let mut out = Vec::new();
@@ -246,6 +239,17 @@ fn with_wildcards(list: Vec<Series>, func: &str, positions: &[i64], xff: Option<
         }
     }
     Ok(out)
+}
+
+/// The group a `*WithWildcards` call puts a series named `name` in: its
+/// name without the nodes at `positions`.
+pub(crate) fn wildcard_key(name: &str, positions: &[i64]) -> String {
+    name.split('.')
+        .enumerate()
+        .filter(|(i, _)| !positions.contains(&(*i as i64)))
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// `divideSeries` of one pair: both brought to the lcm of their steps.

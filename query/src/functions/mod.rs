@@ -20,6 +20,7 @@ mod shift;
 mod transform;
 mod window;
 
+pub(crate) use combine::wildcard_key;
 pub(crate) use group::apply_callback;
 pub(crate) use helpers::agg_key;
 
