@@ -239,6 +239,11 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         format!("/render?target=aggregateWithWildcards(g.*.*,'total',-1,1)&{range}"),
         format!("/render?target=aggregateWithWildcards(g.*.*,'median',1)&{range}"),
         format!("/render?target=sumSeriesWithWildcards(f.*,1)&{range}"),
+        format!("/render?target=aggregate(c.*,'sum')&{range}"),
+        format!("/render?target=aggregate(c.*,'avg',0.5)&{range}"),
+        format!("/render?target=aggregate(c.m1*,'max',1)&{range}"),
+        format!("/render?target=aggregate(f.*,'total')&{range}"),
+        format!("/render?target=aggregate(g.*.*,'minSeries',0.9)&{range}"),
     ] {
         let want = render(&lone, &q);
         for n in &cluster.nodes {

@@ -1,5 +1,6 @@
 //! Calls the source may fold where the data is ([`crate::fold`]): an
-//! aggregation over plain path expressions (`sumSeries(a.*, b.*)`), and
+//! aggregation over plain path expressions (`sumSeries(a.*, b.*)`,
+//! `aggregate(a.*, "sum")`), and
 //! `groupByNode`/`groupByNodes` and the `*WithWildcards` aggregations over
 //! one with a function that folds, whose groups are folded side by side in
 //! one fetch.
@@ -33,18 +34,53 @@ fn plain_path(e: &Expr) -> Option<&str> {
     }
 }
 
-/// A call of a [`Fold`] whose arguments are all plain path expressions.
-fn foldable(call: &Call) -> Option<(Fold, Vec<&str>)> {
-    let fold = Fold::of(&call.name)?;
+/// A call of a [`Fold`] over plain path expressions: `sumSeries(a.*, b.*)`
+/// or `aggregate(a.*, "sum"[, xFilesFactor])`.
+struct Foldable<'a> {
+    fold: Fold,
+    /// The name `aggregate` gives the function (`totalSeries(…)`).
+    func: &'static str,
+    patterns: Vec<&'a str>,
+    /// The literal arguments after the paths, for the call made when the
+    /// members do not fold.
+    rest: &'a [Expr],
+    /// `aggregate`'s own xFilesFactor.
+    xff: Option<f64>,
+}
+
+fn foldable(call: &Call) -> Option<Foldable<'_>> {
     if !call.kwargs.is_empty() || call.args.is_empty() {
         return None;
     }
+    if call.name == "aggregate" {
+        let (path, func, xff) = match call.args.as_slice() {
+            [p, Expr::Str(f)] => (p, f, None),
+            [p, Expr::Str(f), Expr::Float(x)] => (p, f, Some(*x)),
+            [p, Expr::Str(f), Expr::Int(x)] => (p, f, Some(*x as f64)),
+            _ => return None,
+        };
+        let (fold, func) = aggregate_fold(func)?;
+        return Some(Foldable {
+            fold,
+            func,
+            patterns: vec![plain_path(path)?],
+            rest: &call.args[1..],
+            xff,
+        });
+    }
+    let fold = Fold::of(&call.name)?;
     let patterns = call
         .args
         .iter()
         .map(plain_path)
         .collect::<Option<Vec<&str>>>()?;
-    Some((fold, patterns))
+    Some(Foldable {
+        fold,
+        func: fold.as_str(),
+        patterns,
+        rest: &[],
+        xff: None,
+    })
 }
 
 /// Whether `fetched_so_far` and `paths` stay within the request's bound and
@@ -68,11 +104,14 @@ fn count_folded(ctx: &Context<'_>, names: usize, slots: usize) -> Result<(), Eva
 /// Evaluates a [`foldable`] call: its members fetched together, folded by
 /// the source where it can, else aggregated here as any call. `None`
 /// when it must be evaluated as any call.
-fn fold_call(
-    ctx: &Context<'_>,
-    call: &Call,
-    (fold, patterns): (Fold, Vec<&str>),
-) -> Result<Option<Value>, EvalError> {
+fn fold_call(ctx: &Context<'_>, call: &Call, f: Foldable<'_>) -> Result<Option<Value>, EvalError> {
+    let Foldable {
+        fold,
+        func,
+        patterns,
+        rest,
+        xff,
+    } = f;
     let mut found = Vec::with_capacity(patterns.len());
     for pattern in &patterns {
         found.push(find_paths(ctx, pattern)?);
@@ -101,6 +140,9 @@ fn fold_call(
                 let mine: Vec<Option<Series>> = fetched.by_ref().take(paths.len()).collect();
                 args.push(Value::Series(finish_fetch(ctx, pattern, mine)?));
             }
+            for literal in rest {
+                args.push(super::evaluate(ctx, literal)?);
+            }
             functions::call(ctx, Some(call), &call.name, args, Vec::new())?
         }
         Fetched::Folded(folded) => {
@@ -122,7 +164,8 @@ fn fold_call(
                     unique.push(e);
                 }
             }
-            Value::Series(vec![folded.finish(fold, &unique.join(","), ctx.xff())])
+            let xff = xff.unwrap_or(ctx.xff());
+            Value::Series(vec![folded.finish_as(fold, func, &unique.join(","), xff)])
         }
     }))
 }
