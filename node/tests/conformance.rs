@@ -302,6 +302,23 @@ fn render_json_matches_recorded_graphite_web() {
     );
 }
 
+/// The whisper files under `dir`, at any depth.
+fn wsp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "wsp") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 /// The same recorded targets asked of a 3-node cluster at replication 2,
 /// each fixture file on the two members the cluster's ring gives it (so
 /// nothing moves): merged reads, folds and groupByNode's folded groups
@@ -317,18 +334,7 @@ fn a_cluster_answers_the_recorded_targets_as_graphite_web() {
         .map(|id| Destination::parse(&format!("127.0.0.1:2004:{id}")).unwrap())
         .collect();
     let ring = Ring::new(Method::CarbonCh, members, 2, false).unwrap();
-    let mut files = Vec::new();
-    let mut stack = vec![whole.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
+    let files = wsp_files(&whole);
     for file in &files {
         let rel = file.strip_prefix(&whole).unwrap();
         let name = rel.with_extension("").to_string_lossy().replace('/', ".");
@@ -346,21 +352,7 @@ fn a_cluster_answers_the_recorded_targets_as_graphite_web() {
     let failures = differences_from_records(&cluster.nodes[0]);
     let folded = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"folded\"}");
     let held: Vec<usize> = (1..=3)
-        .map(|id| {
-            let mut n = 0;
-            let mut stack = vec![dir.path().join(format!("n{id}/whisper"))];
-            while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                    let path = e.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if path.extension().is_some_and(|x| x == "wsp") {
-                        n += 1;
-                    }
-                }
-            }
-            n
-        })
+        .map(|id| wsp_files(&dir.path().join(format!("n{id}/whisper"))).len())
         .collect();
     cluster.stop();
     assert!(
