@@ -238,15 +238,19 @@ fn a_cluster_answers_tags_on_every_member_as_one_node() {
     }
     send(relay.addr("t-line"), &lines);
     send(lone.addr("line"), &lines);
+    // `now` fixed: a range ending in the future ends at the clock
+    // otherwise, and the members are asked later than the lone node.
     let queries = [
         format!(
-            "/render?target=seriesByTag('name=cpu.load','dc=dc1')&from={}&until={}&format=json",
+            "/render?target=seriesByTag('name=cpu.load','dc=dc1')&from={}&until={}&now={}&format=json",
             now - 60,
+            now + 60,
             now + 60
         ),
         format!(
-            "/render?target=groupByTags(seriesByTag('name=~cpu|mem','role=web'),'sum','dc')&from={}&until={}&format=json",
+            "/render?target=groupByTags(seriesByTag('name=~cpu|mem','role=web'),'sum','dc')&from={}&until={}&now={}&format=json",
             now - 60,
+            now + 60,
             now + 60
         ),
         "/tags/autoComplete/values?tag=host&expr=dc=dc2&expr=role=db".to_string(),
