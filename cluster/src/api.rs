@@ -559,6 +559,9 @@ struct FetchBody {
     from: i64,
     until: i64,
     now: i64,
+    /// For each path, the only slots wanted (`crate::window`), if any.
+    #[serde(default)]
+    windows: Vec<Option<crate::window::Window>>,
 }
 
 /// This node's own data for some paths, in `wire::encode`'s form
@@ -567,11 +570,19 @@ async fn fetch(State(app): State<App>, Body(body): Body<FetchBody>) -> Response 
     let store = app.store.clone();
     let fetched = tokio::task::spawn_blocking(move || {
         let source = StoreSource(store);
+        let mut windows = body.windows.into_iter();
         let series: Vec<_> = source
             .fetch_many(&body.paths, body.from, body.until, body.now)
             .unwrap_or_default()
             .into_iter()
-            .flatten()
+            .map(|s| (s, windows.next().flatten()))
+            .filter_map(|(s, window)| {
+                let mut s = s?;
+                if let Some(window) = window {
+                    crate::window::cut(&mut s, window);
+                }
+                Some(s)
+            })
             .collect();
         crate::wire::encode(&series)
     })

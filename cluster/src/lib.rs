@@ -13,7 +13,8 @@
 //! - [`source::ClusterSources`]: reads for the whole cluster as graunt-query
 //!   sources (fan-out to peers, replica merge, partial answers);
 //!   [`fold`]: a member's side of aggregations folded where the data is;
-//!   [`wire`]: series as members send them, read as they arrive.
+//!   [`wire`]: series as members send them, read as they arrive;
+//!   [`window`]: the slots a copy lacks, asked of the other holders.
 //! - [`metrics::ClusterMetrics`]: `graunt_cluster_*` on the node's `/metrics`.
 //! - [`secret::ClusterSecret`]: the credential every call between members,
 //!   relays and `graunt cluster` carries.
@@ -40,6 +41,7 @@ pub mod source;
 mod state;
 mod state_machine;
 pub mod transport;
+pub mod window;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -26,6 +26,7 @@ use serde_json::json;
 use crate::fold::Answer;
 use crate::hashing::Ring;
 use crate::member::ClusterNode;
+use crate::window::Window;
 use crate::wire::{Reader, Replica, SeriesReader};
 use crate::Member;
 
@@ -245,15 +246,17 @@ impl ClusterSource {
     fn start_fetch(
         &self,
         per_peer: &BTreeMap<u64, Vec<String>>,
-        from: i64,
-        until: i64,
-        now: i64,
+        windows: &HashMap<String, Window>,
+        (from, until, now): (i64, i64, i64),
     ) -> Pending<'_, Vec<Replica>> {
-        let calls = self.path_calls(
-            "/cluster/fetch",
-            per_peer,
-            |paths: &Vec<String>| json!({ "paths": paths, "from": from, "until": until, "now": now }),
-        );
+        let calls = self.path_calls("/cluster/fetch", per_peer, |paths: &Vec<String>| {
+            let mut body = json!({ "paths": paths, "from": from, "until": until, "now": now });
+            if !windows.is_empty() {
+                let wanted: Vec<Option<&Window>> = paths.iter().map(|p| windows.get(p)).collect();
+                body["windows"] = json!(wanted);
+            }
+            body
+        });
         self.start(calls, SeriesReader::default)
     }
 
@@ -288,13 +291,25 @@ impl ClusterSource {
     fn fetch_round(
         &self,
         per_member: &BTreeMap<u64, Vec<String>>,
+        range: (i64, i64, i64),
+        copies: &mut HashMap<String, Vec<Replica>>,
+    ) -> Result<(), EvalError> {
+        self.fetch_round_of(per_member, &HashMap::new(), range, copies)
+    }
+
+    /// [`ClusterSource::fetch_round`], asking peers only for the slots in
+    /// `windows` of the paths it names (this node reads its own whole).
+    fn fetch_round_of(
+        &self,
+        per_member: &BTreeMap<u64, Vec<String>>,
+        windows: &HashMap<String, Window>,
         (from, until, now): (i64, i64, i64),
         copies: &mut HashMap<String, Vec<Replica>>,
     ) -> Result<(), EvalError> {
         if per_member.is_empty() {
             return Ok(());
         }
-        let pending = self.start_fetch(per_member, from, until, now);
+        let pending = self.start_fetch(per_member, windows, (from, until, now));
         if let Some(mine) = per_member.get(&self.me) {
             for s in self
                 .local
@@ -377,14 +392,7 @@ fn merge(copies: Vec<Replica>) -> Option<Series> {
     let mut it = copies.into_iter();
     let mut base = it.next()?;
     for other in it {
-        if other.step != base.step || other.start != base.start {
-            continue;
-        }
-        for (slot, v) in base.values.iter_mut().zip(&other.values) {
-            if slot.is_none() {
-                *slot = *v;
-            }
-        }
+        crate::window::fill(&mut base, &other);
     }
     Some(base)
 }
@@ -804,10 +812,23 @@ impl ClusterSource {
         mut copies: HashMap<String, Vec<Replica>>,
     ) -> Result<Vec<Option<Series>>, EvalError> {
         let mut again: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut windows: HashMap<String, Window> = HashMap::new();
         for ((path, asked), ids) in paths.iter().zip(&plan.asked).zip(&plan.candidates) {
             let got = copies.get(path).map_or(&[][..], Vec::as_slice);
             if got.len() >= asked.len() && got.iter().any(|r| r.whole) {
                 continue;
+            }
+            // Only the span of slots the copies lack; the whole range when
+            // a holder sent none.
+            let lacking: Option<Vec<Window>> = got
+                .iter()
+                .map(|r| crate::window::missing(&r.series))
+                .collect();
+            if let Some(window) = lacking
+                .filter(|_| got.len() >= asked.len())
+                .and_then(|w| w.into_iter().reduce(crate::window::union))
+            {
+                windows.insert(path.clone(), window);
             }
             let owners = self.owner_ids(path).unwrap_or_default();
             let others: BTreeSet<u64> = ids
@@ -820,7 +841,7 @@ impl ClusterSource {
                 again.entry(id).or_default().push(path.clone());
             }
         }
-        self.fetch_round(&again, range, &mut copies)?;
+        self.fetch_round_of(&again, &windows, range, &mut copies)?;
         // A path asked twice gets its copies twice.
         let mut left: HashMap<&str, usize> = HashMap::new();
         for path in paths {
