@@ -6,7 +6,9 @@
    places it with replication 2) against the same files on one node.
    Median of sequential POSTs after a warm-up, `now` fixed. The same for
    groupByNode over those and 100 more (two groups, their maximum, which
-   folds on each member however fractional the values) and countSeries.
+   folds on each member however fractional the values) and countSeries;
+   and sumSeries over 300 series that stopped reporting an hour ago (each
+   copy lacks its last hour, which the other holder is asked for).
 2. A membership change: a 4th node joins; for each of 2 relays following
    the cluster (poll every 100 ms), the time from `graunt cluster join`
    returning to the relay's "ring rebuilt" log line, and the rebuild itself.
@@ -49,7 +51,32 @@ TARGETS = [
     ("sumSeries of 1,000 series x 1 day", render.SUM),
     ("groupByNode(…, 'max') of 1,100 series x 1 day, 2 groups", "groupByNode(servers.*.cpu.*,3,'max')"),
     ("countSeries of 1,000 series x 1 day", "countSeries(servers.*.cpu.user)"),
+    ("sumSeries of 300 series x 1 day that stopped an hour ago", "sumSeries(stopped.*.cpu)"),
 ]
+
+STOPPED = r"""
+import sys, whisper, random
+path, seed, now = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+whisper.create(path, [(10, 8640)], xFilesFactor=0.0, aggregationMethod='average')
+r = random.Random(seed)
+points = [(now - i * 10, r.random() * 100) for i in range(360, 8640)]
+whisper.update_many(path, points, now=now)
+"""
+
+
+def build_stopped(python, whisper_dir, series):
+    """Day-long series whose last hour is empty, as from hosts gone an hour ago."""
+    protos = []
+    for i in range(4):
+        p = os.path.join(whisper_dir, "stopped-proto%d.wsp" % i)
+        subprocess.run([python, "-c", STOPPED, p, str(100 + i), str(render.NOW)], check=True)
+        protos.append(p)
+    for n in range(series):
+        d = os.path.join(whisper_dir, "stopped", "host%04d" % n)
+        os.makedirs(d, exist_ok=True)
+        shutil.copyfile(protos[n % len(protos)], os.path.join(d, "cpu.wsp"))
+    for p in protos:
+        os.remove(p)
 
 
 def latency(port, samples, target):
@@ -84,6 +111,7 @@ def main():
         everything = os.path.join(work, "one", "whisper")
         os.makedirs(everything)
         render.build_tree(args.python, everything, 1000)
+        build_stopped(args.python, everything, 300)
         ports = [(render.free_port(), render.free_port()) for _ in range(4)]
         dests = ",".join("127.0.0.1:%d:%d" % (p, i + 1) for i, (_, p) in enumerate(ports[:3]))
         names = []
