@@ -25,7 +25,7 @@ pub enum Answer {
 pub fn answer(fold: Fold, series: Vec<Option<Series>>) -> Answer {
     let all_there = series.iter().all(Option::is_some);
     let copies: Vec<Replica> = series.into_iter().flatten().map(Replica::of).collect();
-    if all_there && (fold == Fold::Count || copies.iter().all(|r| r.whole)) {
+    if all_there && (!fold.reads_values() || copies.iter().all(|r| r.whole)) {
         if let Some(folded) = Folded::of_each(fold, copies.iter().map(|r| Some(&r.series))) {
             return Answer::Folded(folded);
         }

@@ -385,7 +385,8 @@ fn to_nodes(nodes: BTreeMap<String, bool>) -> Vec<find::Node> {
 }
 
 /// One series from several copies: the fullest is the base, and its empty
-/// slots take the other copies' values (same step and start only).
+/// slots take the other copies' values where their slots line up
+/// ([`crate::window::fill`]; a second round's copy covers only a window).
 fn merge(copies: Vec<Replica>) -> Option<Series> {
     let mut copies: Vec<Series> = copies.into_iter().map(|r| r.series).collect();
     copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
@@ -524,7 +525,7 @@ impl Source for ClusterSource {
             // A rebalance under way: copies must be merged.
             self.fetch_round(&plan.per_member, range, &mut copies)?;
             let series = self.complete(&paths, &plan, range, copies)?;
-            return Ok(split(series, groups.iter().map(Vec::len)));
+            return Ok(Fetched::per_group(series, groups.iter().map(Vec::len)));
         }
         let shares = shares(groups, &plan.asked);
         let pending = self.start_folds(fold, &shares, range);
@@ -550,22 +551,19 @@ impl Source for ClusterSource {
                         states[*g].take(id, mine, answer, &mut copies);
                     }
                 }
-                // Up but not folding: a member of an older version answers
-                // 404; an answer that is not what was asked.
-                Ok(_) => share
-                    .iter()
-                    .for_each(|(g, mine)| states[*g].refuse(id, mine)),
-                Err(why) if why.starts_with("answered ") => share
-                    .iter()
-                    .for_each(|(g, mine)| states[*g].refuse(id, mine)),
                 // Down or slow: noted as partial; its paths are asked of
                 // the other holders when the read completes.
-                Err(why) => {
+                Err(why) if !why.starts_with("answered ") => {
                     share.iter().for_each(|(g, _)| states[*g].whole = false);
                     if let Some(peer) = peer {
                         self.note_failure(peer, why);
                     }
                 }
+                // Up but not folding: a member of an older version answers
+                // 404; an answer that is not what was asked.
+                _ => share
+                    .iter()
+                    .for_each(|(g, mine)| states[*g].refuse(id, mine)),
             }
         }
         let mut out: Vec<Option<Fetched>> = Vec::with_capacity(groups.len());
@@ -595,7 +593,7 @@ impl Source for ClusterSource {
             .collect();
         let (left, plan) = plan.only(&paths, &keep);
         let series = self.complete(&left, &plan, range, copies)?;
-        let mut series = split(
+        let mut series = Fetched::per_group(
             series,
             groups
                 .iter()
@@ -617,14 +615,6 @@ impl Source for ClusterSource {
 /// A member's id, the peer when it is not this member, and its answers to
 /// a fold of groups.
 type MemberAnswer<'a> = (u64, Option<&'a Member>, Result<Vec<Answer>, String>);
-
-/// Series fetched for groups together, split into each group's, by size.
-fn split(series: Vec<Option<Series>>, sizes: impl Iterator<Item = usize>) -> Vec<Fetched> {
-    let mut series = series.into_iter();
-    sizes
-        .map(|n| Fetched::Series(series.by_ref().take(n).collect()))
-        .collect()
-}
 
 /// Each member's share of each group: the paths of the group it is asked
 /// for, with the group's index, groups in order. `asked` is the plan's

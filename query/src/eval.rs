@@ -68,13 +68,8 @@ pub trait Source: Sync {
         now: i64,
     ) -> Result<Vec<Fetched>, EvalError> {
         let _ = fold;
-        let mut fetched = self
-            .fetch_many(&groups.concat(), from, until, now)?
-            .into_iter();
-        Ok(groups
-            .iter()
-            .map(|g| Fetched::Series(fetched.by_ref().take(g.len()).collect()))
-            .collect())
+        let fetched = self.fetch_many(&groups.concat(), from, until, now)?;
+        Ok(Fetched::per_group(fetched, groups.iter().map(Vec::len)))
     }
 
     /// The series of many metrics (in order), fetched in parallel on the

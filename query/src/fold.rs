@@ -64,6 +64,12 @@ impl Fold {
             .find(|f| f.as_str() == s)
     }
 
+    /// Whether the fold looks at values (a count looks only at which
+    /// series there are, so a copy with holes counts as well as a whole one).
+    pub fn reads_values(self) -> bool {
+        self != Fold::Count
+    }
+
     fn sums(self) -> bool {
         matches!(self, Fold::Sum | Fold::Average)
     }
@@ -122,7 +128,7 @@ impl Folded {
                 return None;
             }
             names.push(s.name.clone());
-            if fold == Fold::Count {
+            if !fold.reads_values() {
                 continue;
             }
             for (i, v) in s.values.iter().enumerate() {
@@ -265,6 +271,21 @@ pub enum Fetched {
     Series(Vec<Option<Series>>),
     /// Every series asked for, folded.
     Folded(Folded),
+}
+
+impl Fetched {
+    /// Series fetched for several groups together (in the groups' order),
+    /// split into each group's, by the groups' sizes.
+    pub fn per_group(
+        series: Vec<Option<Series>>,
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> Vec<Fetched> {
+        let mut series = series.into_iter();
+        sizes
+            .into_iter()
+            .map(|n| Fetched::Series(series.by_ref().take(n).collect()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
