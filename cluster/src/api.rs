@@ -570,19 +570,12 @@ async fn fetch(State(app): State<App>, Body(body): Body<FetchBody>) -> Response 
     let store = app.store.clone();
     let fetched = tokio::task::spawn_blocking(move || {
         let source = StoreSource(store);
-        let mut windows = body.windows.into_iter();
+        let range = (body.from, body.until, body.now);
         let series: Vec<_> = source
-            .fetch_many(&body.paths, body.from, body.until, body.now)
+            .fetch_windows(&body.paths, range, &body.windows)
             .unwrap_or_default()
             .into_iter()
-            .map(|s| (s, windows.next().flatten()))
-            .filter_map(|(s, window)| {
-                let mut s = s?;
-                if let Some(window) = window {
-                    crate::window::cut(&mut s, window);
-                }
-                Some(s)
-            })
+            .flatten()
             .collect();
         crate::wire::encode(&series)
     })

@@ -1,7 +1,8 @@
-//! The slots a copy of a series lacks, as a window of time, and the cut of
-//! another holder's copy to that window: a read's second round asks the
-//! other holders only for what the first copy lacks (a series that stopped
-//! reporting lacks its last slots, not its whole range).
+//! The slots a copy of a series lacks, as a window of time, and the fill
+//! of those slots from another holder's copy of that window: a read's
+//! second round asks the other holders only for what the first copy lacks
+//! (a series that stopped reporting lacks its last slots, not its whole
+//! range), and they read only that window (`Store::fetch_window`).
 
 use graunt_query::series::Series;
 
@@ -21,29 +22,6 @@ pub fn missing(series: &Series) -> Option<Window> {
 /// The smallest window covering both.
 pub fn union(a: Window, b: Window) -> Window {
     (a.0.min(b.0), a.1.max(b.1))
-}
-
-/// Keeps the slots of `series` that fall in `window` (their times aligned
-/// as before), so a member sends only them.
-pub fn cut(series: &mut Series, (first, end): Window) {
-    let step = series.step.max(1);
-    let len = series.values.len() as i64;
-    let from = first
-        .saturating_sub(series.start)
-        .div_euclid(step)
-        .clamp(0, len);
-    // Round up: a slot that starts before `end` is kept.
-    let until = end
-        .saturating_sub(series.start)
-        .saturating_add(step - 1)
-        .div_euclid(step)
-        .clamp(from, len);
-    series.values.truncate(until as usize);
-    series.values.drain(..from as usize);
-    series.start = series.start.saturating_add(from.saturating_mul(step));
-    series.end = series
-        .start
-        .saturating_add((series.values.len() as i64).saturating_mul(step));
 }
 
 /// Fills the empty slots of `base` from `other` where their slots line up
@@ -89,10 +67,8 @@ mod tests {
         assert_eq!(missing(&lacking), Some((110, 150)));
         assert_eq!(missing(&series(100, &[Some(1.0)])), None);
         assert_eq!(missing(&series(100, &[None, None])), Some((100, 120)));
-        let mut other = series(100, &[Some(1.0), Some(2.0), Some(3.0), Some(4.0), None]);
-        cut(&mut other, (110, 150));
-        assert_eq!((other.start, other.end), (110, 150));
-        assert_eq!(other.values, vec![Some(2.0), Some(3.0), Some(4.0), None]);
+        // The other holder's copy of that window.
+        let other = series(110, &[Some(2.0), Some(3.0), Some(4.0), None]);
         let mut merged = lacking.clone();
         fill(&mut merged, &other);
         assert_eq!(
@@ -102,18 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn cuts_and_fills_stay_inside_the_series() {
-        for (window, want) in [
-            ((0, 1000), (100, 150)),
-            ((125, 126), (120, 130)),
-            ((200, 300), (150, 150)),
-            ((0, 50), (100, 100)),
-        ] {
-            let mut s = series(100, &[Some(1.0); 5]);
-            cut(&mut s, window);
-            assert_eq!((s.start, s.end), want, "{window:?}");
-            assert_eq!(s.values.len() as i64, (s.end - s.start) / 10);
-        }
+    fn fills_stay_inside_the_series() {
         let mut base = series(100, &[None, None]);
         fill(
             &mut base,

@@ -104,6 +104,35 @@ impl Source for StoreSource {
     }
 }
 
+impl StoreSource {
+    /// [`Source::fetch_many`], each path cut to the slots that overlap its
+    /// window (`[first, end)` in time) when it has one, reading only those
+    /// ([`Store::fetch_window`]); `windows` is in the order of `paths`.
+    pub fn fetch_windows(
+        &self,
+        paths: &[String],
+        (from, until, now): (i64, i64, i64),
+        windows: &[Option<(i64, i64)>],
+    ) -> Result<Vec<Option<Series>>, EvalError> {
+        use rayon::prelude::*;
+        let read = |(path, window): (&String, Option<&Option<(i64, i64)>>)| {
+            let fetched = match window.copied().flatten() {
+                Some(w) => self.0.fetch_window(path, (from, until, now), w),
+                None => self.0.fetch(path, from, until, now),
+            };
+            fetched
+                .map(|s| s.map(|s| Series::new(path.as_str(), s.start, s.end, s.step, s.values)))
+                .map_err(|e| EvalError::Storage(e.to_string()))
+        };
+        let windows = (0..paths.len()).map(|i| windows.get(i));
+        if paths.len() < 64 {
+            return paths.iter().zip(windows).map(read).collect();
+        }
+        let pairs: Vec<_> = paths.iter().zip(windows).collect();
+        pairs.into_par_iter().with_min_len(32).map(read).collect()
+    }
+}
+
 /// The metric paths among found nodes.
 pub fn leaves(nodes: Vec<find::Node>) -> Vec<String> {
     nodes

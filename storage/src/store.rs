@@ -370,6 +370,28 @@ impl Store {
         until: i64,
         now: i64,
     ) -> Result<Option<Series>, WhisperError> {
+        self.fetch_in(name, from, until, now, None)
+    }
+
+    /// [`Store::fetch`] of the whole range cut to the slots that overlap
+    /// `window` (`[first, end)` in time), reading only those.
+    pub fn fetch_window(
+        &self,
+        name: &str,
+        (from, until, now): (i64, i64, i64),
+        window: (i64, i64),
+    ) -> Result<Option<Series>, WhisperError> {
+        self.fetch_in(name, from, until, now, Some(window))
+    }
+
+    fn fetch_in(
+        &self,
+        name: &str,
+        from: i64,
+        until: i64,
+        now: i64,
+        window: Option<(i64, i64)>,
+    ) -> Result<Option<Series>, WhisperError> {
         // A name from a request is not trusted to stay inside the tree.
         if crate::metric::validate_name(name).is_err() {
             return Ok(None);
@@ -379,7 +401,10 @@ impl Store {
         let cached = self.cache.get(name);
         let (series, header) = match WhisperFile::open(self.path_of(name)) {
             Ok(file) => (
-                file.fetch(from, Some(until), now, None)?,
+                match window {
+                    Some(w) => file.fetch_window(from, Some(until), now, w)?,
+                    None => file.fetch(from, Some(until), now, None)?,
+                },
                 file.header().clone(),
             ),
             Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -389,7 +414,7 @@ impl Store {
                 let (archives, opts) = self.rules_for(name);
                 let header = whisper::layout(&archives, &opts)?;
                 let blank = Zeros(header.archives.last().map_or(0, |a| a.end()));
-                let series = whisper::fetch(
+                let series = whisper::fetch_window(
                     &blank,
                     &header,
                     Path::new(name),
@@ -397,6 +422,7 @@ impl Store {
                     Some(until),
                     now,
                     None,
+                    window.unwrap_or((i64::MIN, i64::MAX)),
                 )?;
                 (series, header)
             }

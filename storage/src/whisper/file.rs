@@ -354,6 +354,32 @@ impl WhisperFile {
         fetch::fetch(&view, &self.header, &self.path, from, until, now, archive)
     }
 
+    /// [`fetch`](Self::fetch) of the whole range without an archive
+    /// chosen, reading only the slots that overlap `window`: see
+    /// [`fetch_window`](super::fetch::fetch_window).
+    pub fn fetch_window(
+        &self,
+        from: i64,
+        until: Option<i64>,
+        now: i64,
+        window: (i64, i64),
+    ) -> Result<Option<Series>> {
+        let view = Prefetched {
+            inner: &self.file,
+            head: &self.head,
+        };
+        fetch::fetch_window(
+            &view,
+            &self.header,
+            &self.path,
+            from,
+            until,
+            now,
+            None,
+            window,
+        )
+    }
+
     /// `whisper.update`: see [`update`](super::update).
     pub fn update(&mut self, value: f64, timestamp: Option<i64>, now: i64) -> Result<()> {
         self.paged(|blocks, header, path| {
