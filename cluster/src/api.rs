@@ -544,7 +544,7 @@ async fn fold_groups(
         let series = StoreSource(store)
             .fetch_many(&groups.concat(), from, until, now)
             .unwrap_or_default();
-        encode(&crate::fold::answer_groups(fold, &groups, series))
+        encode(&crate::fold::answer_groups(fold, &groups, series, false))
     })
     .await;
     match answered {

@@ -17,17 +17,27 @@ pub enum Answer {
     Folded(Folded),
     /// The copies it has, as `/cluster/fetch` answers.
     Series(Vec<Replica>),
+    /// Every copy is there and whole, but their values do not fold
+    /// exactly (fractions): the asker folds the group over parts of its
+    /// range instead (`crate::slots`), so the series need not travel.
+    /// Only to an asker that said it understands this.
+    Inexact,
 }
 
 /// Folds what a member read for `paths` when every path is there, whole
 /// (a copy with a hole would be completed from another member; a count
-/// does not look at values) and foldable; else the series.
-pub fn answer(fold: Fold, series: Vec<Option<Series>>) -> Answer {
+/// does not look at values) and foldable; else the series, or
+/// [`Answer::Inexact`] when only the values stood in the way and
+/// `refuse_inexact` says the asker understands it.
+pub fn answer(fold: Fold, series: Vec<Option<Series>>, refuse_inexact: bool) -> Answer {
     let all_there = series.iter().all(Option::is_some);
     let copies: Vec<Replica> = series.into_iter().flatten().map(Replica::of).collect();
     if all_there && (!fold.reads_values() || copies.iter().all(|r| r.whole)) {
         if let Some(folded) = Folded::of_each(fold, copies.iter().map(|r| Some(&r.series))) {
             return Answer::Folded(folded);
+        }
+        if refuse_inexact && !copies.is_empty() {
+            return Answer::Inexact;
         }
     }
     Answer::Series(copies)
@@ -39,20 +49,29 @@ pub fn answer_groups(
     fold: Fold,
     groups: &[Vec<String>],
     series: Vec<Option<Series>>,
+    refuse_inexact: bool,
 ) -> Vec<Answer> {
     let mut series = series.into_iter();
     groups
         .iter()
-        .map(|g| answer(fold, series.by_ref().take(g.len()).collect()))
+        .map(|g| {
+            answer(
+                fold,
+                series.by_ref().take(g.len()).collect(),
+                refuse_inexact,
+            )
+        })
         .collect()
 }
 
 /// An [`Answer`] on the wire: `F` and a fold (a `u32` name count, each
 /// name as a `u32` length and its bytes, `start`, `end`, `step` as `i64`,
 /// the magnitude as `f64`, a `u32` slot count, each slot as `f64` and
-/// `u32`), or `S` and [`crate::wire::encode`]'s series; little-endian.
+/// `u32`), `S` and [`crate::wire::encode`]'s series, or `I` alone;
+/// little-endian.
 pub fn encode(answer: &Answer) -> Vec<u8> {
     match answer {
+        Answer::Inexact => b"I".to_vec(),
         Answer::Series(copies) => crate::wire::encode_after(b"S", copies.iter().map(|r| &r.series)),
         Answer::Folded(f) => {
             let names: usize = f.names.iter().map(|n| 4 + n.len()).sum();
@@ -112,6 +131,7 @@ impl Reader for AnswerReader {
                 self.folded.extend_from_slice(piece);
                 true
             }
+            Some(b'I') => piece.is_empty(),
             _ => false,
         }
     }
@@ -120,6 +140,7 @@ impl Reader for AnswerReader {
         match self.kind? {
             b'S' => self.series.finish().map(Answer::Series),
             b'F' => decode_folded(&self.folded),
+            b'I' => Some(Answer::Inexact),
             _ => None,
         }
     }
@@ -259,6 +280,7 @@ mod tests {
                 series("a.1", &[Some(1.0), Some(2.0), Some(3.0)]),
                 series("a.2", &[Some(4.0), Some(5.0), None]),
             ],
+            false,
         );
         let Answer::Folded(f) = &a else {
             panic!("not folded: {a:?}")
@@ -275,15 +297,29 @@ mod tests {
             (Fold::Sum, vec![series("a.1", &[Some(1.5)])]),
             (Fold::Max, vec![series("a.1", &[Some(1.0)]), None]),
         ] {
-            let a = answer(fold, input);
+            let a = answer(fold, input.clone(), false);
             assert!(matches!(a, Answer::Series(_)), "{a:?}");
             assert_eq!(decode(&encode(&a)), Some(a));
+            // Refusing a fold is only for copies that are all there, whole.
+            let refused = answer(fold, input, true);
+            let fractions = fold == Fold::Sum && matches!(refused, Answer::Inexact);
+            assert!(
+                fractions || matches!(refused, Answer::Series(_)),
+                "{refused:?}"
+            );
         }
-        let Answer::Folded(_) = answer(Fold::Max, vec![series("a.1", &[Some(1.5), Some(2.0)])])
-        else {
+        let fractions = answer(Fold::Sum, vec![series("a.1", &[Some(1.5)])], true);
+        assert_eq!(fractions, Answer::Inexact);
+        assert_eq!(decode(&encode(&fractions)), Some(Answer::Inexact));
+        assert_eq!(decode(b"Ix"), None, "an inexact answer has no body");
+        let Answer::Folded(_) = answer(
+            Fold::Max,
+            vec![series("a.1", &[Some(1.5), Some(2.0)])],
+            false,
+        ) else {
             panic!("extremes of fractions fold")
         };
-        let bytes = encode(&answer(Fold::Sum, vec![series("a", &[Some(1.0)])]));
+        let bytes = encode(&answer(Fold::Sum, vec![series("a", &[Some(1.0)])], false));
         for cut in 0..bytes.len() {
             assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
         }
@@ -305,6 +341,7 @@ mod tests {
                 series("b.1", &[Some(0.5), Some(1.0)]),
                 None,
             ],
+            false,
         );
         assert!(matches!(answers[0], Answer::Folded(_)));
         assert!(matches!(&answers[1], Answer::Series(s) if s.len() == 1));

@@ -384,12 +384,17 @@ fn to_nodes(nodes: BTreeMap<String, bool>) -> Vec<find::Node> {
         .collect()
 }
 
-/// One series from several copies: the fullest is the base, and its empty
+/// One series from several copies: of those spanning the most slots (a
+/// second round's copy covers only a window, and must not become the
+/// series however full it is), the fullest is the base, and its empty
 /// slots take the other copies' values where their slots line up
-/// ([`crate::window::fill`]; a second round's copy covers only a window).
+/// ([`crate::window::fill`]).
 fn merge(copies: Vec<Replica>) -> Option<Series> {
     let mut copies: Vec<Series> = copies.into_iter().map(|r| r.series).collect();
-    copies.sort_by_key(|s| std::cmp::Reverse(s.values.iter().filter(|v| v.is_some()).count()));
+    copies.sort_by_key(|s| {
+        let known = s.values.iter().filter(|v| v.is_some()).count();
+        std::cmp::Reverse((s.values.len() * s.step.max(1) as usize, known))
+    });
     let mut it = copies.into_iter();
     let mut base = it.next()?;
     for other in it {
@@ -534,7 +539,7 @@ impl Source for ClusterSource {
         if let Some(share) = shares.get(&self.me) {
             let mine: Vec<Vec<String>> = share.iter().map(|(_, p)| p.clone()).collect();
             let series = self.local.fetch_many(&mine.concat(), from, until, now)?;
-            let answer = crate::fold::answer_groups(fold, &mine, series);
+            let answer = crate::fold::answer_groups(fold, &mine, series, false);
             answers.push((self.me, None, Ok(answer)));
         }
         for (peer, result) in asked.into_iter().zip(self.finish_results(pending)) {
@@ -646,6 +651,9 @@ struct GroupFold {
     /// Who folded which paths: asked for their series if the group cannot
     /// be folded after all.
     folded_by: Vec<(u64, Vec<String>)>,
+    /// A member had every copy of its share whole but could not fold the
+    /// values exactly: the group is folded over parts of its range.
+    inexact: bool,
 }
 
 impl Default for GroupFold {
@@ -654,6 +662,7 @@ impl Default for GroupFold {
             whole: true,
             parts: Vec::new(),
             folded_by: Vec::new(),
+            inexact: false,
         }
     }
 }
@@ -678,6 +687,10 @@ impl GroupFold {
                 for r in series {
                     copies.entry(r.series.name.clone()).or_default().push(r);
                 }
+            }
+            Answer::Inexact => {
+                self.inexact = true;
+                self.refuse(id, mine);
             }
             Answer::Folded(_) => self.refuse(id, mine),
         }
@@ -919,5 +932,19 @@ mod tests {
         let fine = copy(10, vec![Some(1.0), None, None, None]);
         let m = merge(vec![fine, coarse]).unwrap();
         assert_eq!(m.step, 20, "the fuller copy wins; other steps do not mix");
+    }
+
+    #[test]
+    fn a_window_of_the_range_never_becomes_the_series() {
+        // A copy with most of its slots empty; the other holder sent only
+        // the window it lacks, which holds more values than it does.
+        let sparse = Series::new("m", 0, 50, 10, vec![Some(1.0), None, None, None, Some(5.0)]);
+        let window = Series::new("m", 10, 40, 10, vec![Some(2.0), Some(3.0), Some(4.0)]);
+        let m = merge(vec![Replica::of(sparse), Replica::of(window)]).unwrap();
+        assert_eq!((m.start, m.end), (0, 50));
+        assert_eq!(
+            m.values,
+            vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0), Some(5.0)]
+        );
     }
 }

@@ -167,6 +167,70 @@ impl Folded {
         })
     }
 
+    /// Folds every series of a group over part of its range in the
+    /// group's order, with the arithmetic of `aggregate` (a sum starts
+    /// from 0 and adds left to right), so the fold is graphite's whatever
+    /// the values: a member that holds (or was sent) all of a group's
+    /// series for some slots answers those slots exactly. `None` when a
+    /// series is missing, the times differ or a value is NaN.
+    pub fn ordered(fold: Fold, series: &[Option<Series>]) -> Option<Folded> {
+        let first = series.first()?.as_ref()?;
+        let (start, end, step, len) = (first.start, first.end, first.step, first.values.len());
+        let mut slots = vec![(0.0f64, 0u32); len];
+        let mut names = Vec::with_capacity(series.len());
+        for s in series {
+            let s = s.as_ref()?;
+            if (s.start, s.end, s.step, s.values.len()) != (start, end, step, len) {
+                return None;
+            }
+            names.push(s.name.clone());
+            if !fold.reads_values() {
+                continue;
+            }
+            for (slot, v) in slots.iter_mut().zip(&s.values) {
+                let Some(v) = *v else { continue };
+                if v.is_nan() {
+                    return None;
+                }
+                slot.0 = match fold {
+                    Fold::Sum | Fold::Average if slot.1 == 0 => 0.0 + v,
+                    Fold::Sum | Fold::Average => slot.0 + v,
+                    _ if slot.1 == 0 => v,
+                    Fold::Min if v < slot.0 => v,
+                    Fold::Max if v > slot.0 => v,
+                    _ => slot.0,
+                };
+                slot.1 += 1;
+            }
+        }
+        Some(Folded {
+            names,
+            start,
+            end,
+            step,
+            slots,
+            magnitude: 0.0,
+        })
+    }
+
+    /// Folds of the same series over consecutive slots ([`Folded::ordered`]
+    /// of each part of a range) joined into the fold of the whole range;
+    /// `None` unless each part names the same series, the parts share
+    /// their step and each begins where the one before it ends (a part
+    /// without slots is left out).
+    pub fn concat(parts: Vec<Folded>) -> Option<Folded> {
+        let mut parts = parts.into_iter().filter(|p| !p.slots.is_empty());
+        let mut out = parts.next()?;
+        for p in parts {
+            if p.names != out.names || p.step != out.step || p.start != out.end {
+                return None;
+            }
+            out.end = p.end;
+            out.slots.extend(p.slots);
+        }
+        out.is_sound().then_some(out)
+    }
+
     /// Whether a part (from a peer, over the network) is one [`Folded::of`]
     /// could have made: its slots fill its times, no slot counts more
     /// series than it names, its magnitude is an exact one.
@@ -340,6 +404,70 @@ mod tests {
             aggregated(Fold::Sum, &one, 0.0),
             "one member keeps its name as a tag"
         );
+    }
+
+    #[test]
+    fn ordered_folds_of_consecutive_slots_give_what_aggregate_gives() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for round in 0..200 {
+            let len = 1 + rng.usize(..30);
+            let all: Vec<Option<Series>> = (0..1 + rng.usize(..12))
+                .map(|i| {
+                    let values: Vec<Option<f64>> = (0..len)
+                        .map(|_| match rng.u8(..5) {
+                            0 => None,
+                            1 => Some(-0.0),
+                            _ => Some((rng.f64() - 0.5) * 10f64.powi(rng.i32(-3..16))),
+                        })
+                        .collect();
+                    series(&format!("a.{i}"), &values)
+                })
+                .collect();
+            let cut = rng.usize(..=len);
+            let part = |lo: usize, hi: usize| -> Vec<Option<Series>> {
+                all.iter()
+                    .map(|s| {
+                        let s = s.as_ref()?;
+                        let mut p = s.clone();
+                        p.values = s.values[lo..hi].to_vec();
+                        p.start = s.start + 10 * lo as i64;
+                        p.end = s.start + 10 * hi as i64;
+                        Some(p)
+                    })
+                    .collect()
+            };
+            for fold in [Fold::Sum, Fold::Average, Fold::Min, Fold::Max] {
+                let xff = [0.0, 0.5, 1.0][rng.usize(..3)];
+                let parts = vec![
+                    Folded::ordered(fold, &part(0, cut)).unwrap(),
+                    Folded::ordered(fold, &part(cut, len)).unwrap(),
+                ];
+                let got = Folded::concat(parts).unwrap().finish(fold, "a.*", xff);
+                let want = aggregated(fold, &all, xff);
+                assert_eq!(
+                    format!("{:?}", got.values),
+                    format!("{:?}", want.values),
+                    "round {round} {fold:?} cut at {cut}"
+                );
+                assert_eq!(
+                    (got.name, got.start, got.end),
+                    (want.name, want.start, want.end)
+                );
+            }
+        }
+        let a = Folded::ordered(Fold::Sum, &[series("a", &[Some(1.0)])]).unwrap();
+        let mut gap = a.clone();
+        gap.start += 20;
+        gap.end += 20;
+        assert!(
+            Folded::concat(vec![a.clone(), gap]).is_none(),
+            "a slot missing between parts"
+        );
+        let mut other = a.clone();
+        other.start += 10;
+        other.end += 10;
+        other.names = vec!["b".into()];
+        assert!(Folded::concat(vec![a, other]).is_none(), "other series");
     }
 
     #[test]
