@@ -115,6 +115,10 @@ pub fn routes(
             "/cluster/folds",
             post(folds).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
+        .route(
+            "/cluster/slots",
+            post(slots).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .with_state(App {
             node: node.clone(),
             store,
@@ -500,7 +504,8 @@ async fn fold(State(app): State<App>, Body(body): Body<FoldBody>) -> Response {
         until,
         now,
     } = body;
-    fold_groups(app, fold, vec![paths], (from, until, now), |answers| {
+    let range = (from, until, now);
+    fold_groups(app, fold, vec![paths], range, false, |answers| {
         answers.first().map(crate::fold::encode).unwrap_or_default()
     })
     .await
@@ -513,16 +518,34 @@ struct FoldsBody {
     from: i64,
     until: i64,
     now: i64,
+    /// The asker folds groups of fractions by parts of the range
+    /// (`/cluster/slots`): answer those `Inexact` rather than with series.
+    #[serde(default)]
+    refuse_inexact: bool,
 }
 
 /// [`fold`] for each of several groups of paths, in one read
 /// (`crate::fold::encode_groups`).
 async fn folds(State(app): State<App>, Body(body): Body<FoldsBody>) -> Response {
     let range = (body.from, body.until, body.now);
-    fold_groups(app, body.fold, body.groups, range, |answers| {
-        crate::fold::encode_groups(answers)
-    })
+    fold_groups(
+        app,
+        body.fold,
+        body.groups,
+        range,
+        body.refuse_inexact,
+        |answers| crate::fold::encode_groups(answers),
+    )
     .await
+}
+
+fn parse_fold(fold: &str) -> Result<graunt_query::fold::Fold, Response> {
+    graunt_query::fold::Fold::parse(fold).ok_or_else(|| {
+        failed(
+            StatusCode::BAD_REQUEST,
+            format!("unknown fold {fold:?} (sum, average, min, max or count)"),
+        )
+    })
 }
 
 /// Reads the paths of `groups` and answers each group's fold, encoded.
@@ -531,24 +554,61 @@ async fn fold_groups(
     fold: String,
     groups: Vec<Vec<String>>,
     (from, until, now): (i64, i64, i64),
+    refuse_inexact: bool,
     encode: fn(&[crate::fold::Answer]) -> Vec<u8>,
 ) -> Response {
-    let Some(fold) = graunt_query::fold::Fold::parse(&fold) else {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            format!("unknown fold {fold:?} (sum, average, min, max or count)"),
-        );
+    let fold = match parse_fold(&fold) {
+        Ok(fold) => fold,
+        Err(refused) => return refused,
     };
     let store = app.store.clone();
     let answered = tokio::task::spawn_blocking(move || {
         let series = StoreSource(store)
             .fetch_many(&groups.concat(), from, until, now)
             .unwrap_or_default();
-        encode(&crate::fold::answer_groups(fold, &groups, series, false))
+        let answers = crate::fold::answer_groups(fold, &groups, series, refuse_inexact);
+        encode(&answers)
     })
     .await;
     match answered {
         Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SlotsBody {
+    fold: String,
+    groups: Vec<Vec<String>>,
+    from: i64,
+    until: i64,
+    now: i64,
+    /// This member's part of the range (`crate::slots::parts`).
+    part: crate::window::Window,
+}
+
+/// Each group folded over this member's part of the range, every series of
+/// it, in order (`crate::slots`): its own copies read here, the others'
+/// part asked of their holders. `crate::fold::encode_groups`' form.
+async fn slots(State(app): State<App>, Body(body): Body<SlotsBody>) -> Response {
+    let fold = match parse_fold(&body.fold) {
+        Ok(fold) => fold,
+        Err(refused) => return refused,
+    };
+    let state = app.node.state.state().await;
+    let handle = tokio::runtime::Handle::current();
+    let answered = tokio::task::spawn_blocking(move || {
+        let source =
+            crate::source::ClusterSource::new(StoreSource(app.store), &app.node, &state, handle)
+                .for_part(body.part);
+        let range = (body.from, body.until, body.now);
+        crate::slots::fold_part(&source, fold, &body.groups, range)
+            .map(|answers| crate::fold::encode_groups(&answers))
+    })
+    .await;
+    match answered {
+        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(Err(e)) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

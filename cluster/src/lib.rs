@@ -37,6 +37,7 @@ pub mod rebalance;
 mod rebalance_api;
 pub mod ring;
 pub mod secret;
+pub mod slots;
 pub mod source;
 mod state;
 mod state_machine;

@@ -15,8 +15,9 @@ pub struct ClusterMetrics {
     /// Calls to `/cluster/*` refused for a missing or wrong credential.
     pub unauthorized: IntCounter,
     /// Aggregations asked of the members as folds, by outcome: `folded`
-    /// (every member sent one folded series) or `series` (some sent their
-    /// series: values not integral, a copy with a hole, a peer down).
+    /// (every member sent one folded series), `parts` (fractions, folded
+    /// by parts of the range, `crate::slots`) or `series` (some sent their
+    /// series: a copy with a hole, a peer down or of an older version).
     pub folds: IntCounterVec,
     term: IntGauge,
     leader: IntGauge,
@@ -74,7 +75,7 @@ impl ClusterMetrics {
         let folds = IntCounterVec::new(
             Opts::new(
                 "folds_total",
-                "Aggregations asked of the members as folds, by outcome (folded, series)",
+                "Aggregations asked of the members as folds, by outcome (folded, parts, series)",
             ),
             &["outcome"],
         )

@@ -79,6 +79,10 @@ pub struct ClusterSource {
     metrics: Arc<crate::metrics::ClusterMetrics>,
     secret: Option<crate::secret::ClusterSecret>,
     transport: crate::transport::Transport,
+    /// The part of every range this source reads, when it reads a part of
+    /// a fold split by time ([`crate::slots`]): this member's own copies
+    /// first, only the part's slots from anyone.
+    part: Option<Window>,
 }
 
 fn is_glob(pattern: &str) -> bool {
@@ -112,7 +116,35 @@ impl ClusterSource {
             metrics: node.metrics.clone(),
             secret: node.secret.clone(),
             transport: node.transport.clone(),
+            part: None,
         }
+    }
+
+    /// The same view of the cluster reading only `part` of each range and
+    /// preferring this member's copies: the asker's find saw every series
+    /// held by its owners, so each is read here when this member owns it
+    /// and from its primary otherwise.
+    pub fn for_part(&self, part: Window) -> ClusterSource {
+        ClusterSource {
+            local: StoreSource(self.local.0.clone()),
+            peers: self.peers.clone(),
+            ring: self.ring.clone(),
+            client: self.client.clone(),
+            handle: self.handle.clone(),
+            timeout: self.timeout,
+            me: self.me,
+            holders: Mutex::new(HashMap::new()),
+            partial: Mutex::new(BTreeMap::new()),
+            metrics: self.metrics.clone(),
+            secret: self.secret.clone(),
+            transport: self.transport.clone(),
+            part: Some(part),
+        }
+    }
+
+    /// The part of the range this source reads, if only a part.
+    pub fn part(&self) -> Option<Window> {
+        self.part
     }
 
     /// The peers holding copies of an exact name, by the ring.
@@ -251,13 +283,20 @@ impl ClusterSource {
     ) -> Pending<'_, Vec<Replica>> {
         let calls = self.path_calls("/cluster/fetch", per_peer, |paths: &Vec<String>| {
             let mut body = json!({ "paths": paths, "from": from, "until": until, "now": now });
-            if !windows.is_empty() {
-                let wanted: Vec<Option<&Window>> = paths.iter().map(|p| windows.get(p)).collect();
+            if !windows.is_empty() || self.part.is_some() {
+                let wanted: Vec<Option<Window>> =
+                    paths.iter().map(|p| self.window_of(p, windows)).collect();
                 body["windows"] = json!(wanted);
             }
             body
         });
         self.start(calls, SeriesReader::default)
+    }
+
+    /// The slots of `path` to read: those its copies lack, or this
+    /// source's part, or (`None`) the whole range.
+    fn window_of(&self, path: &str, windows: &HashMap<String, Window>) -> Option<Window> {
+        windows.get(path).copied().or(self.part)
     }
 
     /// A signed POST of `body(paths)` to `endpoint` of each peer that
@@ -311,22 +350,38 @@ impl ClusterSource {
         }
         let pending = self.start_fetch(per_member, windows, (from, until, now));
         if let Some(mine) = per_member.get(&self.me) {
+            let wanted: Vec<Option<Window>> =
+                mine.iter().map(|p| self.window_of(p, windows)).collect();
             for s in self
                 .local
-                .fetch_many(mine, from, until, now)?
+                .fetch_windows(mine, (from, until, now), &wanted)?
                 .into_iter()
                 .flatten()
             {
-                copies
-                    .entry(s.name.clone())
-                    .or_default()
-                    .push(Replica::of(s));
+                let r = self.judged(Replica::of(s), (from, until));
+                copies.entry(r.series.name.clone()).or_default().push(r);
             }
         }
         for r in self.finish(pending).into_iter().flatten().flatten() {
+            let r = self.judged(r, (from, until));
             copies.entry(r.series.name.clone()).or_default().push(r);
         }
         Ok(())
+    }
+
+    /// A copy of a part of the range ([`ClusterSource::for_part`]) is whole
+    /// only if it also has its part's first slot (unless the part starts
+    /// the range: a younger series) and last slot (unless it ends it: the
+    /// newest slots may not be in yet), since the range goes on past them.
+    fn judged(&self, mut r: Replica, (from, until): (i64, i64)) -> Replica {
+        if let Some((first, end)) = self.part {
+            let v = &r.series.values;
+            let known = |v: Option<&Option<f64>>| v.is_some_and(Option::is_some);
+            let lead = first <= from || known(v.first());
+            let tail = end >= until || known(v.last());
+            r.whole &= v.is_empty() || (lead && tail);
+        }
+        r
     }
 
     /// Sends `/cluster/find` to `peers` without waiting.
@@ -571,15 +626,33 @@ impl Source for ClusterSource {
                     .for_each(|(g, mine)| states[*g].refuse(id, mine)),
             }
         }
+        // Groups whose members had their copies whole but fractions to add:
+        // folded by parts of the range instead of read as series.
+        let inexact: Vec<usize> = (0..groups.len()).filter(|&g| states[g].inexact).collect();
+        let mut by_parts: HashMap<usize, Folded> = HashMap::new();
+        if !inexact.is_empty() {
+            let split: Vec<Vec<String>> = inexact.iter().map(|&g| groups[g].clone()).collect();
+            for (g, folded) in inexact.iter().zip(self.fold_parts(fold, &split, range)) {
+                if let Some(f) = folded {
+                    by_parts.insert(*g, f);
+                }
+            }
+        }
         let mut out: Vec<Option<Fetched>> = Vec::with_capacity(groups.len());
         let mut refetch: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for (state, group) in states.into_iter().zip(groups) {
-            let folded = state
-                .whole
-                .then(|| Folded::combine(fold, state.parts))
-                .flatten()
-                .filter(|f| f.names.len() == group.len());
-            let outcome = if folded.is_some() { "folded" } else { "series" };
+        for (g, (state, group)) in states.into_iter().zip(groups).enumerate() {
+            let (folded, outcome) = match by_parts.remove(&g) {
+                Some(f) => (Some(f), "parts"),
+                None => {
+                    let folded = state
+                        .whole
+                        .then(|| Folded::combine(fold, state.parts))
+                        .flatten()
+                        .filter(|f| f.names.len() == group.len());
+                    let outcome = if folded.is_some() { "folded" } else { "series" };
+                    (folded, outcome)
+                }
+            };
             self.metrics.folds.with_label_values(&[outcome]).inc();
             if folded.is_none() {
                 for (id, paths) in state.folded_by {
@@ -780,10 +853,15 @@ impl ClusterSource {
             // owner without the history yet, an old one with late points),
             // where one copy alone could lack what the other has.
             let owners = self.owner_ids(path).unwrap_or_default();
-            let settled = holders
-                .get(path)
-                .is_some_and(|h| h.len() == owners.len() && owners.iter().all(|o| h.contains(o)));
+            // A part of a split fold was asked because the asker's find saw
+            // every series held by exactly its owners.
+            let settled = holders.get(path).map_or(self.part.is_some(), |h| {
+                h.len() == owners.len() && owners.iter().all(|o| h.contains(o))
+            });
             let chosen = match owners.first() {
+                Some(_) if settled && self.part.is_some() && owners.contains(&self.me) => {
+                    vec![self.me]
+                }
                 Some(&primary) if settled => vec![primary],
                 _ => {
                     all_settled = false;
@@ -877,9 +955,70 @@ impl ClusterSource {
             json!({
                 "fold": fold.as_str(), "groups": groups,
                 "from": from, "until": until, "now": now,
+                // Sums of fractions are folded by parts of the range instead.
+                "refuse_inexact": true,
             })
         });
         self.start(calls, crate::fold::GroupsReader::default)
+    }
+
+    /// Folds each of `groups` by parts of the range ([`crate::slots`]):
+    /// every member, this one too, folds all of each group over its part;
+    /// `None` for a group whose parts do not all come back folded and
+    /// joining (the group is then read as series).
+    fn fold_parts(
+        &self,
+        fold: Fold,
+        groups: &[Vec<String>],
+        (from, until, now): (i64, i64, i64),
+    ) -> Vec<Option<Folded>> {
+        let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
+        ids.push(self.me);
+        ids.sort_unstable();
+        let parts = crate::slots::parts(from, until, ids.len());
+        let part_of = |id: u64| parts[ids.iter().position(|&i| i == id).unwrap_or(0)];
+        let per_peer: BTreeMap<u64, Window> =
+            self.peers.iter().map(|p| (p.id, part_of(p.id))).collect();
+        let calls = self.path_calls("/cluster/slots", &per_peer, |part| {
+            json!({
+                "fold": fold.as_str(), "groups": groups, "part": part,
+                "from": from, "until": until, "now": now,
+            })
+        });
+        let pending = self.start(calls, crate::fold::GroupsReader::default);
+        let mine = self.for_part(part_of(self.me));
+        let mut answers: Vec<(Window, Result<Vec<Answer>, String>)> = vec![(
+            part_of(self.me),
+            crate::slots::fold_part(&mine, fold, groups, (from, until, now))
+                .map_err(|e| e.to_string()),
+        )];
+        let asked: Vec<u64> = pending.peers.iter().map(|p| p.id).collect();
+        for (id, answer) in asked.into_iter().zip(self.finish_results(pending)) {
+            answers.push((part_of(id), answer));
+        }
+        if answers.len() != ids.len() {
+            return vec![None; groups.len()];
+        }
+        answers.sort_by_key(|(part, _)| *part);
+        let mut per_group: Vec<Option<Vec<Folded>>> = vec![Some(Vec::new()); groups.len()];
+        for (_, answer) in answers {
+            let answer = answer.ok().filter(|a| a.len() == groups.len());
+            for (g, slot) in per_group.iter_mut().enumerate() {
+                let folded = match answer.as_ref().map(|a| &a[g]) {
+                    Some(Answer::Folded(f)) => Some(f.clone()),
+                    _ => None,
+                };
+                match (slot.as_mut(), folded) {
+                    (Some(parts), Some(f)) => parts.push(f),
+                    _ => *slot = None,
+                }
+            }
+        }
+        per_group
+            .into_iter()
+            .zip(groups)
+            .map(|(parts, group)| Folded::concat(parts?).filter(|f| f.names == *group))
+            .collect()
     }
 }
 

@@ -153,8 +153,9 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
         calls.contains("graunt_cluster_peer_calls_total{outcome=\"ok\""),
         "{calls}"
     );
-    // Fractional values: sums of them are not folded (the order of
-    // additions shows in the last digits), extremes are.
+    // Fractional values: sums of them are not folded by series (the order
+    // of additions shows in the last digits) but by parts of the range;
+    // extremes are.
     let mut fractions = String::new();
     for i in 0..30 {
         for j in 0..10 {
@@ -252,9 +253,12 @@ fn a_cluster_forms_itself_replicates_and_answers_alike_everywhere() {
     }
     let folded = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"folded\"}");
     let as_series = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"series\"}");
+    let by_parts = cluster.nodes[0].metric("graunt_cluster_folds_total{outcome=\"parts\"}");
     // Integral sums, averages, every min and max, counts, groupByNode's
-    // groups; not the fractional sums.
+    // groups; the sums of fractions by parts of the range; the groups with
+    // a hole as series.
     assert!(folded - folds_before >= 40.0, "{folded} folded");
+    assert!(by_parts >= 5.0, "{by_parts} folded by parts");
     assert!(as_series >= 2.0, "{as_series} sent as series");
     // A glob, an exact metric and an exact branch (found on any node).
     for find in [
