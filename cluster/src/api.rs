@@ -534,18 +534,14 @@ async fn folds(State(app): State<App>, Body(body): Body<FoldsBody>) -> Response 
         body.groups,
         range,
         body.refuse_inexact,
-        |answers| crate::fold::encode_groups(answers),
+        crate::fold::encode_groups,
     )
     .await
 }
 
-fn parse_fold(fold: &str) -> Result<graunt_query::fold::Fold, Response> {
-    graunt_query::fold::Fold::parse(fold).ok_or_else(|| {
-        failed(
-            StatusCode::BAD_REQUEST,
-            format!("unknown fold {fold:?} (sum, average, min, max or count)"),
-        )
-    })
+fn parse_fold(fold: &str) -> Result<graunt_query::fold::Fold, String> {
+    graunt_query::fold::Fold::parse(fold)
+        .ok_or_else(|| format!("unknown fold {fold:?} (sum, average, min, max or count)"))
 }
 
 /// Reads the paths of `groups` and answers each group's fold, encoded.
@@ -559,19 +555,19 @@ async fn fold_groups(
 ) -> Response {
     let fold = match parse_fold(&fold) {
         Ok(fold) => fold,
-        Err(refused) => return refused,
+        Err(why) => return failed(StatusCode::BAD_REQUEST, why),
     };
     let store = app.store.clone();
     let answered = tokio::task::spawn_blocking(move || {
-        let series = StoreSource(store)
-            .fetch_many(&groups.concat(), from, until, now)
-            .unwrap_or_default();
-        let answers = crate::fold::answer_groups(fold, &groups, series, refuse_inexact);
-        encode(&answers)
+        let source = StoreSource(store);
+        let range = (from, until, now);
+        crate::fold::answer_share(fold, &source, &groups, range, refuse_inexact)
+            .map(|answers| encode(&answers))
     })
     .await;
     match answered {
-        Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(Err(e)) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -593,7 +589,7 @@ struct SlotsBody {
 async fn slots(State(app): State<App>, Body(body): Body<SlotsBody>) -> Response {
     let fold = match parse_fold(&body.fold) {
         Ok(fold) => fold,
-        Err(refused) => return refused,
+        Err(why) => return failed(StatusCode::BAD_REQUEST, why),
     };
     let state = app.node.state.state().await;
     let handle = tokio::runtime::Handle::current();

@@ -43,6 +43,66 @@ pub fn answer(fold: Fold, series: Vec<Option<Series>>, refuse_inexact: bool) -> 
     Answer::Series(copies)
 }
 
+/// A member's answers for its share of each group: read from `source`
+/// and [`answer_groups`], except that when `refuse_inexact`, a group whose
+/// first series already has fractions to add is answered
+/// [`Answer::Inexact`] without reading the rest (the asker folds it by
+/// parts of the range).
+pub fn answer_share(
+    fold: Fold,
+    source: &dyn graunt_query::eval::Source,
+    groups: &[Vec<String>],
+    (from, until, now): (i64, i64, i64),
+    refuse_inexact: bool,
+) -> Result<Vec<Answer>, graunt_query::eval::EvalError> {
+    let inexact: Vec<bool> = groups
+        .iter()
+        .map(|g| refuse_inexact && inexact(fold, source, g, (from, until, now)))
+        .collect();
+    let read: Vec<String> = groups
+        .iter()
+        .zip(&inexact)
+        .filter(|(_, i)| !**i)
+        .flat_map(|(g, _)| g.iter().cloned())
+        .collect();
+    let mut series = source.fetch_many(&read, from, until, now)?.into_iter();
+    Ok(groups
+        .iter()
+        .zip(inexact)
+        .map(|(g, inexact)| {
+            if inexact {
+                return Answer::Inexact;
+            }
+            answer(
+                fold,
+                series.by_ref().take(g.len()).collect(),
+                refuse_inexact,
+            )
+        })
+        .collect())
+}
+
+/// Whether the first of `paths` already shows that a sum or average of
+/// them cannot fold exactly (its values have fractions), so the rest need
+/// not be read before answering [`Answer::Inexact`].
+fn inexact(
+    fold: Fold,
+    source: &dyn graunt_query::eval::Source,
+    paths: &[String],
+    (from, until, now): (i64, i64, i64),
+) -> bool {
+    let Some(first) = paths
+        .first()
+        .filter(|_| matches!(fold, Fold::Sum | Fold::Average))
+    else {
+        return false;
+    };
+    match source.fetch(first, from, until, now) {
+        Ok(Some(s)) => Folded::of_each(fold, [Some(&s)]).is_none(),
+        _ => false,
+    }
+}
+
 /// [`answer`] for each group of paths, from the series read for all of
 /// them in the groups' order.
 pub fn answer_groups(

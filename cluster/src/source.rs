@@ -593,8 +593,7 @@ impl Source for ClusterSource {
         let mut answers: Vec<MemberAnswer<'_>> = Vec::new();
         if let Some(share) = shares.get(&self.me) {
             let mine: Vec<Vec<String>> = share.iter().map(|(_, p)| p.clone()).collect();
-            let series = self.local.fetch_many(&mine.concat(), from, until, now)?;
-            let answer = crate::fold::answer_groups(fold, &mine, series, false);
+            let answer = crate::fold::answer_share(fold, &self.local, &mine, range, true)?;
             answers.push((self.me, None, Ok(answer)));
         }
         for (peer, result) in asked.into_iter().zip(self.finish_results(pending)) {

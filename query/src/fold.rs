@@ -187,20 +187,39 @@ impl Folded {
             if !fold.reads_values() {
                 continue;
             }
-            for (slot, v) in slots.iter_mut().zip(&s.values) {
-                let Some(v) = *v else { continue };
-                if v.is_nan() {
-                    return None;
+            // One loop per fold, each tight: a thousand day-long series
+            // are millions of values.
+            let mut nan = false;
+            let pairs = slots.iter_mut().zip(&s.values);
+            match fold {
+                // The sum starts at 0.0, so the first value is `0.0 + v`,
+                // as Python's sum() starting from 0 gives.
+                Fold::Sum | Fold::Average => {
+                    for (slot, v) in pairs {
+                        if let Some(v) = *v {
+                            nan |= v.is_nan();
+                            slot.0 += v;
+                            slot.1 += 1;
+                        }
+                    }
                 }
-                slot.0 = match fold {
-                    Fold::Sum | Fold::Average if slot.1 == 0 => 0.0 + v,
-                    Fold::Sum | Fold::Average => slot.0 + v,
-                    _ if slot.1 == 0 => v,
-                    Fold::Min if v < slot.0 => v,
-                    Fold::Max if v > slot.0 => v,
-                    _ => slot.0,
-                };
-                slot.1 += 1;
+                Fold::Min | Fold::Max => {
+                    let min = fold == Fold::Min;
+                    for (slot, v) in pairs {
+                        if let Some(v) = *v {
+                            nan |= v.is_nan();
+                            let better = if min { v < slot.0 } else { v > slot.0 };
+                            if slot.1 == 0 || better {
+                                slot.0 = v;
+                            }
+                            slot.1 += 1;
+                        }
+                    }
+                }
+                Fold::Count => {}
+            }
+            if nan {
+                return None;
             }
         }
         Some(Folded {
