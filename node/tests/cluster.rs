@@ -702,3 +702,91 @@ fn a_relay_following_the_cluster_keeps_its_rules() {
     legacy.stop(Duration::from_secs(20));
     cluster.stop();
 }
+
+/// Sums of fractions are folded by parts of the range, one per member
+/// (`cluster/src/slots.rs`). Here one copy of each series lacks slots
+/// inside the middle part (in it, at its first slot, at its last, all of
+/// it) that the other copy has: whichever member reads which copy, the
+/// answer must be the lone node's, which holds every point.
+#[test]
+fn sums_of_fractions_by_parts_see_past_a_replica_that_lacks_slots() {
+    use graunt_cluster::hashing::{Destination, Method, Ring};
+    use graunt_storage::whisper::{self, CreateOptions, Retention, WhisperFile};
+    let dir = temp_dir();
+    let now: i64 = 1_700_006_400;
+    let from = now - 86_400;
+    // The parts the asker makes of `from=-1d`: cuts at a third and two.
+    let (second, third) = (from + 28_800, from + 57_600);
+    let members: Vec<Destination> = (1..=3)
+        .map(|id| Destination::parse(&format!("127.0.0.1:2004:{id}")).unwrap())
+        .collect();
+    let ring = Ring::new(Method::CarbonCh, members, 2, false).unwrap();
+    let retention = [Retention {
+        seconds_per_point: 60,
+        points: 1440,
+    }];
+    let write = |path: &std::path::Path, points: &[(i64, f64)]| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        whisper::create(path, &retention, &CreateOptions::default()).unwrap();
+        WhisperFile::open_rw(path)
+            .unwrap()
+            .update_many(points, now)
+            .unwrap();
+    };
+    for i in 0..40i64 {
+        let name = format!("p.m{i:02}");
+        let all: Vec<(i64, f64)> = (1..1440)
+            .map(|k| {
+                (
+                    from + 60 * k,
+                    0.1 * ((i * 7 + k) % 97) as f64 + 1e-3 * i as f64,
+                )
+            })
+            .collect();
+        let lacks = |t: i64| match i % 4 {
+            0 => (second + 3_000..second + 3_300).contains(&t),
+            1 => (second..second + 180).contains(&t),
+            2 => (third - 180..third).contains(&t),
+            _ => (second..third).contains(&t),
+        };
+        let lacking: Vec<(i64, f64)> = all.iter().copied().filter(|p| !lacks(p.0)).collect();
+        let rel = format!("p/m{i:02}.wsp");
+        write(&dir.path().join("lone/whisper").join(&rel), &all);
+        let owners = ring.route(&name);
+        for (k, owner) in owners.iter().enumerate() {
+            let copy = if k == (i as usize / 4) % 2 {
+                &lacking
+            } else {
+                &all
+            };
+            write(
+                &dir.path()
+                    .join(format!("n{}/whisper", owner + 1))
+                    .join(&rel),
+                copy,
+            );
+        }
+    }
+    let lone = Node::start(&dir.path().join("lone"), &[]);
+    let cluster = TestCluster::start(dir.path(), 3, &["--peer-timeout", "20"]);
+    for q in [
+        "sumSeries(p.*)",
+        "averageSeries(p.*)",
+        "sumSeries(p.m0*)",
+        "groupByNode(p.*,0,'sum')",
+        "sumSeriesWithWildcards(p.*,1)",
+        "aggregate(p.*,'avg',0.99)",
+    ] {
+        let q = format!("/render?target={q}&from=-1d&now={now}&format=json");
+        let want = render(&lone, &q);
+        for n in &cluster.nodes {
+            assert_eq!(render(n, &q), want, "{q} on {}", n.addr("http"));
+        }
+    }
+    let by_parts: f64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.metric("graunt_cluster_folds_total{outcome=\"parts\"}"))
+        .sum();
+    assert!(by_parts >= 18.0, "{by_parts} folded by parts");
+}
