@@ -629,7 +629,13 @@ impl Source for ClusterSource {
         // folded by parts of the range instead of read as series.
         let inexact: Vec<usize> = (0..groups.len()).filter(|&g| states[g].inexact).collect();
         let mut by_parts: HashMap<usize, Folded> = HashMap::new();
-        if !inexact.is_empty() {
+        // Not while a peer is failing: it would be waited for again.
+        let all_answered = self
+            .partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if !inexact.is_empty() && all_answered {
             let split: Vec<Vec<String>> = inexact.iter().map(|&g| groups[g].clone()).collect();
             for (g, folded) in inexact.iter().zip(self.fold_parts(fold, &split, range)) {
                 if let Some(f) = folded {
