@@ -565,11 +565,7 @@ async fn fold_groups(
             .map(|answers| encode(&answers))
     })
     .await;
-    match answered {
-        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
-        Ok(Err(e)) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    octets(answered)
 }
 
 #[derive(Deserialize)]
@@ -602,11 +598,7 @@ async fn slots(State(app): State<App>, Body(body): Body<SlotsBody>) -> Response 
             .map(|answers| crate::fold::encode_groups(&answers))
     })
     .await;
-    match answered {
-        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
-        Ok(Err(e)) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    octets(answered)
 }
 
 #[derive(Deserialize)]
@@ -627,17 +619,22 @@ async fn fetch(State(app): State<App>, Body(body): Body<FetchBody>) -> Response 
     let fetched = tokio::task::spawn_blocking(move || {
         let source = StoreSource(store);
         let range = (body.from, body.until, body.now);
-        let series: Vec<_> = source
+        source
             .fetch_windows(&body.paths, range, &body.windows)
-            .unwrap_or_default()
-            .into_iter()
-            .flatten()
-            .collect();
-        crate::wire::encode(&series)
+            .map(|series| crate::wire::encode(series.iter().flatten()))
     })
     .await;
-    match fetched {
-        Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+    octets(fetched)
+}
+
+/// A member's binary answer read on a blocking thread, or a 500 naming
+/// what failed (the asker then asks the other holders).
+fn octets(
+    answered: Result<Result<Vec<u8>, graunt_query::eval::EvalError>, tokio::task::JoinError>,
+) -> Response {
+    match answered {
+        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(Err(e)) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

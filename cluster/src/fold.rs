@@ -1,9 +1,10 @@
 //! A member's side of a folded cluster read (`/cluster/folds`, one answer
 //! per group of paths; `/cluster/fold`, one group, for askers of the
 //! previous version): it reads the paths it was asked for and answers their
-//! fold when it is exact and its copies are whole ([`graunt_query::fold`]),
-//! or else the series themselves, so the asking member can aggregate them
-//! as from `/cluster/fetch`.
+//! fold when it is exact and its copies are whole ([`graunt_query::fold`]);
+//! a sum of fractions `Inexact` when the asker folds those by parts of the
+//! range (`crate::slots`); or else the series themselves, so the asking
+//! member can aggregate them as from `/cluster/fetch`.
 
 use graunt_query::fold::{Fold, Folded};
 use graunt_query::series::Series;
@@ -17,18 +18,19 @@ pub enum Answer {
     Folded(Folded),
     /// The copies it has, as `/cluster/fetch` answers.
     Series(Vec<Replica>),
-    /// Every copy is there and whole, but their values do not fold
-    /// exactly (fractions): the asker folds the group over parts of its
-    /// range instead (`crate::slots`), so the series need not travel.
-    /// Only to an asker that said it understands this.
+    /// A sum or average whose values do not fold exactly (fractions, seen
+    /// in the first series or in all of them): the asker folds the group
+    /// over parts of its range instead (`crate::slots`), so the series
+    /// need not travel. Only to an asker that said it understands this.
     Inexact,
 }
 
 /// Folds what a member read for `paths` when every path is there, whole
 /// (a copy with a hole would be completed from another member; a count
 /// does not look at values) and foldable; else the series, or
-/// [`Answer::Inexact`] when only the values stood in the way and
-/// `refuse_inexact` says the asker understands it.
+/// [`Answer::Inexact`] for a sum or average whose copies share their times
+/// but whose values stood in the way, when `refuse_inexact` says the asker
+/// understands it.
 pub fn answer(fold: Fold, series: Vec<Option<Series>>, refuse_inexact: bool) -> Answer {
     let all_there = series.iter().all(Option::is_some);
     let copies: Vec<Replica> = series.into_iter().flatten().map(Replica::of).collect();
@@ -36,15 +38,23 @@ pub fn answer(fold: Fold, series: Vec<Option<Series>>, refuse_inexact: bool) -> 
         if let Some(folded) = Folded::of_each(fold, copies.iter().map(|r| Some(&r.series))) {
             return Answer::Folded(folded);
         }
-        if refuse_inexact && !copies.is_empty() {
+        let times = |r: &Replica| (r.series.start, r.series.end, r.series.step);
+        let same_times = copies.windows(2).all(|w| times(&w[0]) == times(&w[1]));
+        if refuse_inexact && sums(fold) && same_times && !copies.is_empty() {
             return Answer::Inexact;
         }
     }
     Answer::Series(copies)
 }
 
+/// Whether parts of the range would help: only sums and averages are
+/// inexact by series.
+fn sums(fold: Fold) -> bool {
+    matches!(fold, Fold::Sum | Fold::Average)
+}
+
 /// A member's answers for its share of each group: read from `source`
-/// and [`answer_groups`], except that when `refuse_inexact`, a group whose
+/// and [`answer`]ed, except that when `refuse_inexact`, a group whose
 /// first series already has fractions to add is answered
 /// [`Answer::Inexact`] without reading the rest (the asker folds it by
 /// parts of the range).
@@ -101,27 +111,6 @@ fn inexact(
         Ok(Some(s)) => Folded::of_each(fold, [Some(&s)]).is_none(),
         _ => false,
     }
-}
-
-/// [`answer`] for each group of paths, from the series read for all of
-/// them in the groups' order.
-pub fn answer_groups(
-    fold: Fold,
-    groups: &[Vec<String>],
-    series: Vec<Option<Series>>,
-    refuse_inexact: bool,
-) -> Vec<Answer> {
-    let mut series = series.into_iter();
-    groups
-        .iter()
-        .map(|g| {
-            answer(
-                fold,
-                series.by_ref().take(g.len()).collect(),
-                refuse_inexact,
-            )
-        })
-        .collect()
 }
 
 /// An [`Answer`] on the wire: `F` and a fold (a `u32` name count, each
@@ -372,6 +361,10 @@ mod tests {
         assert_eq!(fractions, Answer::Inexact);
         assert_eq!(decode(&encode(&fractions)), Some(Answer::Inexact));
         assert_eq!(decode(b"Ix"), None, "an inexact answer has no body");
+        // Parts of the range cannot help series of different times.
+        let shifted = Some(Series::new("a.2", 110, 120, 10, vec![Some(2.5)]));
+        let mixed = vec![series("a.1", &[Some(1.5)]), shifted];
+        assert!(matches!(answer(Fold::Sum, mixed, true), Answer::Series(_)));
         let Answer::Folded(_) = answer(
             Fold::Max,
             vec![series("a.1", &[Some(1.5), Some(2.0)])],
@@ -387,22 +380,22 @@ mod tests {
 
     #[test]
     fn groups_travel_in_pieces_of_any_size_and_cut_answers_are_refused() {
-        let groups = vec![
-            vec!["a.1".to_string(), "a.2".to_string()],
-            vec!["b.1".to_string()],
-            vec!["c.1".to_string()],
+        let answers = vec![
+            answer(
+                Fold::Sum,
+                vec![
+                    series("a.1", &[Some(1.0), Some(2.0)]),
+                    series("a.2", &[Some(3.0), Some(4.0)]),
+                ],
+                false,
+            ),
+            answer(
+                Fold::Sum,
+                vec![series("b.1", &[Some(0.5), Some(1.0)])],
+                false,
+            ),
+            answer(Fold::Sum, vec![None], false),
         ];
-        let answers = answer_groups(
-            Fold::Sum,
-            &groups,
-            vec![
-                series("a.1", &[Some(1.0), Some(2.0)]),
-                series("a.2", &[Some(3.0), Some(4.0)]),
-                series("b.1", &[Some(0.5), Some(1.0)]),
-                None,
-            ],
-            false,
-        );
         assert!(matches!(answers[0], Answer::Folded(_)));
         assert!(matches!(&answers[1], Answer::Series(s) if s.len() == 1));
         assert!(matches!(&answers[2], Answer::Series(s) if s.is_empty()));

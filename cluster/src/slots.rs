@@ -47,7 +47,9 @@ fn starting_in(series: &mut Series, first: i64) {
 
 /// This member's part: each group folded over `source`'s part of the range
 /// ([`ClusterSource::for_part`]), or [`Answer::Inexact`] for a group that
-/// cannot be (a series missing, times that differ, a NaN).
+/// cannot be (a series missing, times that differ, a NaN), and for every
+/// group when a holder it asked failed (a copy may lack what that holder
+/// had; the asker then reads the series and reports who failed).
 pub(crate) fn fold_part(
     source: &ClusterSource,
     fold: Fold,
@@ -58,6 +60,9 @@ pub(crate) fn fold_part(
     let mut series = source
         .fetch_many(&groups.concat(), from, until, now)?
         .into_iter();
+    if source.had_failures() {
+        return Ok(groups.iter().map(|_| Answer::Inexact).collect());
+    }
     Ok(groups
         .iter()
         .map(|group| {

@@ -147,6 +147,16 @@ impl ClusterSource {
         self.part
     }
 
+    /// Whether a peer failed or missed the timeout in a read so far (not
+    /// counted as a partial read: the caller may still fall back).
+    pub(crate) fn had_failures(&self) -> bool {
+        !self
+            .partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// The peers holding copies of an exact name, by the ring.
     fn owners(&self, name: &str) -> Option<Vec<&Member>> {
         let owners = self.owner_ids(name)?;
@@ -336,8 +346,8 @@ impl ClusterSource {
         self.fetch_round_of(per_member, &HashMap::new(), range, copies)
     }
 
-    /// [`ClusterSource::fetch_round`], asking peers only for the slots in
-    /// `windows` of the paths it names (this node reads its own whole).
+    /// [`ClusterSource::fetch_round`], every member reading only the slots
+    /// in `windows` of the paths it names (or the source's part).
     fn fetch_round_of(
         &self,
         per_member: &BTreeMap<u64, Vec<String>>,
@@ -370,16 +380,26 @@ impl ClusterSource {
     }
 
     /// A copy of a part of the range ([`ClusterSource::for_part`]) is whole
-    /// only if it also has its part's first slot (unless the part starts
-    /// the range: a younger series) and last slot (unless it ends it: the
-    /// newest slots may not be in yet), since the range goes on past them.
+    /// only if it also has the first slot that starts in the part (unless
+    /// the part starts the range: a younger series) and its last slot
+    /// (unless the part ends the range: the newest slots may not be in
+    /// yet), since the range goes on past them. A part without slots is
+    /// whole: there is nothing to lack.
     fn judged(&self, mut r: Replica, (from, until): (i64, i64)) -> Replica {
         if let Some((first, end)) = self.part {
-            let v = &r.series.values;
+            let s = &r.series;
+            let v = &s.values;
+            let step = s.step.max(1);
+            // The read also has the slot that starts before the part.
+            let own = first
+                .saturating_sub(s.start)
+                .saturating_add(step - 1)
+                .div_euclid(step)
+                .clamp(0, v.len() as i64) as usize;
             let known = |v: Option<&Option<f64>>| v.is_some_and(Option::is_some);
-            let lead = first <= from || known(v.first());
+            let lead = first <= from || known(v.get(own));
             let tail = end >= until || known(v.last());
-            r.whole &= v.is_empty() || (lead && tail);
+            r.whole = v.len() <= own || (r.whole && lead && tail);
         }
         r
     }
@@ -448,7 +468,8 @@ fn merge(copies: Vec<Replica>) -> Option<Series> {
     let mut copies: Vec<Series> = copies.into_iter().map(|r| r.series).collect();
     copies.sort_by_key(|s| {
         let known = s.values.iter().filter(|v| v.is_some()).count();
-        std::cmp::Reverse((s.values.len() * s.step.max(1) as usize, known))
+        let span = (s.values.len() as u64).saturating_mul(s.step.max(1) as u64);
+        std::cmp::Reverse((span, known))
     });
     let mut it = copies.into_iter();
     let mut base = it.next()?;
@@ -980,7 +1001,8 @@ impl ClusterSource {
         let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
         ids.push(self.me);
         ids.sort_unstable();
-        let parts = crate::slots::parts(from, until, ids.len());
+        // Cut where the slots are: none come after `now`.
+        let parts = crate::slots::parts(from, until.min(now), ids.len());
         let part_of = |id: u64| parts[ids.iter().position(|&i| i == id).unwrap_or(0)];
         let per_peer: BTreeMap<u64, Window> =
             self.peers.iter().map(|p| (p.id, part_of(p.id))).collect();

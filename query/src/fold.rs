@@ -8,8 +8,10 @@
 //! any values; counts of any series; sums and averages only of integral
 //! values whose magnitudes add up below 2^52 per slot, where float addition
 //! is exact and so does not depend on the order (graphite adds in name
-//! order, a cluster cannot). Anything else is sent as series and
-//! aggregated as usual.
+//! order, members holding interleaved shares cannot). Sums of anything else
+//! fold over parts of the range instead, every series of a group in order
+//! ([`Folded::ordered`], joined by [`Folded::concat`]); what cannot is sent
+//! as series and aggregated as usual.
 
 use serde_json::Value as Json;
 

@@ -418,10 +418,7 @@ impl Store {
                     &blank,
                     &header,
                     Path::new(name),
-                    from,
-                    Some(until),
-                    now,
-                    None,
+                    (from, Some(until), now),
                     window.unwrap_or((i64::MIN, i64::MAX)),
                 )?;
                 (series, header)

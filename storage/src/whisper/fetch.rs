@@ -102,29 +102,26 @@ fn slot_times(step: i64, from: i64, until: i64) -> (i64, i64) {
 /// As [`fetch`] of the whole range, cut to the slots that overlap `window`
 /// (`[first, end)` in time), but reading only those: the archive is the one
 /// the whole range picks, so the slots line up with the whole answer's, and
-/// a member asked for part of a range reads only that part. (Without an
-/// archive given, a range never exceeds its archive, so no read wraps.)
-#[allow(clippy::too_many_arguments)]
+/// a member asked for part of a range reads only that part. (The archive
+/// is never given: a range whose archive was chosen for it never exceeds
+/// it, so no read wraps and the slots line up.)
 pub fn fetch_window<B: Blocks>(
     blocks: &B,
     header: &Header,
     path: &Path,
-    from: i64,
-    until: Option<i64>,
-    now: i64,
-    archive: Option<u32>,
-    (first, last): (i64, i64),
+    (from, until, now): (i64, Option<i64>, i64),
+    (first, end): (i64, i64),
 ) -> Result<Option<Series>> {
-    let Some((chosen, from, until)) = choose(header, from, until, now, archive)? else {
+    let Some((chosen, from, until)) = choose(header, from, until, now, None)? else {
         return Ok(None);
     };
     let step = i64::from(chosen.seconds_per_point);
-    let (start, end) = slot_times(step, from, until);
-    let len = (end - start) / step;
+    let (start, stop) = slot_times(step, from, until);
+    let len = (stop - start) / step;
     let slot = |t: i64| t.saturating_sub(start).div_euclid(step);
     let lo = slot(first).clamp(0, len);
     // Round up: a slot that starts before the window's end overlaps it.
-    let hi = slot(last.saturating_add(step - 1)).clamp(lo, len);
+    let hi = slot(end.saturating_add(step - 1)).clamp(lo, len);
     let at = |i: i64| start + i * step;
     if lo == hi {
         return Ok(Some(Series {
@@ -256,7 +253,7 @@ mod tests {
             };
             let first = from + rng.i64(-200..40_000);
             let window = (first, first + rng.i64(0..40_000));
-            let got = fetch_window(&file, &header, path, from, until, now, None, window).unwrap();
+            let got = fetch_window(&file, &header, path, (from, until, now), window).unwrap();
             assert_eq!(
                 got,
                 whole.as_ref().map(|w| cut(w, window)),

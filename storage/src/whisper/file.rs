@@ -368,16 +368,7 @@ impl WhisperFile {
             inner: &self.file,
             head: &self.head,
         };
-        fetch::fetch_window(
-            &view,
-            &self.header,
-            &self.path,
-            from,
-            until,
-            now,
-            None,
-            window,
-        )
+        fetch::fetch_window(&view, &self.header, &self.path, (from, until, now), window)
     }
 
     /// `whisper.update`: see [`update`](super::update).
