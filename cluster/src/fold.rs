@@ -57,7 +57,8 @@ fn sums(fold: Fold) -> bool {
 /// and [`answer`]ed, except that when `refuse_inexact`, a group whose
 /// first series already has fractions to add is answered
 /// [`Answer::Inexact`] without reading the rest (the asker folds it by
-/// parts of the range).
+/// parts of the range). The first series of all groups are read together
+/// (in parallel), and kept for the groups read whole.
 pub fn answer_share(
     fold: Fold,
     source: &dyn graunt_query::eval::Source,
@@ -65,52 +66,41 @@ pub fn answer_share(
     (from, until, now): (i64, i64, i64),
     refuse_inexact: bool,
 ) -> Result<Vec<Answer>, graunt_query::eval::EvalError> {
-    let inexact: Vec<bool> = groups
-        .iter()
-        .map(|g| refuse_inexact && inexact(fold, source, g, (from, until, now)))
-        .collect();
+    let probing = refuse_inexact && sums(fold);
+    let mut firsts: Vec<Option<Option<Series>>> = vec![None; groups.len()];
+    if probing {
+        let paths: Vec<String> = groups.iter().filter_map(|g| g.first().cloned()).collect();
+        let mut probed = source.fetch_many(&paths, from, until, now)?.into_iter();
+        for (first, group) in firsts.iter_mut().zip(groups) {
+            if !group.is_empty() {
+                *first = probed.next();
+            }
+        }
+    }
+    // Fractions in the first series: no need to read the rest.
+    let inexact = |first: &Option<Option<Series>>| matches!(first, Some(Some(s)) if Folded::of_each(fold, [Some(s)]).is_none());
+    let rest = |g: &[String], first: &Option<Option<Series>>| -> std::ops::Range<usize> {
+        usize::from(first.is_some())..g.len()
+    };
     let read: Vec<String> = groups
         .iter()
-        .zip(&inexact)
-        .filter(|(_, i)| !**i)
-        .flat_map(|(g, _)| g.iter().cloned())
+        .zip(&firsts)
+        .filter(|(_, f)| !inexact(f))
+        .flat_map(|(g, f)| g[rest(g, f)].iter().cloned())
         .collect();
     let mut series = source.fetch_many(&read, from, until, now)?.into_iter();
     Ok(groups
         .iter()
-        .zip(inexact)
-        .map(|(g, inexact)| {
-            if inexact {
+        .zip(firsts)
+        .map(|(g, first)| {
+            if inexact(&first) {
                 return Answer::Inexact;
             }
-            answer(
-                fold,
-                series.by_ref().take(g.len()).collect(),
-                refuse_inexact,
-            )
+            let n = rest(g, &first).len();
+            let mine = first.into_iter().chain(series.by_ref().take(n)).collect();
+            answer(fold, mine, refuse_inexact)
         })
         .collect())
-}
-
-/// Whether the first of `paths` already shows that a sum or average of
-/// them cannot fold exactly (its values have fractions), so the rest need
-/// not be read before answering [`Answer::Inexact`].
-fn inexact(
-    fold: Fold,
-    source: &dyn graunt_query::eval::Source,
-    paths: &[String],
-    (from, until, now): (i64, i64, i64),
-) -> bool {
-    let Some(first) = paths
-        .first()
-        .filter(|_| matches!(fold, Fold::Sum | Fold::Average))
-    else {
-        return false;
-    };
-    match source.fetch(first, from, until, now) {
-        Ok(Some(s)) => Folded::of_each(fold, [Some(&s)]).is_none(),
-        _ => false,
-    }
 }
 
 /// An [`Answer`] on the wire: `F` and a fold (a `u32` name count, each
