@@ -13,6 +13,12 @@
    the cluster (poll every 100 ms), the time from `graunt cluster join`
    returning to the relay's "ring rebuilt" log line, and the rebuild itself.
 
+With `--old-graunt BIN` one member (`--old-member`, 3 by default; 1 is
+the one the latency is asked of) runs an earlier version: every member is
+then asked every target and must answer as the single node does, and each
+member's fold counters are printed (a mixed-version check, for rolling
+upgrades).
+
 Usage: cargo build --release -p graunt && python3 bench/cluster.py
 """
 
@@ -28,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import render  # noqa: E402
@@ -104,6 +111,9 @@ def main():
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--graunt", default="target/release/graunt")
     ap.add_argument("--python", default=".venv/bin/python")
+    ap.add_argument("--old-graunt", help="a binary of an earlier version, for a mixed-version check")
+    ap.add_argument("--old-member", type=int, default=3,
+                    help="which of the 3 members runs --old-graunt (1 is the one asked)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="graunt-cluster-bench-")
     procs = []
@@ -145,14 +155,26 @@ def main():
         single = [latency(one_port, args.samples, t) for _, t in TARGETS]
         want = [post_render(one_port, t)[1] for _, t in TARGETS]
         for i in range(3):
-            procs.append(start_member(args.graunt, os.path.join(work, "n%d" % (i + 1)), i + 1, *ports[i]))
+            binary = args.old_graunt if args.old_graunt and i + 1 == args.old_member else args.graunt
+            procs.append(start_member(binary, os.path.join(work, "n%d" % (i + 1)), i + 1, *ports[i]))
         http = ["127.0.0.1:%d" % h for h, _ in ports]
         cluster(args.graunt, "init", "--node", http[0])
         cluster(args.graunt, "join", "--node", http[1], "--via", http[0])
         cluster(args.graunt, "join", "--node", http[2], "--via", http[0])
+        # Every member answers as the single node; with an older member
+        # among them, each is asked (old and new ask each other).
+        askers = ports[:3] if args.old_graunt else ports[:1]
         for (_, t), w in zip(TARGETS, want):
-            if post_render(ports[0][0], t)[1] != w:
-                raise SystemExit("the cluster's %s differs from the single node's" % t)
+            for k, (h, _) in enumerate(askers):
+                if post_render(h, t)[1] != w:
+                    raise SystemExit("member %d's %s differs from the single node's" % (k + 1, t))
+        if args.old_graunt:
+            print("mixed versions (member %d runs %s): every member's answers equal the single node's"
+                  % (args.old_member, args.old_graunt))
+            for k, (h, _) in enumerate(askers):
+                body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % h).read().decode()
+                folds = [l for l in body.splitlines() if l.startswith("graunt_cluster_folds_total{")]
+                print("member %d: %s" % (k + 1, ", ".join(folds) or "no fold counters"))
         three = [latency(ports[0][0], args.samples, t) for _, t in TARGETS]
         for node_id, count in placed.items():
             tree = os.path.join(work, "n%d" % node_id, "whisper")

@@ -55,6 +55,11 @@ pub struct ClusterNode {
     pub secret: Option<ClusterSecret>,
     /// Plain HTTP or HTTPS to peers.
     pub transport: Transport,
+    /// Peers of an earlier version (they answered 404 to `/cluster/slots`)
+    /// and when that was seen: while one is, sums of fractions are read as
+    /// series, as that version does, instead of failing a fold by parts
+    /// first (`crate::source`).
+    pub(crate) older_peers: crate::source::OlderPeers,
     /// Where raft runs (kept as long as the member).
     _runtime: crate::RaftRuntime,
 }
@@ -87,6 +92,7 @@ impl ClusterNode {
             metrics: Arc::new(crate::metrics::ClusterMetrics::new()),
             secret,
             transport,
+            older_peers: Default::default(),
             _runtime: runtime,
         }))
     }

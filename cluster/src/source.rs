@@ -83,7 +83,17 @@ pub struct ClusterSource {
     /// a fold split by time ([`crate::slots`]): this member's own copies
     /// first, only the part's slots from anyone.
     part: Option<Window>,
+    /// The member's peers of an earlier version.
+    older_peers: OlderPeers,
 }
+
+/// Peers seen to be of an earlier version, by id, with when (shared by a
+/// member's requests).
+pub(crate) type OlderPeers = Arc<Mutex<HashMap<u64, std::time::Instant>>>;
+
+/// How long a peer seen to be of an earlier version is taken to still be
+/// (a rolling upgrade replaces it meanwhile).
+const OLDER_PEER_MEMORY: Duration = Duration::from_secs(300);
 
 fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '[', '{'])
@@ -117,6 +127,7 @@ impl ClusterSource {
             secret: node.secret.clone(),
             transport: node.transport.clone(),
             part: None,
+            older_peers: node.older_peers.clone(),
         }
     }
 
@@ -139,12 +150,21 @@ impl ClusterSource {
             secret: self.secret.clone(),
             transport: self.transport.clone(),
             part: Some(part),
+            older_peers: self.older_peers.clone(),
         }
     }
 
     /// The part of the range this source reads, if only a part.
     pub fn part(&self) -> Option<Window> {
         self.part
+    }
+
+    /// Whether every peer can fold by parts of the range: none was seen to
+    /// be of an earlier version lately.
+    fn all_fold_by_parts(&self) -> bool {
+        let mut older = self.older_peers.lock().unwrap_or_else(|e| e.into_inner());
+        older.retain(|_, seen| seen.elapsed() < OLDER_PEER_MEMORY);
+        !self.peers.iter().any(|p| older.contains_key(&p.id))
     }
 
     /// Whether a peer failed or missed the timeout in a read so far (not
@@ -609,12 +629,13 @@ impl Source for ClusterSource {
             return Ok(Fetched::per_group(series, groups.iter().map(Vec::len)));
         }
         let shares = shares(groups, &plan.asked);
-        let pending = self.start_folds(fold, &shares, range);
+        let by_parts = self.all_fold_by_parts();
+        let pending = self.start_folds(fold, &shares, range, by_parts);
         let asked: Vec<&Member> = pending.peers.clone();
         let mut answers: Vec<MemberAnswer<'_>> = Vec::new();
         if let Some(share) = shares.get(&self.me) {
             let mine: Vec<Vec<String>> = share.iter().map(|(_, p)| p.clone()).collect();
-            let answer = crate::fold::answer_share(fold, &self.local, &mine, range, true)?;
+            let answer = crate::fold::answer_share(fold, &self.local, &mine, range, by_parts)?;
             answers.push((self.me, None, Ok(answer)));
         }
         for (peer, result) in asked.into_iter().zip(self.finish_results(pending)) {
@@ -975,6 +996,7 @@ impl ClusterSource {
         fold: Fold,
         shares: &BTreeMap<u64, Vec<(usize, Vec<String>)>>,
         (from, until, now): (i64, i64, i64),
+        by_parts: bool,
     ) -> Pending<'_, Vec<Answer>> {
         let calls = self.path_calls("/cluster/folds", shares, |share| {
             let groups: Vec<&Vec<String>> = share.iter().map(|(_, paths)| paths).collect();
@@ -982,7 +1004,7 @@ impl ClusterSource {
                 "fold": fold.as_str(), "groups": groups,
                 "from": from, "until": until, "now": now,
                 // Sums of fractions are folded by parts of the range instead.
-                "refuse_inexact": true,
+                "refuse_inexact": by_parts,
             })
         });
         self.start(calls, crate::fold::GroupsReader::default)
@@ -1021,6 +1043,12 @@ impl ClusterSource {
         )];
         let asked: Vec<u64> = pending.peers.iter().map(|p| p.id).collect();
         for (id, answer) in asked.into_iter().zip(self.finish_results(pending)) {
+            if matches!(&answer, Err(why) if why.starts_with("answered 404")) {
+                self.older_peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, std::time::Instant::now());
+            }
             answers.push((part_of(id), answer));
         }
         if answers.len() != ids.len() {
