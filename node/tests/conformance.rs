@@ -787,6 +787,55 @@ fn requests_past_a_bound_are_refused_with_413() {
     node.stop(Duration::from_secs(20));
 }
 
+/// `max_concurrent_renders = 1`: renders sent together all answer, the
+/// same, one at a time (the others counted as having waited).
+#[test]
+fn renders_past_the_concurrency_bound_wait_their_turn() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    fixture(&data.join("whisper"));
+    let config = dir.path().join("graunt.toml");
+    std::fs::write(&config, "max_concurrent_renders = 1\n").unwrap();
+    let node = Node::start(&data, &["--config", config.to_str().unwrap()]);
+    // Not `*.*.*.*`: the node's own metrics (carbon.agents.*) would come
+    // and change the answer.
+    let q = format!(
+        "/render?target=sumSeries(servers.*.*.*)&target=servers.*.cpu.*&from=-7d&format=json&now={NOW}"
+    );
+    let (status, want) = node.http_request(&q);
+    assert_eq!(status, 200, "{want}");
+    // Rounds of six at once until one had to wait (at once, unless every
+    // render ended before the next came in).
+    let waited =
+        graunt_harness::node::wait_for(Duration::from_secs(60), "a render that waited", || {
+            let gate = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                let asks: Vec<_> = (0..6)
+                    .map(|_| {
+                        s.spawn(|| {
+                            gate.wait();
+                            node.http_request(&q)
+                        })
+                    })
+                    .collect();
+                for ask in asks {
+                    let (status, body) = ask.join().unwrap();
+                    assert_eq!(status, 200, "{body}");
+                    assert!(body == want, "a render sent with others answered otherwise");
+                }
+            });
+            let waited = node.metric("graunt_renders_waited_total");
+            (waited >= 1.0).then_some(waited)
+        });
+    assert!(waited >= 1.0);
+    assert_eq!(
+        node.metric("graunt_renders_running"),
+        0.0,
+        "every slot given back"
+    );
+    node.stop(Duration::from_secs(20));
+}
+
 #[test]
 fn every_function_is_recorded_or_listed_as_missing() {
     let targets =

@@ -73,6 +73,11 @@ pub async fn serve(
             handle: tokio::runtime::Handle::current(),
         }),
     };
+    let renders = Arc::new(crate::web::RenderSlots::new(
+        web.limits.max_concurrent_renders,
+        telemetry.renders_running.clone(),
+        telemetry.renders_waited.clone(),
+    ));
     let mut app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(App {
@@ -85,6 +90,7 @@ pub async fn serve(
             limits: web.limits,
             auth: web.auth,
             events: web.events,
+            renders,
         }));
     if let Some((node, rebalancer)) = member {
         app = app.merge(graunt_cluster::api::routes(node, store, rebalancer));

@@ -26,6 +26,10 @@ pub struct Telemetry {
     pub connections: IntGauge,
     /// Carbonlink queries answered.
     pub cache_queries: IntCounter,
+    /// Renders evaluating now (at most `max_concurrent_renders`).
+    pub renders_running: IntGauge,
+    /// Renders that waited for another to finish first.
+    pub renders_waited: IntCounter,
     refused_all: IntCounter,
     committed: IntCounter,
     updates: IntCounter,
@@ -80,6 +84,12 @@ impl Telemetry {
             ),
             connections: gauge(&r, "connections", "Open TCP connections"),
             cache_queries: counter(&r, "cache_queries_total", "Carbonlink queries answered"),
+            renders_running: gauge(&r, "renders_running", "Renders evaluating now"),
+            renders_waited: counter(
+                &r,
+                "renders_waited_total",
+                "Renders that waited for a slot (max_concurrent_renders)",
+            ),
             refused_all: IntCounter::new("refused_all", "unregistered sum").expect("valid metric"),
             committed: counter(&r, "committed_points_total", "Points written to whisper"),
             updates: counter(&r, "update_operations_total", "Whisper update_many calls"),

@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_points: usize,
     /// Calls a target may nest.
     pub max_depth: usize,
+    /// Renders that evaluate at once; the others wait their turn.
+    pub max_concurrent_renders: usize,
 }
 
 impl Default for Limits {
@@ -43,7 +45,59 @@ impl Default for Limits {
             max_series: 100_000,
             max_points: 50_000_000,
             max_depth: 64,
+            max_concurrent_renders: 16,
         }
+    }
+}
+
+/// At most [`Limits::max_concurrent_renders`] renders evaluate at once and
+/// the others wait their turn, as graphite-web's requests wait for a free
+/// worker: a burst of large renders cannot take every blocking thread and
+/// the memory of all their series at once.
+pub struct RenderSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    running: prometheus::IntGauge,
+    waited: prometheus::IntCounter,
+}
+
+impl RenderSlots {
+    /// `n` slots (at least one), counted in `running` and `waited`.
+    pub fn new(n: usize, running: prometheus::IntGauge, waited: prometheus::IntCounter) -> Self {
+        RenderSlots {
+            permits: Arc::new(tokio::sync::Semaphore::new(n.max(1))),
+            running,
+            waited,
+        }
+    }
+
+    /// Waits for a slot; it is held until the [`RenderSlot`] is dropped
+    /// (by the render's blocking task, so a client that goes away does not
+    /// free it while the render still runs).
+    pub async fn enter(&self) -> Option<RenderSlot> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.waited.inc();
+                self.permits.clone().acquire_owned().await.ok()?
+            }
+        };
+        self.running.inc();
+        Some(RenderSlot {
+            _permit: permit,
+            running: self.running.clone(),
+        })
+    }
+}
+
+/// A render's slot (see [`RenderSlots`]).
+pub struct RenderSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    running: prometheus::IntGauge,
+}
+
+impl Drop for RenderSlot {
+    fn drop(&mut self) {
+        self.running.dec();
     }
 }
 
@@ -58,6 +112,8 @@ pub struct Api {
     pub auth: Arc<auth::Auth>,
     /// graphite-web's events: this node's or the cluster's.
     pub events: Arc<dyn EventBook>,
+    /// Renders at once.
+    pub renders: Arc<RenderSlots>,
 }
 
 impl Api {

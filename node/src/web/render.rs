@@ -45,7 +45,11 @@ pub async fn render_post(
 
 async fn respond(api: Api, who: Identity, params: Params) -> Response {
     let local = super::find::is_local(&params);
+    let Some(slot) = api.renders.enter().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the node is stopping").into_response();
+    };
     match tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let source = api.open(local, &who);
         // Events are the estate's: a tenant's `events()` counts none.
         let events = match who.namespaces {
