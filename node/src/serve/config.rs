@@ -88,7 +88,8 @@ pub struct FileConfig {
     pub max_render_points: Option<usize>,
     /// Calls a target may nest [64].
     pub max_expression_depth: Option<usize>,
-    /// Renders evaluated at once; the others wait their turn [16].
+    /// Renders evaluated at once; the others wait their turn [twice the
+    /// cores: each render already spreads over them].
     pub max_concurrent_renders: Option<usize>,
     /// statsd, UDP [`0.0.0.0:8125`].
     pub statsd_addr: Option<String>,
@@ -467,7 +468,12 @@ impl ServeConfig {
                 max_series: f.max_render_series.unwrap_or(100_000).max(1),
                 max_points: f.max_render_points.unwrap_or(50_000_000).max(1),
                 max_depth: f.max_expression_depth.unwrap_or(64).clamp(1, 512),
-                max_concurrent_renders: f.max_concurrent_renders.unwrap_or(16).max(1),
+                max_concurrent_renders: f
+                    .max_concurrent_renders
+                    .unwrap_or_else(|| {
+                        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+                    })
+                    .max(1),
             },
         })
     }

@@ -45,7 +45,7 @@ impl Default for Limits {
             max_series: 100_000,
             max_points: 50_000_000,
             max_depth: 64,
-            max_concurrent_renders: 16,
+            max_concurrent_renders: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
