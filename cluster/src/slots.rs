@@ -35,14 +35,11 @@ pub fn parts(from: i64, until: i64, members: usize) -> Vec<Window> {
 /// `first`: a read of the part also gives the slot that starts before it
 /// and reaches into it, which is the previous part's.
 fn starting_in(series: &mut Series, first: i64) {
-    let step = series.step.max(1);
-    let before = first
-        .saturating_sub(series.start)
-        .saturating_add(step - 1)
-        .div_euclid(step)
-        .clamp(0, series.values.len() as i64);
-    series.values.drain(..before as usize);
-    series.start = series.start.saturating_add(before.saturating_mul(step));
+    let before = crate::window::first_from(series, first);
+    series.values.drain(..before);
+    series.start = series
+        .start
+        .saturating_add((before as i64).saturating_mul(series.step.max(1)));
 }
 
 /// This member's part: each group folded over `source`'s part of the range

@@ -407,15 +407,9 @@ impl ClusterSource {
     /// whole: there is nothing to lack.
     fn judged(&self, mut r: Replica, (from, until): (i64, i64)) -> Replica {
         if let Some((first, end)) = self.part {
-            let s = &r.series;
-            let v = &s.values;
-            let step = s.step.max(1);
             // The read also has the slot that starts before the part.
-            let own = first
-                .saturating_sub(s.start)
-                .saturating_add(step - 1)
-                .div_euclid(step)
-                .clamp(0, v.len() as i64) as usize;
+            let own = crate::window::first_from(&r.series, first);
+            let v = &r.series.values;
             let known = |v: Option<&Option<f64>>| v.is_some_and(Option::is_some);
             let lead = first <= from || known(v.get(own));
             let tail = end >= until || known(v.last());
@@ -672,12 +666,7 @@ impl Source for ClusterSource {
         let inexact: Vec<usize> = (0..groups.len()).filter(|&g| states[g].inexact).collect();
         let mut by_parts: HashMap<usize, Folded> = HashMap::new();
         // Not while a peer is failing: it would be waited for again.
-        let all_answered = self
-            .partial
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty();
-        if !inexact.is_empty() && all_answered {
+        if !inexact.is_empty() && !self.had_failures() {
             let split: Vec<Vec<String>> = inexact.iter().map(|&g| groups[g].clone()).collect();
             for (g, folded) in inexact.iter().zip(self.fold_parts(fold, &split, range)) {
                 if let Some(f) = folded {
@@ -1051,28 +1040,20 @@ impl ClusterSource {
             }
             answers.push((part_of(id), answer));
         }
-        if answers.len() != ids.len() {
-            return vec![None; groups.len()];
-        }
         answers.sort_by_key(|(part, _)| *part);
-        let mut per_group: Vec<Option<Vec<Folded>>> = vec![Some(Vec::new()); groups.len()];
-        for (_, answer) in answers {
-            let answer = answer.ok().filter(|a| a.len() == groups.len());
-            for (g, slot) in per_group.iter_mut().enumerate() {
-                let folded = match answer.as_ref().map(|a| &a[g]) {
-                    Some(Answer::Folded(f)) => Some(f.clone()),
-                    _ => None,
-                };
-                match (slot.as_mut(), folded) {
-                    (Some(parts), Some(f)) => parts.push(f),
-                    _ => *slot = None,
-                }
-            }
-        }
-        per_group
-            .into_iter()
-            .zip(groups)
-            .map(|(parts, group)| Folded::concat(parts?).filter(|f| f.names == *group))
+        let folded_part = |answer: &Result<Vec<Answer>, String>, g: usize| match answer {
+            Ok(a) if a.len() == groups.len() => match &a[g] {
+                Answer::Folded(f) => Some(f.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        (0..groups.len())
+            .map(|g| {
+                let parts: Option<Vec<Folded>> =
+                    answers.iter().map(|(_, a)| folded_part(a, g)).collect();
+                Folded::concat(parts?).filter(|f| f.names == groups[g])
+            })
             .collect()
     }
 }

@@ -19,6 +19,17 @@ pub fn missing(series: &Series) -> Option<Window> {
     Some((at(first), at(last + 1)))
 }
 
+/// The index of the first slot of `series` that starts at or after `t`
+/// (the length when none does): a read of a window also gives the slot
+/// that starts before it and reaches into it.
+pub fn first_from(series: &Series, t: i64) -> usize {
+    let step = series.step.max(1);
+    t.saturating_sub(series.start)
+        .saturating_add(step - 1)
+        .div_euclid(step)
+        .clamp(0, series.values.len() as i64) as usize
+}
+
 /// The smallest window covering both.
 pub fn union(a: Window, b: Window) -> Window {
     (a.0.min(b.0), a.1.max(b.1))

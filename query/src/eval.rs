@@ -83,19 +83,21 @@ pub trait Source: Sync {
         until: i64,
         now: i64,
     ) -> Result<Vec<Option<Series>>, EvalError> {
-        use rayon::prelude::*;
-        if paths.len() < 64 {
-            return paths
-                .iter()
-                .map(|p| self.fetch(p, from, until, now))
-                .collect();
-        }
-        paths
-            .par_iter()
-            .with_min_len(32)
-            .map(|p| self.fetch(p, from, until, now))
-            .collect()
+        read_each(paths, |p| self.fetch(p, from, until, now))
     }
+}
+
+/// `read` of each item, in order, on the shared worker pool when there are
+/// enough of them to be worth it (each a syscall-bound file read).
+pub(crate) fn read_each<T: Sync, R: Send>(
+    items: &[T],
+    read: impl Fn(&T) -> Result<R, EvalError> + Sync + Send,
+) -> Result<Vec<R>, EvalError> {
+    use rayon::prelude::*;
+    if items.len() < 64 {
+        return items.iter().map(&read).collect();
+    }
+    items.par_iter().with_min_len(32).map(&read).collect()
 }
 
 /// One request's evaluation context. Functions that look outside the

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use graunt_storage::find;
 use graunt_storage::store::Store;
 use graunt_storage::tagindex::{TagAnswer, TagQuery};
+use graunt_storage::whisper::EVERY_SLOT;
 
 use crate::eval::{EvalError, Source};
 use crate::series::Series;
@@ -89,11 +90,7 @@ impl Source for StoreSource {
         until: i64,
         now: i64,
     ) -> Result<Option<Series>, EvalError> {
-        let fetched = self
-            .0
-            .fetch(path, from, until, now)
-            .map_err(|e| EvalError::Storage(e.to_string()))?;
-        Ok(fetched.map(|s| Series::new(path, s.start, s.end, s.step, s.values)))
+        self.read(path, (from, until, now), EVERY_SLOT)
     }
 
     fn tags(&self, q: &TagQuery) -> Result<TagAnswer, EvalError> {
@@ -114,22 +111,28 @@ impl StoreSource {
         (from, until, now): (i64, i64, i64),
         windows: &[Option<(i64, i64)>],
     ) -> Result<Vec<Option<Series>>, EvalError> {
-        use rayon::prelude::*;
-        let read = |(path, window): (&String, Option<&Option<(i64, i64)>>)| {
-            let fetched = match window.copied().flatten() {
-                Some(w) => self.0.fetch_window(path, (from, until, now), w),
-                None => self.0.fetch(path, from, until, now),
-            };
-            fetched
-                .map(|s| s.map(|s| Series::new(path.as_str(), s.start, s.end, s.step, s.values)))
-                .map_err(|e| EvalError::Storage(e.to_string()))
-        };
-        let windows = (0..paths.len()).map(|i| windows.get(i));
-        if paths.len() < 64 {
-            return paths.iter().zip(windows).map(read).collect();
-        }
-        let pairs: Vec<_> = paths.iter().zip(windows).collect();
-        pairs.into_par_iter().with_min_len(32).map(read).collect()
+        let asked: Vec<(&String, (i64, i64))> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p, windows.get(i).copied().flatten().unwrap_or(EVERY_SLOT)))
+            .collect();
+        crate::eval::read_each(&asked, |&(path, window)| {
+            self.read(path, (from, until, now), window)
+        })
+    }
+
+    /// One path's slots in `window`, as a [`Series`] named by the path.
+    fn read(
+        &self,
+        path: &str,
+        range: (i64, i64, i64),
+        window: (i64, i64),
+    ) -> Result<Option<Series>, EvalError> {
+        let fetched = self
+            .0
+            .fetch_window(path, range, window)
+            .map_err(|e| EvalError::Storage(e.to_string()))?;
+        Ok(fetched.map(|s| Series::new(path, s.start, s.end, s.step, s.values)))
     }
 }
 

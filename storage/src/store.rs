@@ -370,7 +370,7 @@ impl Store {
         until: i64,
         now: i64,
     ) -> Result<Option<Series>, WhisperError> {
-        self.fetch_in(name, from, until, now, None)
+        self.fetch_window(name, (from, until, now), whisper::EVERY_SLOT)
     }
 
     /// [`Store::fetch`] of the whole range cut to the slots that overlap
@@ -381,17 +381,6 @@ impl Store {
         (from, until, now): (i64, i64, i64),
         window: (i64, i64),
     ) -> Result<Option<Series>, WhisperError> {
-        self.fetch_in(name, from, until, now, Some(window))
-    }
-
-    fn fetch_in(
-        &self,
-        name: &str,
-        from: i64,
-        until: i64,
-        now: i64,
-        window: Option<(i64, i64)>,
-    ) -> Result<Option<Series>, WhisperError> {
         // A name from a request is not trusted to stay inside the tree.
         if crate::metric::validate_name(name).is_err() {
             return Ok(None);
@@ -401,10 +390,7 @@ impl Store {
         let cached = self.cache.get(name);
         let (series, header) = match WhisperFile::open(self.path_of(name)) {
             Ok(file) => (
-                match window {
-                    Some(w) => file.fetch_window(from, Some(until), now, w)?,
-                    None => file.fetch(from, Some(until), now, None)?,
-                },
+                file.fetch_window(from, Some(until), now, window)?,
                 file.header().clone(),
             ),
             Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -419,7 +405,7 @@ impl Store {
                     &header,
                     Path::new(name),
                     (from, Some(until), now),
-                    window.unwrap_or((i64::MIN, i64::MAX)),
+                    window,
                 )?;
                 (series, header)
             }

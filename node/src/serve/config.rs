@@ -470,9 +470,7 @@ impl ServeConfig {
                 max_depth: f.max_expression_depth.unwrap_or(64).clamp(1, 512),
                 max_concurrent_renders: f
                     .max_concurrent_renders
-                    .unwrap_or_else(|| {
-                        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
-                    })
+                    .unwrap_or_else(|| crate::web::Limits::default().max_concurrent_renders)
                     .max(1),
             },
         })

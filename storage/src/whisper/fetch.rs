@@ -99,6 +99,9 @@ fn slot_times(step: i64, from: i64, until: i64) -> (i64, i64) {
     (start, end)
 }
 
+/// The window of [`fetch_window`] that keeps every slot: the whole fetch.
+pub const EVERY_SLOT: (i64, i64) = (i64::MIN, i64::MAX);
+
 /// As [`fetch`] of the whole range, cut to the slots that overlap `window`
 /// (`[first, end)` in time), but reading only those: the archive is the one
 /// the whole range picks, so the slots line up with the whole answer's, and
@@ -253,6 +256,12 @@ mod tests {
             };
             let first = from + rng.i64(-200..40_000);
             let window = (first, first + rng.i64(0..40_000));
+            let every = fetch_window(&file, &header, path, (from, until, now), EVERY_SLOT);
+            assert_eq!(
+                every.unwrap(),
+                whole,
+                "round {round}: every slot is the whole fetch"
+            );
             let got = fetch_window(&file, &header, path, (from, until, now), window).unwrap();
             assert_eq!(
                 got,

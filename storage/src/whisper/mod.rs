@@ -24,7 +24,7 @@ mod update;
 
 pub use blocks::Blocks;
 pub use error::{Result, WhisperError};
-pub use fetch::{fetch, fetch_archive, fetch_window, Series};
+pub use fetch::{fetch, fetch_archive, fetch_window, Series, EVERY_SLOT};
 pub use file::{create, create_atomic, create_in, layout, CreateOptions, WhisperFile};
 pub use format::{
     aggregate, encode_header, AggregationMethod, ArchiveInfo, Header, ARCHIVE_INFO_SIZE,
