@@ -257,6 +257,32 @@ fn create_unnamed(
     Ok(header)
 }
 
+/// Whether `O_NOATIME` was refused once (files owned by another user):
+/// later opens then go without it rather than fail twice.
+static NOATIME_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens for reading and writing without updating the access time.
+///
+/// An update reads the file before writing it, and under `relatime` every
+/// such read after a write dirties the inode again: about a tenth of an
+/// update's cost went to journaling access times. Without it, a file's
+/// access time says when a query last read it, not when the writer did.
+fn open_for_update(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::Ordering;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if !NOATIME_REFUSED.load(Ordering::Relaxed) {
+        match options.clone().custom_flags(libc::O_NOATIME).open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                NOATIME_REFUSED.store(true, Ordering::Relaxed)
+            }
+            other => return other,
+        }
+    }
+    options.open(path)
+}
+
 /// Reads and checks the header of `blocks`, returning it with the bytes read
 /// from offset 0 and the file's length.
 pub(crate) fn read_header<B: Blocks>(blocks: &B, path: &Path) -> Result<(Header, Vec<u8>, u64)> {
@@ -307,11 +333,7 @@ impl WhisperFile {
     /// Opens for reading and writing, taking the exclusive lock first.
     pub fn open_rw(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| WhisperError::io(path, e))?;
+        let file = open_for_update(path).map_err(|e| WhisperError::io(path, e))?;
         // The header is read under the lock: another writer may be resizing.
         file.lock().map_err(|e| WhisperError::io(path, e))?;
         let (header, head, len) = read_header(&file, path)?;
@@ -400,13 +422,20 @@ impl WhisperFile {
         &mut self,
         op: impl FnOnce(&mut Paged<'_, File>, &Header, &Path) -> Result<()>,
     ) -> Result<()> {
-        let mut paged = Paged::new(&mut self.file, self.len, Some(&self.head));
+        let n = self.head.len();
+        let head = std::mem::take(&mut self.head);
+        let mut paged = Paged::new(&mut self.file, self.len, Some(head));
         let result = op(&mut paged, &self.header, &self.path);
         let flushed = paged.flush().map_err(|e| WhisperError::io(&self.path, e));
-        if let Some(head) = paged.first_page(self.head.len()) {
-            self.head = head;
-        }
         self.len = paged.len().unwrap_or(self.len);
+        match paged.into_first_page(n) {
+            Some(head) => self.head = head,
+            // The header read is gone; a fresh one keeps later reads right.
+            None => {
+                let (_, head, _) = read_header(&self.file, &self.path)?;
+                self.head = head;
+            }
+        }
         result.and(flushed)
     }
 

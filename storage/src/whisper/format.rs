@@ -98,26 +98,28 @@ pub fn aggregate(
     let first = *known.first()?;
     // Python's max()/min() keep the first element unless a later one compares
     // strictly greater/less, which decides ties and NaN the same way here.
-    let pick = |better: &dyn Fn(f64, f64) -> bool| {
-        known[1..]
-            .iter()
+    // Generic rather than `dyn`: this runs for every slot propagated.
+    fn pick(first: f64, rest: &[f64], better: impl Fn(f64, f64) -> bool) -> f64 {
+        rest.iter()
             .fold(first, |best, &v| if better(v, best) { v } else { best })
-    };
+    }
     // Python's sum() adds left to right from 0 (3.11; 3.12 compensates).
-    let sum = |vals: &mut dyn Iterator<Item = f64>| vals.fold(0.0_f64, |acc, v| acc + v);
+    fn sum(vals: impl Iterator<Item = f64>) -> f64 {
+        vals.fold(0.0_f64, |acc, v| acc + v)
+    }
+    let rest = &known[1..];
     Some(match method {
-        AggregationMethod::Average => sum(&mut known.iter().copied()) / known.len() as f64,
-        AggregationMethod::Sum => sum(&mut known.iter().copied()),
+        AggregationMethod::Average => sum(known.iter().copied()) / known.len() as f64,
+        AggregationMethod::Sum => sum(known.iter().copied()),
         AggregationMethod::Last => known[known.len() - 1],
-        AggregationMethod::Max => pick(&|v, best| v > best),
-        AggregationMethod::Min => pick(&|v, best| v < best),
+        AggregationMethod::Max => pick(first, rest, |v, best| v > best),
+        AggregationMethod::Min => pick(first, rest, |v, best| v < best),
         AggregationMethod::AvgZero => {
             // `x or 0`: None and 0.0 become 0; NaN is truthy and stays.
-            let mut vals = neighbors.iter().map(|v| v.unwrap_or(0.0));
-            sum(&mut vals) / neighbors.len() as f64
+            sum(neighbors.iter().map(|v| v.unwrap_or(0.0))) / neighbors.len() as f64
         }
-        AggregationMethod::AbsMax => pick(&|v, best| v.abs() > best.abs()),
-        AggregationMethod::AbsMin => pick(&|v, best| v.abs() < best.abs()),
+        AggregationMethod::AbsMax => pick(first, rest, |v, best| v.abs() > best.abs()),
+        AggregationMethod::AbsMin => pick(first, rest, |v, best| v.abs() < best.abs()),
     })
 }
 
@@ -297,6 +299,21 @@ pub(crate) fn encode_point(interval: i64, value: f64) -> Result<[u8; 12], super:
     out[0..4].copy_from_slice(&ts.to_be_bytes());
     out[4..12].copy_from_slice(&value.to_be_bytes());
     Ok(out)
+}
+
+/// Appends one point as [`encode_point`] encodes it. Written straight
+/// into `out`: a batch encodes a point per slot, and the array moved out
+/// of a `Result` stalled on every one (the stores and loads straddle).
+pub(crate) fn push_point(
+    out: &mut Vec<u8>,
+    interval: i64,
+    value: f64,
+) -> Result<(), super::WhisperError> {
+    let ts =
+        u32::try_from(interval).map_err(|_| super::WhisperError::TimestampOutOfRange(interval))?;
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&value.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]

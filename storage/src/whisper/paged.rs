@@ -6,6 +6,8 @@
 //! they touch each 4 KiB page once: the first access reads it, writes land in
 //! memory, and [`Paged::flush`] writes each dirty range back with one
 //! `pwrite`. The algorithms are unchanged, so the bytes on disk are too.
+//! A page only written to (a coarser archive's slots) is never read: its
+//! written bytes stay one contiguous range until a read needs the rest.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,35 +21,44 @@ struct Page {
     data: Box<[u8]>,
     /// Dirty byte range within the page, `lo..hi`; empty when clean.
     dirty: (usize, usize),
+    /// Whether `data` holds the file's bytes outside `dirty`; when not,
+    /// only the dirty range is meaningful.
+    loaded: bool,
 }
 
 /// Pages of `inner` cached for the duration of one operation.
 pub(crate) struct Paged<'a, B: Blocks> {
     inner: &'a mut B,
     len: u64,
+    /// The length before this operation's writes: what `inner` can read.
+    existed: u64,
     // Reads fill the cache through `&self` (as `Blocks::read_at` takes it).
     pages: RefCell<BTreeMap<u64, Page>>,
 }
 
 impl<'a, B: Blocks> Paged<'a, B> {
     /// Wraps `inner`, whose current length is `len`. `first_page` may hand
-    /// over bytes already read from offset 0 (the header read), saving a read.
-    pub(crate) fn new(inner: &'a mut B, len: u64, first_page: Option<&[u8]>) -> Self {
+    /// over bytes already read from offset 0 (the header read), saving a
+    /// read; [`Paged::into_first_page`] gives them back as written.
+    pub(crate) fn new(inner: &'a mut B, len: u64, first_page: Option<Vec<u8>>) -> Self {
         let paged = Paged {
             inner,
             len,
+            existed: len,
             pages: RefCell::new(BTreeMap::new()),
         };
-        if let Some(bytes) = first_page {
+        if let Some(mut bytes) = first_page {
             let valid = len.min(PAGE) as usize;
             if bytes.len() >= valid {
-                let mut data = vec![0u8; PAGE as usize].into_boxed_slice();
-                data[..valid].copy_from_slice(&bytes[..valid]);
+                // Bytes past the file's end read as zeros, as a fresh page's.
+                bytes.resize(PAGE as usize, 0);
+                bytes[valid..].fill(0);
                 paged.pages.borrow_mut().insert(
                     0,
                     Page {
-                        data,
+                        data: bytes.into_boxed_slice(),
                         dirty: (0, 0),
+                        loaded: true,
                     },
                 );
             }
@@ -55,33 +66,43 @@ impl<'a, B: Blocks> Paged<'a, B> {
         paged
     }
 
-    /// Runs `f` on page `no`, reading it from `inner` on first use.
+    /// Runs `f` on page `no` with the file's bytes in it, reading it from
+    /// `inner` on first use (keeping whatever was already written there).
     fn with_page<T>(&self, no: u64, f: impl FnOnce(&mut Page) -> T) -> io::Result<T> {
         let mut pages = self.pages.borrow_mut();
-        let page = match pages.entry(no) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let start = no * PAGE;
-                let valid = self.len.saturating_sub(start).min(PAGE) as usize;
-                let mut data = vec![0u8; PAGE as usize].into_boxed_slice();
-                if valid > 0 {
-                    self.inner.read_at(&mut data[..valid], start)?;
-                }
-                e.insert(Page {
-                    data,
-                    dirty: (0, 0),
-                })
-            }
-        };
+        let page = pages.entry(no).or_insert_with(|| Page {
+            data: vec![0u8; PAGE as usize].into_boxed_slice(),
+            dirty: (0, 0),
+            loaded: false,
+        });
+        if !page.loaded {
+            self.load(no, page)?;
+        }
         Ok(f(page))
     }
 
+    /// Reads page `no` from `inner` under the bytes written to it so far.
+    fn load(&self, no: u64, page: &mut Page) -> io::Result<()> {
+        let start = no * PAGE;
+        // Bytes past the length before this operation were all written here.
+        let existed = self.existed.saturating_sub(start).min(PAGE) as usize;
+        let mut data = vec![0u8; PAGE as usize].into_boxed_slice();
+        if existed > 0 {
+            self.inner.read_at(&mut data[..existed], start)?;
+        }
+        let (lo, hi) = page.dirty;
+        data[lo..hi].copy_from_slice(&page.data[lo..hi]);
+        page.data = data;
+        page.loaded = true;
+        Ok(())
+    }
+
     /// The first `n` bytes of page 0 as they are now, if page 0 is cached.
-    pub(crate) fn first_page(&self, n: usize) -> Option<Vec<u8>> {
-        self.pages
-            .borrow()
-            .get(&0)
-            .map(|p| p.data[..n.min(PAGE as usize)].to_vec())
+    pub(crate) fn into_first_page(self, n: usize) -> Option<Vec<u8>> {
+        let page = self.pages.into_inner().remove(&0).filter(|p| p.loaded)?;
+        let mut data = page.data.into_vec();
+        data.truncate(n);
+        Some(data)
     }
 
     /// Writes every dirty range back to `inner`.
@@ -127,14 +148,26 @@ impl<B: Blocks> Blocks for Paged<'_, B> {
             let n = (PAGE as usize - within).min(buf.len() - done);
             let end = at + n as u64;
             let chunk = &buf[done..done + n];
-            self.with_page(no, |page| {
-                page.data[within..within + n].copy_from_slice(chunk);
-                page.dirty = if page.dirty.0 < page.dirty.1 {
-                    (page.dirty.0.min(within), page.dirty.1.max(within + n))
-                } else {
-                    (within, within + n)
-                };
-            })?;
+            let mut pages = self.pages.borrow_mut();
+            let page = pages.entry(no).or_insert_with(|| Page {
+                data: vec![0u8; PAGE as usize].into_boxed_slice(),
+                dirty: (0, 0),
+                loaded: false,
+            });
+            let (lo, hi) = page.dirty;
+            // An unread page keeps one contiguous written range: a write
+            // apart from it would leave unread bytes inside the range that
+            // the flush writes back, so the page is read first.
+            if !page.loaded && lo < hi && (within > hi || within + n < lo) {
+                self.load(no, page)?;
+            }
+            page.data[within..within + n].copy_from_slice(chunk);
+            page.dirty = if lo < hi {
+                (lo.min(within), hi.max(within + n))
+            } else {
+                (within, within + n)
+            };
+            drop(pages);
             self.len = self.len.max(end);
             done += n;
         }
@@ -202,5 +235,60 @@ mod tests {
         want[4092..4100].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
         want[8000] = 9;
         assert_eq!(file, want);
+    }
+
+    /// A buffer that counts the reads reaching it.
+    struct Counted {
+        bytes: Vec<u8>,
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl Blocks for Counted {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.reads.set(self.reads.get() + 1);
+            self.bytes.read_at(buf, offset)
+        }
+        fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.bytes.write_at(buf, offset)
+        }
+        fn len(&self) -> io::Result<u64> {
+            Blocks::len(&self.bytes)
+        }
+    }
+
+    #[test]
+    fn a_page_only_written_is_never_read_and_apart_writes_keep_the_bytes_between() {
+        let original: Vec<u8> = (0..12_288u32).map(|i| (i % 251) as u8).collect();
+        let mut file = Counted {
+            bytes: original.clone(),
+            reads: std::cell::Cell::new(0),
+        };
+        {
+            let mut paged = Paged::new(&mut file, 12_288, None);
+            // Touching and overlapping writes on page 1: no read.
+            paged.write_at(&[1; 12], 4200).unwrap();
+            paged.write_at(&[2; 12], 4212).unwrap();
+            paged.write_at(&[3; 4], 4196).unwrap();
+            assert_eq!(paged.inner.reads.get(), 0);
+            // A write apart from page 2's range reads the page first.
+            paged.write_at(&[4; 12], 8200).unwrap();
+            paged.write_at(&[5; 12], 9000).unwrap();
+            assert_eq!(paged.inner.reads.get(), 1);
+            // A read of page 1 sees the file under what was written.
+            let mut buf = [0u8; 40];
+            paged.read_at(&mut buf, 4180).unwrap();
+            assert_eq!(&buf[..16], &original[4180..4196]);
+            assert_eq!(&buf[16..20], &[3; 4]);
+            assert_eq!(&buf[20..32], &[1; 12]);
+            assert_eq!(&buf[32..40], &[2; 8]);
+            paged.flush().unwrap();
+        }
+        let mut want = original;
+        want[4196..4200].copy_from_slice(&[3; 4]);
+        want[4200..4212].copy_from_slice(&[1; 12]);
+        want[4212..4224].copy_from_slice(&[2; 12]);
+        want[8200..8212].copy_from_slice(&[4; 12]);
+        want[9000..9012].copy_from_slice(&[5; 12]);
+        assert_eq!(file.bytes, want);
     }
 }

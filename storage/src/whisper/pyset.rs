@@ -15,6 +15,10 @@ const PERTURB_SHIFT: u32 = 5;
 /// Python's `hash()` of an int.
 fn py_hash(x: i64) -> u64 {
     const MODULUS: i128 = (1 << 61) - 1;
+    // Every timestamp: an int below the modulus is its own hash.
+    if (0..MODULUS as i64).contains(&x) {
+        return x as u64;
+    }
     let h = (i128::from(x).abs() % MODULUS) as i64;
     let h = if x < 0 { -h } else { h };
     (if h == -1 { -2 } else { h }) as u64
@@ -52,7 +56,12 @@ fn probe(table: &[Option<(i64, u64)>], key: i64, hash: u64) -> Result<usize, usi
 pub fn set_iteration_order(items: &[i64]) -> Vec<i64> {
     let mut table: Vec<Option<(i64, u64)>> = vec![None; MIN_SIZE];
     let mut used = 0usize;
+    let mut previous = None;
     for &key in items {
+        // A repeat adds nothing to a set; batches repeat an interval per point.
+        if previous.replace(key) == Some(key) {
+            continue;
+        }
         let hash = py_hash(key);
         let Err(slot) = probe(&table, key, hash) else {
             continue;

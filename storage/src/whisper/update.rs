@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use super::format::{aggregate, decode_point, encode_point, ArchiveInfo, Header, POINT_SIZE};
+use super::format::{
+    aggregate, decode_point, encode_point, push_point, ArchiveInfo, Header, POINT_SIZE,
+};
 use super::pyset::set_iteration_order;
 use super::{Blocks, Result, WhisperError};
 
@@ -167,6 +169,14 @@ impl Window {
     }
 }
 
+/// Buffers one update's propagations reuse, rather than allocating two
+/// lists for every coarser slot they recompute.
+#[derive(Default)]
+struct Scratch {
+    neighbors: Vec<Option<f64>>,
+    known: Vec<f64>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn propagate<B: Blocks>(
     blocks: &mut B,
@@ -177,13 +187,14 @@ fn propagate<B: Blocks>(
     lower: &ArchiveInfo,
     bases: &mut Bases,
     window: Option<&Window>,
+    scratch: &mut Scratch,
 ) -> Result<bool> {
     let lower_start = timestamp - timestamp.rem_euclid(i64::from(lower.seconds_per_point));
     let span = u64::from(lower.seconds_per_point / higher.seconds_per_point) * POINT_SIZE;
     let prefetched =
         window.and_then(|w| w.slice(lower_start, i64::from(higher.seconds_per_point), span));
-    let data = match prefetched {
-        Some(d) => d.to_vec(),
+    let data: std::borrow::Cow<'_, [u8]> = match prefetched {
+        Some(d) => d.into(),
         None => {
             let higher_base = bases.get(blocks, path, higher)?;
             let first = if higher_base == 0 {
@@ -193,27 +204,30 @@ fn propagate<B: Blocks>(
             };
             let last = (first - u64::from(higher.offset) + span) % higher.size()
                 + u64::from(higher.offset);
-            read_wrapped(blocks, path, higher, first, last)?
+            read_wrapped(blocks, path, higher, first, last)?.into()
         }
     };
 
     let step = i64::from(higher.seconds_per_point);
-    let neighbors: Vec<Option<f64>> = data
-        .chunks_exact(POINT_SIZE as usize)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let (ts, value) = decode_point(chunk);
-            (i64::from(ts) == lower_start + i as i64 * step).then_some(value)
-        })
-        .collect();
-    let known: Vec<f64> = neighbors.iter().flatten().copied().collect();
+    let Scratch { neighbors, known } = scratch;
+    neighbors.clear();
+    neighbors.extend(
+        data.chunks_exact(POINT_SIZE as usize)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let (ts, value) = decode_point(chunk);
+                (i64::from(ts) == lower_start + i as i64 * step).then_some(value)
+            }),
+    );
+    known.clear();
+    known.extend(neighbors.iter().flatten());
     if known.is_empty() {
         return Ok(false);
     }
     if (known.len() as f64 / neighbors.len() as f64) < f64::from(header.x_files_factor) {
         return Ok(false);
     }
-    let value = aggregate(header.aggregation, &known, &neighbors).unwrap_or(f64::NAN);
+    let value = aggregate(header.aggregation, known, neighbors).unwrap_or(f64::NAN);
     write_point(blocks, path, lower, lower_start, value, bases)?;
     Ok(true)
 }
@@ -247,12 +261,21 @@ pub fn update<B: Blocks>(
     let archive = &header.archives[index];
     let interval = timestamp - timestamp.rem_euclid(i64::from(archive.seconds_per_point));
     let mut bases = Bases::default();
+    let mut scratch = Scratch::default();
     write_point(blocks, path, archive, interval, value, &mut bases)?;
 
     let mut higher = archive;
     for lower in &header.archives[index + 1..] {
         if !propagate(
-            blocks, header, path, interval, higher, lower, &mut bases, None,
+            blocks,
+            header,
+            path,
+            interval,
+            higher,
+            lower,
+            &mut bases,
+            None,
+            &mut scratch,
         )? {
             break;
         }
@@ -281,7 +304,7 @@ pub fn update_many<B: Blocks>(
 
     let mut archives = header.archives.iter();
     let mut current = archives.next();
-    let mut batch: Vec<(i64, f64)> = Vec::new();
+    let mut batch: Vec<(i64, f64)> = Vec::with_capacity(points.len());
     for point in points {
         let age = now - point.0;
         while let Some(archive) = current.filter(|a| a.retention() < age) {
@@ -323,24 +346,22 @@ pub(crate) fn archive_update_many<B: Blocks>(
 
     let mut runs: Vec<(i64, Vec<u8>)> = Vec::new();
     let mut previous: Option<i64> = None;
-    let mut run: Vec<u8> = Vec::new();
+    // Most batches are one run: sized for it, it never grows.
+    let mut run: Vec<u8> = Vec::with_capacity(points.len() * POINT_SIZE as usize);
     let run_start = |previous: i64, run: &[u8]| previous - step * (run.len() as i64 / 12 - 1);
     for (i, &(interval, value)) in aligned.iter().enumerate() {
         // The last point of a run of equal intervals wins.
         if aligned.get(i + 1).is_some_and(|next| next.0 == interval) {
             continue;
         }
-        let packed = encode_point(interval, value)?;
         match previous {
             // Whisper tests `not previousInterval`, so an interval of 0 also
             // continues the current run.
-            None | Some(0) => run.extend_from_slice(&packed),
-            Some(p) if interval == p + step => run.extend_from_slice(&packed),
-            Some(p) => {
-                runs.push((run_start(p, &run), std::mem::take(&mut run)));
-                run.extend_from_slice(&packed);
-            }
+            None | Some(0) => {}
+            Some(p) if interval == p + step => {}
+            Some(p) => runs.push((run_start(p, &run), std::mem::take(&mut run))),
         }
+        push_point(&mut run, interval, value)?;
         previous = Some(interval);
     }
     if let Some(p) = previous.filter(|_| !run.is_empty()) {
@@ -358,6 +379,7 @@ pub(crate) fn archive_update_many<B: Blocks>(
     }
     let mut bases = Bases::default();
     bases.set(archive, base);
+    let mut scratch = Scratch::default();
 
     let mut higher = archive;
     for lower in header
@@ -383,6 +405,7 @@ pub(crate) fn archive_update_many<B: Blocks>(
                 lower,
                 &mut bases,
                 window.as_ref(),
+                &mut scratch,
             )?;
         }
         if !propagated {
