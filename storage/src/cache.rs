@@ -6,6 +6,7 @@
 //! a point is visible to reads from the moment it is accepted until whisper
 //! holds it. Each entry remembers the oldest write-ahead-log segment its
 //! points came from, which tells the log which segments may be deleted.
+//! A shard keeps its points in a slab of fixed chunks, not a list per metric.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -47,24 +48,221 @@ impl Held {
     }
 }
 
-/// Appends with growth by half rather than doubling: the cache holds many
-/// short lists, where doubling leaves a third of them empty on average.
-fn push(points: &mut Vec<Held>, point: Held) {
-    if points.len() == points.capacity() {
-        points.reserve_exact((points.capacity() / 2).max(4));
+/// Points per chunk: five 12-byte points and a link make 64 bytes.
+const CHUNK: usize = 5;
+
+/// No chunk: the end of a list.
+const END: u32 = u32::MAX;
+
+/// A run of points in a shard's slab, linked to the next.
+#[derive(Clone, Copy)]
+struct Chunk {
+    points: [Held; CHUNK],
+    next: u32,
+}
+
+/// Points in arrival order: a chain of chunks, all full but the last.
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: END,
+        tail: END,
+        len: 0,
+    };
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
-    points.push(point);
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List::EMPTY
+    }
+}
+
+/// Chunks per slab page: 16 KiB, so a shard's slab grows without copying
+/// and never holds more than one page it does not use.
+const PAGE_CHUNKS: usize = 256;
+
+/// A shard's chunks, used and free.
+///
+/// Points live in fixed chunks rather than in a list allocated per metric:
+/// the cache holds many short lists, and lists grown and freed in
+/// lock-step left the allocator's pages part used, about half of what the
+/// cache cost.
+struct Slab {
+    pages: Vec<Box<[Chunk]>>,
+    /// Chunks made so far (every one used or free).
+    len: usize,
+    /// Chunks no list holds, linked through `next`.
+    free: u32,
+    free_count: usize,
+}
+
+impl Slab {
+    fn new() -> Slab {
+        Slab {
+            pages: Vec::new(),
+            len: 0,
+            free: END,
+            free_count: 0,
+        }
+    }
+
+    fn at(&self, i: u32) -> &Chunk {
+        &self.pages[i as usize / PAGE_CHUNKS][i as usize % PAGE_CHUNKS]
+    }
+
+    fn at_mut(&mut self, i: u32) -> &mut Chunk {
+        &mut self.pages[i as usize / PAGE_CHUNKS][i as usize % PAGE_CHUNKS]
+    }
+
+    fn take_chunk(&mut self) -> u32 {
+        if self.free != END {
+            let at = self.free;
+            self.free = self.at(at).next;
+            self.free_count -= 1;
+            self.at_mut(at).next = END;
+            return at;
+        }
+        if self.len.is_multiple_of(PAGE_CHUNKS) {
+            let empty = Chunk {
+                points: [Held::new(0, 0.0); CHUNK],
+                next: END,
+            };
+            self.pages.push(vec![empty; PAGE_CHUNKS].into_boxed_slice());
+        }
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+
+    fn push(&mut self, list: &mut List, point: Held) {
+        let slot = list.len as usize % CHUNK;
+        if slot == 0 {
+            let at = self.take_chunk();
+            if list.head == END {
+                list.head = at;
+            } else {
+                self.at_mut(list.tail).next = at;
+            }
+            list.tail = at;
+        }
+        self.at_mut(list.tail).points[slot] = point;
+        list.len += 1;
+    }
+
+    fn points<'s>(&'s self, list: &List) -> impl Iterator<Item = Held> + 's {
+        let (mut at, mut left) = (list.head, list.len as usize);
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let chunk = self.at(at);
+            let n = left.min(CHUNK);
+            left -= n;
+            at = chunk.next;
+            Some(chunk.points[..n].iter().copied())
+        })
+        .flatten()
+    }
+
+    /// Gives a list's chunks back to the free chain in one step.
+    fn release(&mut self, list: List) {
+        if list.head == END {
+            return;
+        }
+        self.at_mut(list.tail).next = self.free;
+        self.free = list.head;
+        self.free_count += (list.len as usize).div_ceil(CHUNK);
+    }
+
+    /// `first` then `then` as one list (a requeue: points back ahead of
+    /// those that came meanwhile).
+    fn concat(&mut self, first: List, then: List) -> List {
+        if first.is_empty() {
+            return then;
+        }
+        if then.is_empty() {
+            return first;
+        }
+        if (first.len as usize).is_multiple_of(CHUNK) {
+            // Every chunk of the first list is full: link them as they are.
+            self.at_mut(first.tail).next = then.head;
+            return List {
+                head: first.head,
+                tail: then.tail,
+                len: first.len + then.len,
+            };
+        }
+        let mut joined = first;
+        let moved: Vec<Held> = self.points(&then).collect();
+        for p in moved {
+            self.push(&mut joined, p);
+        }
+        self.release(then);
+        joined
+    }
+
+    /// Whether three quarters of a sizeable slab are free.
+    fn mostly_free(&self) -> bool {
+        self.len >= 4 * PAGE_CHUNKS && self.free_count * 4 >= self.len * 3
+    }
 }
 
 #[derive(Default)]
 struct Entry {
-    /// Points waiting for the writer, in arrival order.
-    points: Vec<Held>,
+    /// Points waiting for the writer.
+    points: List,
     /// WAL segment of the oldest waiting point.
     segment: u64,
     /// Points checked out by the writer and their segment (boxed: most
     /// entries have none, and every entry pays for the field).
-    in_flight: Option<Box<(Vec<Held>, u64)>>,
+    in_flight: Option<Box<(List, u64)>>,
+}
+
+/// One shard: entries by metric name, their points in one slab.
+struct Shard {
+    entries: HashMap<Box<str>, Entry>,
+    slab: Slab,
+}
+
+impl Shard {
+    /// Rebuilds the slab when most of it is free, so a burst's memory
+    /// goes back once the writer has caught up.
+    fn compact(&mut self) {
+        if !self.slab.mostly_free() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slab, Slab::new());
+        for entry in self.entries.values_mut() {
+            let moved: Vec<Held> = old.points(&entry.points).collect();
+            entry.points = List::EMPTY;
+            for p in moved {
+                self.slab.push(&mut entry.points, p);
+            }
+            if let Some(flight) = entry.in_flight.as_mut() {
+                let moved: Vec<Held> = old.points(&flight.0).collect();
+                flight.0 = List::EMPTY;
+                for p in moved {
+                    self.slab.push(&mut flight.0, p);
+                }
+            }
+        }
+    }
+
+    /// Sorted, deduplicated copies of a list's points.
+    fn sorted(&self, list: &List) -> Vec<(i64, f64)> {
+        let mut points: Vec<(i64, f64)> = self.slab.points(list).map(Held::point).collect();
+        sort_dedup(&mut points);
+        points
+    }
 }
 
 /// Points checked out for writing: sorted by time, one per timestamp (the
@@ -86,9 +284,6 @@ pub struct CacheStats {
     pub metrics: usize,
 }
 
-/// One shard: entries by metric name.
-type Shard = HashMap<Box<str>, Entry>;
-
 /// The sharded cache. See the module docs.
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
@@ -109,7 +304,12 @@ impl Cache {
     /// A cache holding at most about `max_size` points (0: unbounded).
     pub fn new(max_size: usize, shards: usize) -> Self {
         let shards = (0..shards.max(1))
-            .map(|_| Mutex::new(HashMap::new()))
+            .map(|_| {
+                Mutex::new(Shard {
+                    entries: HashMap::new(),
+                    slab: Slab::new(),
+                })
+            })
             .collect();
         Cache {
             shards,
@@ -154,18 +354,19 @@ impl Cache {
         mut new_name: impl FnMut(&'p str),
     ) {
         for p in points {
-            let mut shard = Self::lock(self.shard(&p.name));
-            let entry = match shard.get_mut(p.name.as_str()) {
+            let mut guard = Self::lock(self.shard(&p.name));
+            let Shard { entries, slab } = &mut *guard;
+            let entry = match entries.get_mut(p.name.as_str()) {
                 Some(e) => e,
                 None => {
                     new_name(&p.name);
-                    shard.entry(p.name.as_str().into()).or_default()
+                    entries.entry(p.name.as_str().into()).or_default()
                 }
             };
             if entry.points.is_empty() {
                 entry.segment = segment;
             }
-            push(&mut entry.points, Held::new(p.timestamp, p.value));
+            slab.push(&mut entry.points, Held::new(p.timestamp, p.value));
         }
         self.size.fetch_add(points.len(), Ordering::Relaxed);
     }
@@ -174,15 +375,15 @@ impl Cache {
     /// by time with the last received winning per timestamp.
     pub fn get(&self, name: &str) -> Vec<(i64, f64)> {
         let shard = Self::lock(self.shard(name));
-        let Some(entry) = shard.get(name) else {
+        let Some(entry) = shard.entries.get(name) else {
             return Vec::new();
         };
         let mut points: Vec<(i64, f64)> = entry
             .in_flight
             .iter()
-            .flat_map(|f| f.0.iter())
-            .chain(&entry.points)
-            .map(|h| h.point())
+            .flat_map(|f| shard.slab.points(&f.0))
+            .chain(shard.slab.points(&entry.points))
+            .map(Held::point)
             .collect();
         drop(shard);
         sort_dedup(&mut points);
@@ -193,7 +394,7 @@ impl Cache {
     /// (carbon's `max` strategy), in one of `parts` disjoint parts of the
     /// names (by shard), so several writers never take the same metric.
     pub fn order_by_size_in(&self, part: usize, parts: usize) -> Vec<String> {
-        let mut sizes: Vec<(usize, String)> = Vec::new();
+        let mut sizes: Vec<(u32, String)> = Vec::new();
         let parts = parts.max(1);
         for (_, shard) in self
             .shards
@@ -204,9 +405,10 @@ impl Cache {
             let shard = Self::lock(shard);
             sizes.extend(
                 shard
+                    .entries
                     .iter()
                     .filter(|(_, e)| !e.points.is_empty())
-                    .map(|(n, e)| (e.points.len(), n.to_string())),
+                    .map(|(n, e)| (e.points.len, n.to_string())),
             );
         }
         sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
@@ -217,15 +419,13 @@ impl Cache {
     /// nothing waits or a previous checkout is still in flight.
     pub fn checkout(&self, name: &str) -> Option<Checkout> {
         let mut shard = Self::lock(self.shard(name));
-        let entry = shard.get_mut(name)?;
+        let entry = shard.entries.get_mut(name)?;
         if entry.points.is_empty() || entry.in_flight.is_some() {
             return None;
         }
         let points = std::mem::take(&mut entry.points);
-        let mut sorted: Vec<(i64, f64)> = points.iter().map(|h| h.point()).collect();
         entry.in_flight = Some(Box::new((points, entry.segment)));
-        drop(shard);
-        sort_dedup(&mut sorted);
+        let sorted = shard.sorted(&points);
         Some(Checkout {
             name: name.to_string(),
             points: sorted,
@@ -239,7 +439,7 @@ impl Cache {
     /// while the writer has it in flight (try again in a moment).
     pub fn hold(&self, name: &str) -> Option<Checkout> {
         let mut shard = Self::lock(self.shard(name));
-        let entry = shard.entry(name.into()).or_default();
+        let entry = shard.entries.entry(name.into()).or_default();
         if entry.in_flight.is_some() {
             return None;
         }
@@ -250,10 +450,8 @@ impl Cache {
         } else {
             entry.segment
         };
-        let mut sorted: Vec<(i64, f64)> = points.iter().map(|h| h.point()).collect();
         entry.in_flight = Some(Box::new((points, segment)));
-        drop(shard);
-        sort_dedup(&mut sorted);
+        let sorted = shard.sorted(&points);
         Some(Checkout {
             name: name.to_string(),
             points: sorted,
@@ -268,10 +466,11 @@ impl Cache {
             self.requeue(name);
             let mut shard = Self::lock(self.shard(name));
             if shard
+                .entries
                 .get(name)
                 .is_some_and(|e| e.points.is_empty() && e.in_flight.is_none())
             {
-                shard.remove(name);
+                shard.entries.remove(name);
             }
         } else {
             self.complete(name);
@@ -280,32 +479,36 @@ impl Cache {
 
     /// The writer finished with `name`'s in-flight points: they leave the cache.
     pub fn complete(&self, name: &str) {
-        let mut shard = Self::lock(self.shard(name));
-        let Some(entry) = shard.get_mut(name) else {
+        let mut guard = Self::lock(self.shard(name));
+        let shard = &mut *guard;
+        let Some(entry) = shard.entries.get_mut(name) else {
             return;
         };
         if let Some(flight) = entry.in_flight.take() {
-            self.size.fetch_sub(flight.0.len(), Ordering::Relaxed);
+            self.size
+                .fetch_sub(flight.0.len as usize, Ordering::Relaxed);
+            shard.slab.release(flight.0);
         }
         if entry.points.is_empty() {
-            shard.remove(name);
+            shard.entries.remove(name);
         }
+        shard.compact();
     }
 
     /// The writer could not write `name` yet (creation rate limit): its
     /// in-flight points go back ahead of any that arrived since.
     pub fn requeue(&self, name: &str) {
-        let mut shard = Self::lock(self.shard(name));
-        let Some(entry) = shard.get_mut(name) else {
+        let mut guard = Self::lock(self.shard(name));
+        let Shard { entries, slab } = &mut *guard;
+        let Some(entry) = entries.get_mut(name) else {
             return;
         };
         if let Some(flight) = entry.in_flight.take() {
-            let (mut points, segment) = *flight;
+            let (points, segment) = *flight;
             // The oldest of both: points that arrived meanwhile may come
             // from an older segment than an empty hold's.
             let waiting = (!entry.points.is_empty()).then_some(entry.segment);
-            points.append(&mut entry.points);
-            entry.points = points;
+            entry.points = slab.concat(points, entry.points);
             entry.segment = waiting.map_or(segment, |w| w.min(segment));
         }
     }
@@ -314,7 +517,7 @@ impl Cache {
     pub fn oldest_segment(&self) -> Option<u64> {
         let mut oldest: Option<u64> = None;
         for shard in self.shards.iter() {
-            for entry in Self::lock(shard).values() {
+            for entry in Self::lock(shard).entries.values() {
                 let waiting = (!entry.points.is_empty()).then_some(entry.segment);
                 let flying = entry.in_flight.as_ref().map(|f| f.1);
                 for s in waiting.into_iter().chain(flying) {
@@ -329,14 +532,18 @@ impl Cache {
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for shard in self.shards.iter() {
-            names.extend(Self::lock(shard).keys().map(|k| k.to_string()));
+            names.extend(Self::lock(shard).entries.keys().map(|k| k.to_string()));
         }
         names
     }
 
     /// Points and metrics held.
     pub fn stats(&self) -> CacheStats {
-        let metrics = self.shards.iter().map(|s| Self::lock(s).len()).sum();
+        let metrics = self
+            .shards
+            .iter()
+            .map(|s| Self::lock(s).entries.len())
+            .sum();
         CacheStats {
             points: self.size(),
             metrics,
@@ -427,5 +634,59 @@ mod tests {
         assert_eq!(cache.size(), 0);
         assert_eq!(cache.oldest_segment(), None);
         assert_eq!(cache.stats().metrics, 0);
+    }
+
+    #[test]
+    fn a_requeue_keeps_order_across_chunks() {
+        let cache = Cache::new(0, 1);
+        let first: Vec<Datapoint> = (0..7).map(|i| dp("a", 10 * i, i as f64)).collect();
+        cache.add(&first, 1);
+        assert_eq!(cache.checkout("a").unwrap().points.len(), 7);
+        // Meanwhile: a later value for a timestamp already in flight, and
+        // new ones; after the requeue the later value still wins.
+        let meanwhile: Vec<Datapoint> =
+            (5..12).map(|i| dp("a", 10 * i, 100.0 + i as f64)).collect();
+        cache.add(&meanwhile, 2);
+        cache.requeue("a");
+        let points = cache.checkout("a").unwrap().points;
+        let want: Vec<(i64, f64)> = (0..12)
+            .map(|i| (10 * i, if i < 5 { i as f64 } else { 100.0 + i as f64 }))
+            .collect();
+        assert_eq!(points, want);
+        assert_eq!(cache.size(), 14);
+        cache.complete("a");
+        assert_eq!(cache.size(), 0);
+    }
+
+    #[test]
+    fn a_drained_slab_is_compacted_and_what_stays_is_intact() {
+        let cache = Cache::new(0, 1);
+        // 2,000 metrics of 6 points (two chunks each), then all but ten
+        // written: the slab was rebuilt once three quarters were free.
+        for m in 0..2000 {
+            let points: Vec<Datapoint> = (0..6)
+                .map(|i| dp(&format!("m{m}"), 10 * i, (m * 10 + i) as f64))
+                .collect();
+            cache.add(&points, 1);
+        }
+        let chunks = |c: &Cache| Cache::lock(&c.shards[0]).slab.len;
+        assert_eq!(chunks(&cache), 4000);
+        for m in 10..2000 {
+            cache.checkout(&format!("m{m}")).unwrap();
+            cache.complete(&format!("m{m}"));
+        }
+        assert!(chunks(&cache) <= 1000, "{} chunks left", chunks(&cache));
+        for m in 0..10 {
+            let want: Vec<(i64, f64)> = (0..6).map(|i| (10 * i, (m * 10 + i) as f64)).collect();
+            assert_eq!(cache.get(&format!("m{m}")), want);
+        }
+        assert_eq!(cache.size(), 60);
+        // Freed chunks are taken again before the slab grows.
+        cache.add(&[dp("n", 10, 1.0)], 2);
+        let before = chunks(&cache);
+        cache.checkout("n").unwrap();
+        cache.complete("n");
+        cache.add(&[dp("o", 10, 1.0)], 2);
+        assert_eq!(chunks(&cache), before);
     }
 }
