@@ -88,15 +88,15 @@ impl Default for List {
 }
 
 /// Chunks per slab page: 16 KiB, so a shard's slab grows without copying
-/// and never holds more than one page it does not use.
+/// and has at most one page's worth of chunks not yet made.
 const PAGE_CHUNKS: usize = 256;
 
 /// A shard's chunks, used and free.
 ///
 /// Points live in fixed chunks rather than in a list allocated per metric:
 /// the cache holds many short lists, and lists grown and freed in
-/// lock-step left the allocator's pages part used, about half of what the
-/// cache cost.
+/// lock-step left the allocator's pages part used (8 of 39 bytes a cached
+/// point, measured with the system allocator; see docs/BENCHMARKS.md).
 struct Slab {
     pages: Vec<Box<[Chunk]>>,
     /// Chunks made so far (every one used or free).
