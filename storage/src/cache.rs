@@ -210,6 +210,15 @@ impl Slab {
         joined
     }
 
+    /// A copy here of `list`, which lives in `from`.
+    fn copy(&mut self, from: &Slab, list: &List) -> List {
+        let mut copied = List::EMPTY;
+        for p in from.points(list) {
+            self.push(&mut copied, p);
+        }
+        copied
+    }
+
     /// Whether three quarters of a sizeable slab are free.
     fn mostly_free(&self) -> bool {
         self.len >= 4 * PAGE_CHUNKS && self.free_count * 4 >= self.len * 3
@@ -242,17 +251,9 @@ impl Shard {
         }
         let old = std::mem::replace(&mut self.slab, Slab::new());
         for entry in self.entries.values_mut() {
-            let moved: Vec<Held> = old.points(&entry.points).collect();
-            entry.points = List::EMPTY;
-            for p in moved {
-                self.slab.push(&mut entry.points, p);
-            }
+            entry.points = self.slab.copy(&old, &entry.points);
             if let Some(flight) = entry.in_flight.as_mut() {
-                let moved: Vec<Held> = old.points(&flight.0).collect();
-                flight.0 = List::EMPTY;
-                for p in moved {
-                    self.slab.push(&mut flight.0, p);
-                }
+                flight.0 = self.slab.copy(&old, &flight.0);
             }
         }
     }

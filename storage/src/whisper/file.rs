@@ -428,14 +428,8 @@ impl WhisperFile {
         let result = op(&mut paged, &self.header, &self.path);
         let flushed = paged.flush().map_err(|e| WhisperError::io(&self.path, e));
         self.len = paged.len().unwrap_or(self.len);
-        match paged.into_first_page(n) {
-            Some(head) => self.head = head,
-            // The header read is gone; a fresh one keeps later reads right.
-            None => {
-                let (_, head, _) = read_header(&self.file, &self.path)?;
-                self.head = head;
-            }
-        }
+        // Without page 0 back, reads of the first bytes go to the file.
+        self.head = paged.into_first_page(n).unwrap_or_default();
         result.and(flushed)
     }
 
@@ -456,5 +450,41 @@ impl WhisperFile {
         self.header.aggregation = aggregation;
         self.header.x_files_factor = xff;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An update leaves the access time alone: it says when a query last
+    /// read the file. Set two days back, `relatime` would move it on the
+    /// update's own read.
+    #[test]
+    fn an_update_does_not_touch_the_access_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wsp");
+        let archives = [Retention {
+            seconds_per_point: 10,
+            points: 100,
+        }];
+        create(&path, &archives, &CreateOptions::default()).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(
+                std::fs::FileTimes::new()
+                    .set_accessed(old)
+                    .set_modified(old),
+            )
+            .unwrap();
+        let now = 1_700_000_000;
+        let mut file = WhisperFile::open_rw(&path).unwrap();
+        file.update_many(&[(now - 10, 1.0)], now).unwrap();
+        drop(file);
+        let accessed = std::fs::metadata(&path).unwrap().accessed().unwrap();
+        assert_eq!(accessed, old);
     }
 }

@@ -26,6 +26,17 @@ struct Page {
     loaded: bool,
 }
 
+impl Page {
+    /// A page not read yet: nothing written, nothing loaded.
+    fn unread() -> Page {
+        Page {
+            data: vec![0u8; PAGE as usize].into_boxed_slice(),
+            dirty: (0, 0),
+            loaded: false,
+        }
+    }
+}
+
 /// Pages of `inner` cached for the duration of one operation.
 pub(crate) struct Paged<'a, B: Blocks> {
     inner: &'a mut B,
@@ -70,11 +81,7 @@ impl<'a, B: Blocks> Paged<'a, B> {
     /// `inner` on first use (keeping whatever was already written there).
     fn with_page<T>(&self, no: u64, f: impl FnOnce(&mut Page) -> T) -> io::Result<T> {
         let mut pages = self.pages.borrow_mut();
-        let page = pages.entry(no).or_insert_with(|| Page {
-            data: vec![0u8; PAGE as usize].into_boxed_slice(),
-            dirty: (0, 0),
-            loaded: false,
-        });
+        let page = pages.entry(no).or_insert_with(Page::unread);
         if !page.loaded {
             self.load(no, page)?;
         }
@@ -149,11 +156,7 @@ impl<B: Blocks> Blocks for Paged<'_, B> {
             let end = at + n as u64;
             let chunk = &buf[done..done + n];
             let mut pages = self.pages.borrow_mut();
-            let page = pages.entry(no).or_insert_with(|| Page {
-                data: vec![0u8; PAGE as usize].into_boxed_slice(),
-                dirty: (0, 0),
-                loaded: false,
-            });
+            let page = pages.entry(no).or_insert_with(Page::unread);
             let (lo, hi) = page.dirty;
             // An unread page keeps one contiguous written range: a write
             // apart from it would leave unread bytes inside the range that
