@@ -432,3 +432,19 @@ fn self_metrics_are_written_as_carbon_agents() {
     }
     node.stop(Duration::from_secs(20));
 }
+
+/// mimalloc's arenas would otherwise be backed by 2 MiB pages, each
+/// touched one held and zeroed whole: the cache took 72–83 bytes a point
+/// with them, 43 without (docs/BENCHMARKS.md).
+#[test]
+fn a_node_runs_without_transparent_huge_pages() {
+    let dir = temp_dir();
+    let node = Node::serve(Path::new(BIN), &dir.path().join("data"), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("this kernel reports THP_enabled in /proc/PID/status");
+    assert_eq!(thp.trim(), "0", "huge pages are still allowed");
+    node.stop(Duration::from_secs(20));
+}
