@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One received point.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,7 +238,9 @@ struct Entry {
 
 /// One shard: entries by metric name, their points in one slab.
 struct Shard {
-    entries: HashMap<Box<str>, Entry>,
+    /// Keyed by a name shared with the writer's order and the name
+    /// index's waiting set, so a waiting metric's name exists once.
+    entries: HashMap<Arc<str>, Entry>,
     slab: Slab,
 }
 
@@ -348,11 +350,11 @@ impl Cache {
     /// Adds points as [`Self::add`], calling `new_name` with each name the
     /// cache did not hold (the name index learns of new series there, once
     /// per name and write-back rather than once per point).
-    pub fn add_noting<'p>(
+    pub fn add_noting(
         &self,
-        points: &'p [Datapoint],
+        points: &[Datapoint],
         segment: u64,
-        mut new_name: impl FnMut(&'p str),
+        mut new_name: impl FnMut(&Arc<str>),
     ) {
         for p in points {
             let mut guard = Self::lock(self.shard(&p.name));
@@ -360,8 +362,9 @@ impl Cache {
             let entry = match entries.get_mut(p.name.as_str()) {
                 Some(e) => e,
                 None => {
-                    new_name(&p.name);
-                    entries.entry(p.name.as_str().into()).or_default()
+                    let name: Arc<str> = p.name.as_str().into();
+                    new_name(&name);
+                    entries.entry(name).or_default()
                 }
             };
             if entry.points.is_empty() {
@@ -394,8 +397,8 @@ impl Cache {
     /// Names of metrics with waiting points, the largest backlog first
     /// (carbon's `max` strategy), in one of `parts` disjoint parts of the
     /// names (by shard), so several writers never take the same metric.
-    pub fn order_by_size_in(&self, part: usize, parts: usize) -> Vec<String> {
-        let mut sizes: Vec<(u32, String)> = Vec::new();
+    pub fn order_by_size_in(&self, part: usize, parts: usize) -> Vec<Arc<str>> {
+        let mut sizes: Vec<(u32, Arc<str>)> = Vec::new();
         let parts = parts.max(1);
         for (_, shard) in self
             .shards
@@ -409,7 +412,7 @@ impl Cache {
                     .entries
                     .iter()
                     .filter(|(_, e)| !e.points.is_empty())
-                    .map(|(n, e)| (e.points.len, n.to_string())),
+                    .map(|(n, e)| (e.points.len, n.clone())),
             );
         }
         sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
@@ -579,7 +582,7 @@ mod tests {
         assert_eq!(cache.size(), 4);
         assert_eq!(
             cache.order_by_size_in(0, 1),
-            vec!["a".to_string(), "b".to_string()]
+            vec![Arc::from("a"), Arc::from("b")]
         );
         let c = cache.checkout("a").unwrap();
         assert_eq!(c.points, vec![(10, 1.0), (20, 3.0)]);

@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::find::{self, Level, Node};
 
@@ -260,7 +260,7 @@ pub struct NameIndex {
     /// Whether a rescan runs (the journal is open).
     scanning: AtomicBool,
     /// Untagged series received whose files the tree does not hold yet.
-    pending: Mutex<HashSet<Box<str>>>,
+    pending: Mutex<HashSet<Arc<str>>>,
 }
 
 impl NameIndex {
@@ -298,19 +298,19 @@ impl NameIndex {
 
     /// Notes a series received (a name new to the cache): found from now
     /// on, as a leaf waiting for its file unless the tree holds it.
-    pub fn note_received(&self, name: &str) {
+    pub fn note_received(&self, name: Arc<str>) {
         if self
             .tree
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
+            .contains(&name)
         {
             return;
         }
-        self.pending_set().insert(name.into());
+        self.pending_set().insert(name);
     }
 
-    fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<Box<str>>> {
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -355,7 +355,7 @@ impl NameIndex {
     pub fn rescan(&self, cached: impl FnOnce() -> Vec<String>) -> io::Result<usize> {
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
         self.scanning.store(true, Ordering::Release);
-        let waiting: Vec<Box<str>> = self.pending_set().iter().cloned().collect();
+        let waiting: Vec<Arc<str>> = self.pending_set().iter().cloned().collect();
         let held: HashSet<String> = cached().into_iter().collect();
         {
             let mut pending = self.pending_set();
@@ -391,7 +391,7 @@ impl NameIndex {
     /// Every node matching `pattern`, sorted by path, as [`find::find`]
     /// would find it on disk, with the names waiting for their files.
     pub fn find(&self, pattern: &str) -> io::Result<Vec<Node>> {
-        let waiting: Vec<Box<str>> = self.pending_set().iter().cloned().collect();
+        let waiting: Vec<Arc<str>> = self.pending_set().iter().cloned().collect();
         let mut nodes: BTreeSet<Node> = find::find_in_names(waiting.iter().map(|n| &**n), pattern)
             .into_iter()
             .collect();
@@ -545,8 +545,8 @@ mod tests {
         let dir = tree(&["a/b.wsp"]);
         let index = NameIndex::new(dir.path());
         index.rescan(Vec::new).unwrap();
-        index.note_received("a.cached");
-        index.note_received("a.b");
+        index.note_received("a.cached".into());
+        index.note_received("a.b".into());
         index.insert("a.c.d");
         assert_eq!(
             paths(index.find("a.*").unwrap()),
@@ -570,9 +570,9 @@ mod tests {
         let dir = tree(&[]);
         let index = NameIndex::new(dir.path());
         index.rescan(Vec::new).unwrap();
-        index.note_received("w.made");
-        index.note_received("w.given_up");
-        index.note_received("w.kept");
+        index.note_received("w.made".into());
+        index.note_received("w.given_up".into());
+        index.note_received("w.kept".into());
         assert_eq!(index.find("w.*").unwrap().len(), 3);
         fs::create_dir_all(dir.path().join("w")).unwrap();
         fs::write(dir.path().join("w/made.wsp"), b"").unwrap();
@@ -585,7 +585,7 @@ mod tests {
         );
         assert_eq!(index.pending_set().len(), 1);
         // Received before a scan that finds its file: it waits no longer.
-        index.note_received("w.early");
+        index.note_received("w.early".into());
         fs::write(dir.path().join("w/early.wsp"), b"").unwrap();
         index
             .rescan(|| vec!["w.kept".to_string(), "w.early".to_string()])

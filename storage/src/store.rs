@@ -132,8 +132,8 @@ pub struct Replay {
 
 /// A series the cache did not hold: the name index learns of it. Tagged
 /// names are not part of the tree (their files are, once written).
-fn note_received(names: &NameIndex, name: &str) {
-    if !crate::tags::is_tagged(name) {
+fn note_received(names: &NameIndex, name: Arc<str>) {
+    if !crate::tags::is_tagged(&name) {
         names.note_received(name);
     }
 }
@@ -223,8 +223,8 @@ impl Store {
                 for p in batch.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
                     tags.ensure(&p.name);
                 }
-                let mut fresh: Vec<&str> = Vec::new();
-                cache.add_noting(&batch, segment, |name| fresh.push(name));
+                let mut fresh: Vec<Arc<str>> = Vec::new();
+                cache.add_noting(&batch, segment, |name| fresh.push(name.clone()));
                 for name in fresh {
                     note_received(&names, name);
                 }
@@ -284,10 +284,10 @@ impl Store {
         }
         // New names go into the tree after the log's lock is released: a
         // long find holding the tree must not stall every receiver.
-        let mut fresh: Vec<&str> = Vec::new();
+        let mut fresh: Vec<Arc<str>> = Vec::new();
         self.wal.append(points, |segment| {
             self.cache
-                .add_noting(points, segment, |name| fresh.push(name))
+                .add_noting(points, segment, |name| fresh.push(name.clone()))
         })?;
         for name in fresh {
             note_received(&self.names, name);
