@@ -395,17 +395,24 @@ impl Cache {
     }
 
     /// Names of metrics with waiting points, the largest backlog first
-    /// (carbon's `max` strategy), in one of `parts` disjoint parts of the
-    /// names (by shard), so several writers never take the same metric.
-    pub fn order_by_size_in(&self, part: usize, parts: usize) -> Vec<Arc<str>> {
-        let mut sizes: Vec<(u32, Arc<str>)> = Vec::new();
+    /// (carbon's `max` strategy), in the `mine` parts of `parts` disjoint
+    /// parts of the names (by shard), so several writers never take the
+    /// same metric.
+    pub fn order_by_size_in(&self, mine: &[usize], parts: usize) -> Vec<Arc<str>> {
         let parts = parts.max(1);
-        for (_, shard) in self
+        let shards: Vec<&Mutex<Shard>> = self
             .shards
             .iter()
             .enumerate()
-            .filter(|(i, _)| i % parts == part % parts)
-        {
+            .filter(|(i, _)| mine.iter().any(|part| i % parts == part % parts))
+            .map(|(_, shard)| shard)
+            .collect();
+        // Sized once: a writer behind holds this for every waiting metric,
+        // and a list grown by doubling would keep up to twice that, plus
+        // the copies made while it grew, in the allocator.
+        let count = shards.iter().map(|s| Self::lock(s).entries.len()).sum();
+        let mut sizes: Vec<(u32, Arc<str>)> = Vec::with_capacity(count);
+        for shard in shards {
             let shard = Self::lock(shard);
             sizes.extend(
                 shard
@@ -416,6 +423,7 @@ impl Cache {
             );
         }
         sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+        // Collected in place, into the same allocation.
         sizes.into_iter().map(|(_, n)| n).collect()
     }
 
@@ -581,7 +589,7 @@ mod tests {
         );
         assert_eq!(cache.size(), 4);
         assert_eq!(
-            cache.order_by_size_in(0, 1),
+            cache.order_by_size_in(&[0], 1),
             vec![Arc::from("a"), Arc::from("b")]
         );
         let c = cache.checkout("a").unwrap();

@@ -212,10 +212,7 @@ fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, mine: &[usize], part
     loop {
         let draining = stop.load(Ordering::Relaxed);
         release_due(&mut last_release, &mut last_sync);
-        let order: Vec<std::sync::Arc<str>> = mine
-            .iter()
-            .flat_map(|&part| store.cache.order_by_size_in(part, parts))
-            .collect();
+        let order = store.cache.order_by_size_in(mine, parts);
         if order.iter().all(|n| given_up.contains(n)) {
             if draining {
                 break;
