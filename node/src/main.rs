@@ -20,10 +20,9 @@ fn main() -> ExitCode {
 ///
 /// mimalloc asks for huge pages on its arenas (and hosts with THP set to
 /// `always` give them unasked), so each 2 MiB region it touches is backed
-/// and zeroed whole. Measured with `bench/cache_memory.py` and
-/// `bench/ingest.py`: the cache took 72–83 bytes a point with them and 43
-/// without, accepted points 15% faster without, and `/render` times did
-/// not change (docs/BENCHMARKS.md).
+/// and zeroed whole. Measured with `bench/ingest.py`: the cache took
+/// 66–83 bytes a point with them and 43 without, points were accepted no
+/// slower, and `/render` times did not change (docs/BENCHMARKS.md).
 fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
