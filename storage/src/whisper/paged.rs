@@ -8,6 +8,8 @@
 //! `pwrite`. The algorithms are unchanged, so the bytes on disk are too.
 //! A page only written to (a coarser archive's slots) is never read: its
 //! written bytes stay one contiguous range until a read needs the rest.
+//! Page buffers are reused across operations on a thread, so an update
+//! neither allocates nor zeroes them.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,6 +18,29 @@ use std::io;
 use super::Blocks;
 
 const PAGE: u64 = 4096;
+
+/// Page buffers kept per thread for the next operation: a few updates'
+/// worth, so a writer thread holds at most this many idle pages.
+const POOLED: usize = 16;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A page buffer with unspecified contents.
+fn take_buffer() -> Box<[u8]> {
+    POOL.with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; PAGE as usize].into_boxed_slice())
+}
+
+fn give_back(buffer: Box<[u8]>) {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOLED && buffer.len() == PAGE as usize {
+            pool.push(buffer);
+        }
+    });
+}
 
 struct Page {
     data: Box<[u8]>,
@@ -27,10 +52,11 @@ struct Page {
 }
 
 impl Page {
-    /// A page not read yet: nothing written, nothing loaded.
+    /// A page not read yet: nothing written, nothing loaded (so nothing
+    /// in `data` is meaningful).
     fn unread() -> Page {
         Page {
-            data: vec![0u8; PAGE as usize].into_boxed_slice(),
+            data: take_buffer(),
             dirty: (0, 0),
             loaded: false,
         }
@@ -91,22 +117,41 @@ impl<'a, B: Blocks> Paged<'a, B> {
     /// Reads page `no` from `inner` under the bytes written to it so far.
     fn load(&self, no: u64, page: &mut Page) -> io::Result<()> {
         let start = no * PAGE;
-        // Bytes past the length before this operation were all written here.
+        // Bytes past the length before this operation were all written
+        // here, or read as zeros as past a file's end.
         let existed = self.existed.saturating_sub(start).min(PAGE) as usize;
-        let mut data = vec![0u8; PAGE as usize].into_boxed_slice();
-        if existed > 0 {
-            self.inner.read_at(&mut data[..existed], start)?;
-        }
         let (lo, hi) = page.dirty;
-        data[lo..hi].copy_from_slice(&page.data[lo..hi]);
-        page.data = data;
+        if lo >= hi {
+            if existed > 0 {
+                self.inner.read_at(&mut page.data[..existed], start)?;
+            }
+            page.data[existed..].fill(0);
+        } else {
+            let mut data = take_buffer();
+            let read = if existed > 0 {
+                self.inner.read_at(&mut data[..existed], start)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = read {
+                give_back(data);
+                return Err(e);
+            }
+            data[existed..].fill(0);
+            data[lo..hi].copy_from_slice(&page.data[lo..hi]);
+            give_back(std::mem::replace(&mut page.data, data));
+        }
         page.loaded = true;
         Ok(())
     }
 
     /// The first `n` bytes of page 0 as they are now, if page 0 is cached.
     pub(crate) fn into_first_page(self, n: usize) -> Option<Vec<u8>> {
-        let page = self.pages.into_inner().remove(&0).filter(|p| p.loaded)?;
+        let page = self.pages.borrow_mut().remove(&0)?;
+        if !page.loaded {
+            give_back(page.data);
+            return None;
+        }
         let mut data = page.data.into_vec();
         data.truncate(n);
         Some(data)
@@ -123,6 +168,14 @@ impl<'a, B: Blocks> Paged<'a, B> {
             }
         }
         Ok(())
+    }
+}
+
+impl<B: Blocks> Drop for Paged<'_, B> {
+    fn drop(&mut self) {
+        for (_, page) in std::mem::take(self.pages.get_mut()) {
+            give_back(page.data);
+        }
     }
 }
 
@@ -238,6 +291,34 @@ mod tests {
         want[4092..4100].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
         want[8000] = 9;
         assert_eq!(file, want);
+    }
+
+    #[test]
+    fn a_reused_page_buffer_shows_nothing_of_its_last_file() {
+        // Fill this thread's pool with buffers holding another file's bytes.
+        let mut other = vec![0xAAu8; 5 * PAGE as usize];
+        {
+            let paged = Paged::new(&mut other, 5 * PAGE, None);
+            let mut buf = [0u8; 1];
+            for no in 0..5 {
+                paged.read_at(&mut buf, no * PAGE).unwrap();
+            }
+        }
+        // A short file grown by a write past its end: the bytes between its
+        // old end and the write read as zeros, as from a fresh buffer.
+        let mut file = vec![1u8; 100];
+        {
+            let mut paged = Paged::new(&mut file, 100, None);
+            paged.write_at(&[7, 7], 200).unwrap();
+            let mut buf = [0xFFu8; 202];
+            paged.read_at(&mut buf, 0).unwrap();
+            assert!(buf[..100].iter().all(|&b| b == 1));
+            assert!(buf[100..200].iter().all(|&b| b == 0));
+            assert_eq!(&buf[200..], &[7, 7]);
+            paged.flush().unwrap();
+        }
+        assert_eq!(file.len(), 202);
+        assert!(file[100..200].iter().all(|&b| b == 0));
     }
 
     /// A buffer that counts the reads reaching it.
