@@ -316,19 +316,20 @@ impl NameIndex {
 
     /// Adds the leaf `name` (a dotted path in the tree): its file exists.
     pub fn insert(&self, name: &str) {
-        self.pending_set().remove(name);
         // While a rescan runs every insert is recorded: the old tree may
         // hold a name (deleted by hand) the new one will not.
-        if !self.scanning.load(Ordering::Acquire)
+        let held = !self.scanning.load(Ordering::Acquire)
             && self
                 .tree
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(name)
-        {
-            return;
+                .contains(name);
+        if !held {
+            self.change(Change::Insert(name.to_string()));
         }
-        self.change(Change::Insert(name.to_string()));
+        // Only now out of the waiting set: a find reads that set, then the
+        // tree, so a name must never be in neither while it moves across.
+        self.pending_set().remove(name);
     }
 
     /// Forgets the leaf `name`: neither file nor cache holds it.
@@ -644,6 +645,40 @@ mod tests {
             paths(index.find("a.m").unwrap()),
             vec![("a.m".into(), true)]
         );
+    }
+
+    #[test]
+    fn a_series_whose_file_is_being_made_is_always_found() {
+        let dir = tree(&[]);
+        let index = std::sync::Arc::new(NameIndex::new(dir.path()));
+        index.rescan(Vec::new).unwrap();
+        let noted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        const NAMES: usize = 2_000;
+        let maker = {
+            let (index, noted) = (index.clone(), noted.clone());
+            std::thread::spawn(move || {
+                for i in 0..NAMES {
+                    index.note_received(format!("w.m{i}").into());
+                    noted.store(i + 1, Ordering::Release);
+                    // Its file is made: the writer tells the index.
+                    index.insert(&format!("w.m{i}"));
+                }
+            })
+        };
+        let mut misses = 0;
+        loop {
+            let before = noted.load(Ordering::Acquire);
+            let found = index.find("w.*").unwrap().len();
+            if found < before {
+                misses += 1;
+                break;
+            }
+            if before == NAMES {
+                break;
+            }
+        }
+        maker.join().unwrap();
+        assert_eq!(misses, 0, "finds missed a series while its file was made");
     }
 
     #[test]
