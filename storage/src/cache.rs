@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One received point.
 #[derive(Debug, Clone, PartialEq)]
@@ -259,13 +259,6 @@ impl Shard {
             }
         }
     }
-
-    /// Sorted, deduplicated copies of a list's points.
-    fn sorted(&self, list: &List) -> Vec<(i64, f64)> {
-        let mut points: Vec<(i64, f64)> = self.slab.points(list).map(Held::point).collect();
-        sort_dedup(&mut points);
-        points
-    }
 }
 
 /// Points checked out for writing: sorted by time, one per timestamp (the
@@ -437,11 +430,19 @@ impl Cache {
         }
         let points = std::mem::take(&mut entry.points);
         entry.in_flight = Some(Box::new((points, entry.segment)));
-        let sorted = shard.sorted(&points);
-        Some(Checkout {
+        Some(Self::checked_out(shard, name, &points))
+    }
+
+    /// The checkout of `points`, now in flight: copied out under the
+    /// shard's lock, sorted after it is released so receivers wait less.
+    fn checked_out(shard: MutexGuard<'_, Shard>, name: &str, points: &List) -> Checkout {
+        let mut sorted: Vec<(i64, f64)> = shard.slab.points(points).map(Held::point).collect();
+        drop(shard);
+        sort_dedup(&mut sorted);
+        Checkout {
             name: name.to_string(),
             points: sorted,
-        })
+        }
     }
 
     /// Keeps the writer off `name` while its file is read or replaced
@@ -463,11 +464,7 @@ impl Cache {
             entry.segment
         };
         entry.in_flight = Some(Box::new((points, segment)));
-        let sorted = shard.sorted(&points);
-        Some(Checkout {
-            name: name.to_string(),
-            points: sorted,
-        })
+        Some(Self::checked_out(shard, name, &points))
     }
 
     /// Ends a [`Cache::hold`]: the held points go back ahead of any that

@@ -650,9 +650,9 @@ mod tests {
     #[test]
     fn a_series_whose_file_is_being_made_is_always_found() {
         let dir = tree(&[]);
-        let index = std::sync::Arc::new(NameIndex::new(dir.path()));
+        let index = Arc::new(NameIndex::new(dir.path()));
         index.rescan(Vec::new).unwrap();
-        let noted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let noted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         const NAMES: usize = 2_000;
         let maker = {
             let (index, noted) = (index.clone(), noted.clone());
@@ -665,20 +665,21 @@ mod tests {
                 }
             })
         };
-        let mut misses = 0;
-        loop {
+        let missed = loop {
             let before = noted.load(Ordering::Acquire);
             let found = index.find("w.*").unwrap().len();
             if found < before {
-                misses += 1;
-                break;
+                break Some((found, before));
             }
             if before == NAMES {
-                break;
+                break None;
             }
-        }
+        };
         maker.join().unwrap();
-        assert_eq!(misses, 0, "finds missed a series while its file was made");
+        assert_eq!(
+            missed, None,
+            "a find saw (found, noted) series while files were made"
+        );
     }
 
     #[test]

@@ -128,14 +128,8 @@ impl<'a, B: Blocks> Paged<'a, B> {
             page.data[existed..].fill(0);
         } else {
             let mut data = take_buffer();
-            let read = if existed > 0 {
-                self.inner.read_at(&mut data[..existed], start)
-            } else {
-                Ok(())
-            };
-            if let Err(e) = read {
-                give_back(data);
-                return Err(e);
+            if existed > 0 {
+                self.inner.read_at(&mut data[..existed], start)?;
             }
             data[existed..].fill(0);
             data[lo..hi].copy_from_slice(&page.data[lo..hi]);
@@ -147,11 +141,7 @@ impl<'a, B: Blocks> Paged<'a, B> {
 
     /// The first `n` bytes of page 0 as they are now, if page 0 is cached.
     pub(crate) fn into_first_page(self, n: usize) -> Option<Vec<u8>> {
-        let page = self.pages.borrow_mut().remove(&0)?;
-        if !page.loaded {
-            give_back(page.data);
-            return None;
-        }
+        let page = self.pages.borrow_mut().remove(&0).filter(|p| p.loaded)?;
         let mut data = page.data.into_vec();
         data.truncate(n);
         Some(data)
