@@ -8,10 +8,13 @@
 //! points came from, which tells the log which segments may be deleted.
 //! A shard keeps its points in a slab of fixed chunks, not a list per metric.
 
-use std::collections::HashMap;
+mod entries;
+
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use entries::Entries;
 
 /// One received point.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,14 +243,15 @@ struct Entry {
 struct Shard {
     /// Keyed by a name shared with the writer's order and the name
     /// index's waiting set, so a waiting metric's name exists once.
-    entries: HashMap<Arc<str>, Entry>,
+    entries: Entries<Entry>,
     slab: Slab,
 }
 
 impl Shard {
-    /// Rebuilds the slab when most of it is free, so a burst's memory
+    /// Rebuilds the entries and the slab, each when most of it is free, so a burst's memory
     /// goes back once the writer has caught up.
     fn compact(&mut self) {
+        self.entries.compact();
         if !self.slab.mostly_free() {
             return;
         }
@@ -302,7 +306,7 @@ impl Cache {
         let shards = (0..shards.max(1))
             .map(|_| {
                 Mutex::new(Shard {
-                    entries: HashMap::new(),
+                    entries: Entries::new(),
                     slab: Slab::new(),
                 })
             })
@@ -352,14 +356,7 @@ impl Cache {
         for p in points {
             let mut guard = Self::lock(self.shard(&p.name));
             let Shard { entries, slab } = &mut *guard;
-            let entry = match entries.get_mut(p.name.as_str()) {
-                Some(e) => e,
-                None => {
-                    let name: Arc<str> = p.name.as_str().into();
-                    new_name(&name);
-                    entries.entry(name).or_default()
-                }
-            };
+            let entry = entries.get_or_insert(&p.name, &mut new_name);
             if entry.points.is_empty() {
                 entry.segment = segment;
             }
@@ -452,7 +449,7 @@ impl Cache {
     /// while the writer has it in flight (try again in a moment).
     pub fn hold(&self, name: &str) -> Option<Checkout> {
         let mut shard = Self::lock(self.shard(name));
-        let entry = shard.entries.entry(name.into()).or_default();
+        let entry = shard.entries.get_or_insert(name, |_| {});
         if entry.in_flight.is_some() {
             return None;
         }
@@ -526,7 +523,7 @@ impl Cache {
     pub fn oldest_segment(&self) -> Option<u64> {
         let mut oldest: Option<u64> = None;
         for shard in self.shards.iter() {
-            for entry in Self::lock(shard).entries.values() {
+            for (_, entry) in Self::lock(shard).entries.iter() {
                 let waiting = (!entry.points.is_empty()).then_some(entry.segment);
                 let flying = entry.in_flight.as_ref().map(|f| f.1);
                 for s in waiting.into_iter().chain(flying) {
@@ -541,7 +538,7 @@ impl Cache {
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for shard in self.shards.iter() {
-            names.extend(Self::lock(shard).entries.keys().map(|k| k.to_string()));
+            names.extend(Self::lock(shard).entries.iter().map(|(k, _)| k.to_string()));
         }
         names
     }
