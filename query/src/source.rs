@@ -60,7 +60,6 @@ impl Source for StoreSource {
         if self.0.names.is_ready() {
             return self
                 .0
-                .names
                 .find(pattern)
                 .map_err(|e| EvalError::Storage(e.to_string()));
         }

@@ -237,6 +237,9 @@ struct Entry {
     /// Points checked out by the writer and their segment (boxed: most
     /// entries have none, and every entry pays for the field).
     in_flight: Option<Box<(List, u64)>>,
+    /// A series whose file the name index may not hold yet: finds list it
+    /// from here ([`Cache::unfiled`]) until [`Cache::filed`].
+    unfiled: bool,
 }
 
 /// One shard: entries by metric name, their points in one slab.
@@ -245,9 +248,19 @@ struct Shard {
     /// index's waiting set, so a waiting metric's name exists once.
     entries: Entries<Entry>,
     slab: Slab,
+    /// Entries marked `unfiled`, so finds skip a shard without any.
+    unfiled: usize,
 }
 
 impl Shard {
+    /// Forgets `name`'s entry.
+    fn remove(&mut self, name: &str) {
+        if self.entries.get(name).is_some_and(|e| e.unfiled) {
+            self.unfiled -= 1;
+        }
+        self.entries.remove(name);
+    }
+
     /// Rebuilds the entries and the slab, each when most of it is free, so a burst's memory
     /// goes back once the writer has caught up.
     fn compact(&mut self) {
@@ -308,6 +321,7 @@ impl Cache {
                 Mutex::new(Shard {
                     entries: Entries::new(),
                     slab: Slab::new(),
+                    unfiled: 0,
                 })
             })
             .collect();
@@ -345,8 +359,9 @@ impl Cache {
     }
 
     /// Adds points as [`Self::add`], calling `new_name` with each name the
-    /// cache did not hold (the name index learns of new series there, once
-    /// per name and write-back rather than once per point).
+    /// cache did not hold. Such a series is [unfiled](Self::unfiled) (found
+    /// from the cache) unless it is tagged (tagged names are not part of
+    /// the name tree), until [`Self::filed`] says the tree holds it.
     pub fn add_noting(
         &self,
         points: &[Datapoint],
@@ -355,8 +370,20 @@ impl Cache {
     ) {
         for p in points {
             let mut guard = Self::lock(self.shard(&p.name));
-            let Shard { entries, slab } = &mut *guard;
-            let entry = entries.get_or_insert(&p.name, &mut new_name);
+            let Shard {
+                entries,
+                slab,
+                unfiled,
+            } = &mut *guard;
+            let mut fresh = None;
+            let entry = entries.get_or_insert(&p.name, |name| fresh = Some(name.clone()));
+            if let Some(name) = fresh {
+                if !crate::tags::is_tagged(&name) {
+                    entry.unfiled = true;
+                    *unfiled += 1;
+                }
+                new_name(&name);
+            }
             if entry.points.is_empty() {
                 entry.segment = segment;
             }
@@ -476,7 +503,7 @@ impl Cache {
                 .get(name)
                 .is_some_and(|e| e.points.is_empty() && e.in_flight.is_none())
             {
-                shard.entries.remove(name);
+                shard.remove(name);
             }
         } else {
             self.complete(name);
@@ -496,7 +523,7 @@ impl Cache {
             shard.slab.release(flight.0);
         }
         if entry.points.is_empty() {
-            shard.entries.remove(name);
+            shard.remove(name);
         }
         shard.compact();
     }
@@ -505,7 +532,7 @@ impl Cache {
     /// in-flight points go back ahead of any that arrived since.
     pub fn requeue(&self, name: &str) {
         let mut guard = Self::lock(self.shard(name));
-        let Shard { entries, slab } = &mut *guard;
+        let Shard { entries, slab, .. } = &mut *guard;
         let Some(entry) = entries.get_mut(name) else {
             return;
         };
@@ -532,6 +559,37 @@ impl Cache {
             }
         }
         oldest
+    }
+
+    /// Series received whose files the name index may not hold yet (see
+    /// [`Self::add_noting`]). A find reads these before the tree, and a
+    /// series leaves them only after the tree has it, so a find always
+    /// sees a series whose file is being made in one or the other.
+    pub fn unfiled(&self) -> Vec<Arc<str>> {
+        let mut names = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = Self::lock(shard);
+            if shard.unfiled > 0 {
+                names.extend(
+                    shard
+                        .entries
+                        .iter()
+                        .filter(|(_, e)| e.unfiled)
+                        .map(|(n, _)| n.clone()),
+                );
+            }
+        }
+        names
+    }
+
+    /// The name index holds `name`: it is no longer [unfiled](Self::unfiled).
+    pub fn filed(&self, name: &str) {
+        let mut guard = Self::lock(self.shard(name));
+        let shard = &mut *guard;
+        if let Some(entry) = shard.entries.get_mut(name).filter(|e| e.unfiled) {
+            entry.unfiled = false;
+            shard.unfiled -= 1;
+        }
     }
 
     /// Names of every metric with points held.
@@ -694,5 +752,42 @@ mod tests {
         cache.complete("n");
         cache.add(&[dp("o", 10, 1.0)], 2);
         assert_eq!(chunks(&cache), before);
+    }
+
+    #[test]
+    fn new_untagged_series_are_unfiled_until_filed_or_gone() {
+        let cache = Cache::new(0, 4);
+        let unfiled = |cache: &Cache| {
+            let mut names: Vec<String> = cache.unfiled().iter().map(|n| n.to_string()).collect();
+            names.sort();
+            names
+        };
+        cache.add(
+            &[
+                dp("a.new", 10, 1.0),
+                dp("a.known", 10, 1.0),
+                dp("a.tagged;dc=x", 10, 1.0),
+                dp("a.new", 20, 2.0),
+            ],
+            1,
+        );
+        assert_eq!(unfiled(&cache), vec!["a.known", "a.new"]);
+        cache.filed("a.known");
+        cache.filed("a.known");
+        cache.filed("not.held");
+        assert_eq!(unfiled(&cache), vec!["a.new"]);
+        // Written and gone from the cache: nothing to list.
+        assert!(cache.checkout("a.new").is_some());
+        cache.complete("a.new");
+        assert!(unfiled(&cache).is_empty());
+        // Back with a new point: new to the cache again.
+        cache.add(&[dp("a.new", 30, 3.0)], 2);
+        assert_eq!(unfiled(&cache), vec!["a.new"]);
+        // Every shard's count came back to what its entries say.
+        for shard in cache.shards.iter() {
+            let shard = Cache::lock(shard);
+            let marked = shard.entries.iter().filter(|(_, e)| e.unfiled).count();
+            assert_eq!(shard.unfiled, marked);
+        }
     }
 }

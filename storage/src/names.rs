@@ -3,16 +3,17 @@
 //! the disk in the background at start and again every rescan (files that
 //! other processes add or delete, as go-carbon's `scan-frequency`), and
 //! kept current in between by the files this node creates or deletes
-//! itself. Series received but without a file yet are held apart, in a set
-//! that empties as their files are made.
+//! itself. Series received but without a file yet are not in it: the
+//! cache lists them ([`crate::cache::Cache::unfiled`]) and a find adds them.
 //!
 //! It mirrors what a walk of the tree finds: directories are branches (an
-//! emptied one stays, as on disk), `.wsp` files leaves, and the untagged
-//! names waiting for their files both. A name the tree lacks but that a pattern spells out without
-//! wildcards is still looked for on disk, so a file copied in by hand is
-//! found by its name at once and by globs after the next rescan.
+//! emptied one stays, as on disk), `.wsp` files leaves, and the unfiled
+//! names given to a find both. A name the tree lacks but that a pattern
+//! spells out without wildcards is still looked for on disk, so a file
+//! copied in by hand is found by its name at once and by globs after the
+//! next rescan.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -259,8 +260,6 @@ pub struct NameIndex {
     journal: Mutex<Option<Vec<Change>>>,
     /// Whether a rescan runs (the journal is open).
     scanning: AtomicBool,
-    /// Untagged series received whose files the tree does not hold yet.
-    pending: Mutex<HashSet<Arc<str>>>,
 }
 
 impl NameIndex {
@@ -272,7 +271,6 @@ impl NameIndex {
             ready: AtomicBool::new(false),
             journal: Mutex::new(None),
             scanning: AtomicBool::new(false),
-            pending: Mutex::new(HashSet::new()),
         }
     }
 
@@ -296,22 +294,12 @@ impl NameIndex {
         }
     }
 
-    /// Notes a series received (a name new to the cache): found from now
-    /// on, as a leaf waiting for its file unless the tree holds it.
-    pub fn note_received(&self, name: Arc<str>) {
-        if self
-            .tree
+    /// Whether the tree holds the leaf `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tree
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&name)
-        {
-            return;
-        }
-        self.pending_set().insert(name);
-    }
-
-    fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     /// Adds the leaf `name` (a dotted path in the tree): its file exists.
@@ -327,14 +315,10 @@ impl NameIndex {
         if !held {
             self.change(Change::Insert(name.to_string()));
         }
-        // Only now out of the waiting set: a find reads that set, then the
-        // tree, so a name must never be in neither while it moves across.
-        self.pending_set().remove(name);
     }
 
-    /// Forgets the leaf `name`: neither file nor cache holds it.
+    /// Forgets the leaf `name`: its file is gone.
     pub fn remove(&self, name: &str) {
-        self.pending_set().remove(name);
         self.change(Change::Remove(name.to_string()));
     }
 
@@ -351,19 +335,16 @@ impl NameIndex {
     }
 
     /// Rebuilds the tree from the disk; changes made while it runs are
-    /// kept. Waiting names that `cached` (the cache's names, asked after
-    /// them) no longer holds are dropped: their points were given up.
-    pub fn rescan(&self, cached: impl FnOnce() -> Vec<String>) -> io::Result<usize> {
+    /// kept.
+    pub fn rescan(&self) -> io::Result<usize> {
+        self.rescan_with(|| {})
+    }
+
+    /// [`Self::rescan`], calling `meanwhile` once the journal is open.
+    fn rescan_with(&self, meanwhile: impl FnOnce()) -> io::Result<usize> {
         *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
         self.scanning.store(true, Ordering::Release);
-        let waiting: Vec<Arc<str>> = self.pending_set().iter().cloned().collect();
-        let held: HashSet<String> = cached().into_iter().collect();
-        {
-            let mut pending = self.pending_set();
-            for name in waiting.iter().filter(|n| !held.contains(&***n)) {
-                pending.remove(name);
-            }
-        }
+        meanwhile();
         let result = (|| -> io::Result<(Branch, usize)> {
             let mut fresh = Branch::default();
             let mut ancestors = Vec::new();
@@ -382,18 +363,15 @@ impl NameIndex {
             fresh.apply(change);
         }
         *tree = fresh;
-        // Names received before the tree held their files (the first scan
-        // still running at start) wait no longer.
-        self.pending_set().retain(|n| !tree.contains(n));
         self.ready.store(true, Ordering::Release);
         Ok(leaves)
     }
 
     /// Every node matching `pattern`, sorted by path, as [`find::find`]
-    /// would find it on disk, with the names waiting for their files.
-    pub fn find(&self, pattern: &str) -> io::Result<Vec<Node>> {
-        let waiting: Vec<Arc<str>> = self.pending_set().iter().cloned().collect();
-        let mut nodes: BTreeSet<Node> = find::find_in_names(waiting.iter().map(|n| &**n), pattern)
+    /// would find it on disk, with the `unfiled` series (received, their
+    /// files perhaps not made yet; read before the tree is).
+    pub fn find(&self, pattern: &str, unfiled: &[Arc<str>]) -> io::Result<Vec<Node>> {
+        let mut nodes: BTreeSet<Node> = find::find_in_names(unfiled.iter().map(|n| &**n), pattern)
             .into_iter()
             .collect();
         let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
@@ -511,7 +489,7 @@ mod tests {
             fs::write(dir.path().join(format!("many/h{i}.wsp")), b"").unwrap();
         }
         let index = NameIndex::new(dir.path());
-        assert_eq!(index.rescan(Vec::new).unwrap(), 86);
+        assert_eq!(index.rescan().unwrap(), 86);
         for pattern in [
             "*",
             "servers",
@@ -534,7 +512,7 @@ mod tests {
             "many.**",
         ] {
             assert_eq!(
-                paths(index.find(pattern).unwrap()),
+                paths(index.find(pattern, &[]).unwrap()),
                 paths(find::find(dir.path(), pattern).unwrap()),
                 "{pattern}"
             );
@@ -542,95 +520,63 @@ mod tests {
     }
 
     #[test]
-    fn cached_and_inserted_names_are_found_and_removed_ones_are_not() {
+    fn unfiled_and_inserted_names_are_found_and_removed_ones_are_not() {
         let dir = tree(&["a/b.wsp"]);
         let index = NameIndex::new(dir.path());
-        index.rescan(Vec::new).unwrap();
-        index.note_received("a.cached".into());
-        index.note_received("a.b".into());
+        index.rescan().unwrap();
+        let unfiled: Vec<Arc<str>> = vec!["a.cached".into(), "a.b".into()];
         index.insert("a.c.d");
         assert_eq!(
-            paths(index.find("a.*").unwrap()),
+            paths(index.find("a.*", &unfiled).unwrap()),
             vec![
                 ("a.b".into(), true),
                 ("a.c".into(), false),
                 ("a.cached".into(), true)
             ]
         );
-        index.remove("a.cached");
         index.remove("a.c.d");
         assert_eq!(
-            paths(index.find("a.*").unwrap()),
+            paths(index.find("a.*", &[]).unwrap()),
             vec![("a.b".into(), true), ("a.c".into(), false)],
             "a branch stays as its directory would"
         );
     }
 
     #[test]
-    fn waiting_names_leave_when_their_file_is_made_or_the_cache_gives_them_up() {
-        let dir = tree(&[]);
-        let index = NameIndex::new(dir.path());
-        index.rescan(Vec::new).unwrap();
-        index.note_received("w.made".into());
-        index.note_received("w.given_up".into());
-        index.note_received("w.kept".into());
-        assert_eq!(index.find("w.*").unwrap().len(), 3);
-        fs::create_dir_all(dir.path().join("w")).unwrap();
-        fs::write(dir.path().join("w/made.wsp"), b"").unwrap();
-        index.insert("w.made");
-        index.rescan(|| vec!["w.kept".to_string()]).unwrap();
-        assert_eq!(
-            paths(index.find("w.*").unwrap()),
-            vec![("w.kept".into(), true), ("w.made".into(), true)],
-            "the made one is on disk, the given-up one is gone"
-        );
-        assert_eq!(index.pending_set().len(), 1);
-        // Received before a scan that finds its file: it waits no longer.
-        index.note_received("w.early".into());
-        fs::write(dir.path().join("w/early.wsp"), b"").unwrap();
-        index
-            .rescan(|| vec!["w.kept".to_string(), "w.early".to_string()])
-            .unwrap();
-        assert_eq!(index.pending_set().len(), 1);
-        assert_eq!(index.find("w.early").unwrap().len(), 1);
-    }
-
-    #[test]
     fn a_literal_name_is_looked_for_on_disk_and_globs_see_it_after_a_rescan() {
         let dir = tree(&["a/b.wsp"]);
         let index = NameIndex::new(dir.path());
-        index.rescan(Vec::new).unwrap();
+        index.rescan().unwrap();
         fs::create_dir_all(dir.path().join("copied/in")).unwrap();
         fs::write(dir.path().join("copied/in/x.wsp"), b"").unwrap();
         assert_eq!(
-            paths(index.find("copied.in.x").unwrap()),
+            paths(index.find("copied.in.x", &[]).unwrap()),
             vec![("copied.in.x".into(), true)]
         );
-        assert!(index.find("copied.*.x").unwrap().is_empty());
+        assert!(index.find("copied.*.x", &[]).unwrap().is_empty());
         fs::remove_file(dir.path().join("a/b.wsp")).unwrap();
-        index.rescan(Vec::new).unwrap();
+        index.rescan().unwrap();
         assert_eq!(
-            paths(index.find("*.*.*").unwrap()),
+            paths(index.find("*.*.*", &[]).unwrap()),
             vec![("copied.in.x".into(), true)]
         );
-        assert_eq!(paths(index.find("a.*").unwrap()), vec![]);
+        assert_eq!(paths(index.find("a.*", &[]).unwrap()), vec![]);
     }
 
     #[test]
     fn changes_during_a_rescan_survive_it() {
         let dir = tree(&["on/disk.wsp"]);
         let index = NameIndex::new(dir.path());
-        index.rescan(Vec::new).unwrap();
+        index.rescan().unwrap();
         index
-            .rescan(|| {
+            .rescan_with(|| {
                 // As a receiver would while the disk is read.
                 index.insert("arrived.meanwhile");
                 index.remove("on.disk");
-                Vec::new()
             })
             .unwrap();
         assert_eq!(
-            paths(index.find("*.*").unwrap()),
+            paths(index.find("*.*", &[]).unwrap()),
             vec![("arrived.meanwhile".into(), true)]
         );
     }
@@ -640,45 +586,10 @@ mod tests {
         let dir = tree(&["a/m.wsp"]);
         std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("a/loop")).unwrap();
         let index = NameIndex::new(dir.path());
-        assert_eq!(index.rescan(Vec::new).unwrap(), 1);
+        assert_eq!(index.rescan().unwrap(), 1);
         assert_eq!(
-            paths(index.find("a.m").unwrap()),
+            paths(index.find("a.m", &[]).unwrap()),
             vec![("a.m".into(), true)]
-        );
-    }
-
-    #[test]
-    fn a_series_whose_file_is_being_made_is_always_found() {
-        let dir = tree(&[]);
-        let index = Arc::new(NameIndex::new(dir.path()));
-        index.rescan(Vec::new).unwrap();
-        let noted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        const NAMES: usize = 2_000;
-        let maker = {
-            let (index, noted) = (index.clone(), noted.clone());
-            std::thread::spawn(move || {
-                for i in 0..NAMES {
-                    index.note_received(format!("w.m{i}").into());
-                    noted.store(i + 1, Ordering::Release);
-                    // Its file is made: the writer tells the index.
-                    index.insert(&format!("w.m{i}"));
-                }
-            })
-        };
-        let missed = loop {
-            let before = noted.load(Ordering::Acquire);
-            let found = index.find("w.*").unwrap().len();
-            if found < before {
-                break Some((found, before));
-            }
-            if before == NAMES {
-                break None;
-            }
-        };
-        maker.join().unwrap();
-        assert_eq!(
-            missed, None,
-            "a find saw (found, noted) series while files were made"
         );
     }
 

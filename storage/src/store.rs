@@ -130,11 +130,11 @@ pub struct Replay {
     pub torn_segments: usize,
 }
 
-/// A series the cache did not hold: the name index learns of it. Tagged
-/// names are not part of the tree (their files are, once written).
-fn note_received(names: &NameIndex, name: Arc<str>) {
-    if !crate::tags::is_tagged(&name) {
-        names.note_received(name);
+/// A series new to the cache, which marks it unfiled (found from the
+/// cache): no longer so if the name tree holds its file already.
+fn file_if_known(names: &NameIndex, cache: &Cache, name: &str) {
+    if names.contains(name) {
+        cache.filed(name);
     }
 }
 
@@ -155,13 +155,21 @@ fn spawn_indexer(store: &Arc<Store>) -> io::Result<()> {
                 return;
             }
             let started = Instant::now();
-            let cached = || weak.upgrade().map(|s| s.cache.names()).unwrap_or_default();
-            match names.rescan(cached) {
-                Ok(leaves) => tracing::debug!(
-                    leaves,
-                    ms = started.elapsed().as_millis() as u64,
-                    "name index read from disk"
-                ),
+            match names.rescan() {
+                Ok(leaves) => {
+                    // Series received before the tree held their files
+                    // (the first scan still running) are found there now.
+                    if let Some(store) = weak.upgrade() {
+                        for name in store.cache.unfiled() {
+                            file_if_known(&names, &store.cache, &name);
+                        }
+                    }
+                    tracing::debug!(
+                        leaves,
+                        ms = started.elapsed().as_millis() as u64,
+                        "name index read from disk"
+                    )
+                }
                 Err(e) => tracing::warn!(error = %e, dir = %dir.display(), "cannot read the whisper tree for the name index; finds walk the disk until it can be read"),
             }
             // Zero, or too far to say: never again.
@@ -223,11 +231,8 @@ impl Store {
                 for p in batch.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
                     tags.ensure(&p.name);
                 }
-                let mut fresh: Vec<Arc<str>> = Vec::new();
-                cache.add_noting(&batch, segment, |name| fresh.push(name.clone()));
-                for name in fresh {
-                    note_received(&names, name);
-                }
+                // The tree is empty until the first scan, which files them.
+                cache.add(&batch, segment);
             },
         )?;
         replay.torn_segments = torn;
@@ -282,15 +287,16 @@ impl Store {
         for p in points.iter().filter(|p| crate::tags::is_tagged(&p.name)) {
             self.tags.ensure(&p.name);
         }
-        // New names go into the tree after the log's lock is released: a
-        // long find holding the tree must not stall every receiver.
+        // New names are looked for in the tree after the log's lock is
+        // released: a long find holding the tree must not stall every
+        // receiver.
         let mut fresh: Vec<Arc<str>> = Vec::new();
         self.wal.append(points, |segment| {
             self.cache
                 .add_noting(points, segment, |name| fresh.push(name.clone()))
         })?;
         for name in fresh {
-            note_received(&self.names, name);
+            file_if_known(&self.names, &self.cache, &name);
         }
         Ok(())
     }
@@ -299,8 +305,18 @@ impl Store {
     /// a received copy), for the name index.
     pub fn note_file(&self, path: &Path) {
         if let Some(name) = self.names.name_of(path) {
+            // The tree first: a find reads the unfiled series, then the tree.
             self.names.insert(&name);
+            self.cache.filed(&name);
         }
+    }
+
+    /// Every node (branches and leaves) matching the untagged `pattern`,
+    /// sorted, from the name tree and the series only the cache holds.
+    pub fn find(&self, pattern: &str) -> io::Result<Vec<crate::find::Node>> {
+        // The cache before the tree: see [`Cache::unfiled`].
+        let unfiled = self.cache.unfiled();
+        self.names.find(pattern, &unfiled)
     }
 
     /// Records that this node deleted the whisper file `path`.

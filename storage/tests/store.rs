@@ -203,3 +203,71 @@ fn cached_points_are_aggregated_into_coarse_slots() {
         "average of the cached points in the minute"
     );
 }
+
+#[test]
+fn received_series_are_found_before_and_after_their_files_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.accept(&[dp("w.old", now() - 10, 1.0)]).unwrap();
+    drain(&store);
+    while !store.names.is_ready() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let found = |store: &Store| -> Vec<String> {
+        store
+            .find("w.*")
+            .unwrap()
+            .into_iter()
+            .map(|n| n.path)
+            .collect()
+    };
+    store
+        .accept(&[dp("w.old", now(), 2.0), dp("w.new", now(), 3.0)])
+        .unwrap();
+    let unfiled: Vec<String> = store
+        .cache
+        .unfiled()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(unfiled, vec!["w.new"], "w.old's file is known already");
+    assert_eq!(found(&store), vec!["w.new", "w.old"]);
+    drain(&store);
+    assert!(store.cache.unfiled().is_empty());
+    assert_eq!(found(&store), vec!["w.new", "w.old"]);
+}
+
+#[test]
+fn a_series_whose_file_is_being_made_is_always_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let noted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    const SERIES: usize = 2_000;
+    let maker = {
+        let (store, noted) = (store.clone(), noted.clone());
+        std::thread::spawn(move || {
+            for i in 0..SERIES {
+                let name = format!("w.m{i}");
+                store.accept(&[dp(&name, now(), 1.0)]).unwrap();
+                noted.store(i + 1, std::sync::atomic::Ordering::Release);
+                // Its file is made: the writer tells the store.
+                store.note_file(&store.path_of(&name));
+            }
+        })
+    };
+    let missed = loop {
+        let before = noted.load(std::sync::atomic::Ordering::Acquire);
+        let found = store.find("w.*").unwrap().len();
+        if found < before {
+            break Some((found, before));
+        }
+        if before == SERIES {
+            break None;
+        }
+    };
+    maker.join().unwrap();
+    assert_eq!(
+        missed, None,
+        "a find saw (found, noted) series while files were made"
+    );
+}
