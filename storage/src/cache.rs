@@ -244,8 +244,8 @@ struct Entry {
 
 /// One shard: entries by metric name, their points in one slab.
 struct Shard {
-    /// Keyed by a name shared with the writer's order and the name
-    /// index's waiting set, so a waiting metric's name exists once.
+    /// Keyed by a name shared with the writer's order and the unfiled
+    /// series a find lists, so a waiting metric's name exists once.
     entries: Entries<Entry>,
     slab: Slab,
     /// Entries marked `unfiled`, so finds skip a shard without any.
@@ -255,10 +255,9 @@ struct Shard {
 impl Shard {
     /// Forgets `name`'s entry.
     fn remove(&mut self, name: &str) {
-        if self.entries.get(name).is_some_and(|e| e.unfiled) {
+        if self.entries.remove(name).is_some_and(|e| e.unfiled) {
             self.unfiled -= 1;
         }
-        self.entries.remove(name);
     }
 
     /// Rebuilds the entries and the slab, each when most of it is free, so a burst's memory

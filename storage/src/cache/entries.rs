@@ -121,17 +121,19 @@ impl<V: Default> Entries<V> {
         i
     }
 
-    /// Forgets `name` and its value.
-    pub(super) fn remove(&mut self, name: &str) {
+    /// Forgets `name`; answers its value.
+    pub(super) fn remove(&mut self, name: &str) -> Option<V> {
         let hash = self.hasher.hash_one(name);
         let Entries {
             table, pages, free, ..
         } = self;
-        if let Ok(found) = table.find_entry(hash, |&i| &*slot(pages, i).0 == name) {
-            let (i, _) = found.remove();
-            free.push(i);
-            *self.slot_mut(i) = (self.vacant.clone(), V::default());
-        }
+        let (i, _) = table
+            .find_entry(hash, |&i| &*slot(pages, i).0 == name)
+            .ok()?
+            .remove();
+        free.push(i);
+        let vacant = (self.vacant.clone(), V::default());
+        Some(std::mem::replace(self.slot_mut(i), vacant).1)
     }
 
     /// Every name held and its value.
