@@ -749,8 +749,9 @@ impl Rebalancer {
                     }
                 }
             }
-            // Neither file nor cache holds it now (a file or a cache-only
-            // series alike): finds here stop listing it.
+            // The file is gone (or there was none): finds here stop
+            // listing it, unless points arrived after the late push (the
+            // cache lists those until they are written or moved).
             self.store.forget_file(&self.store.path_of(&item.name));
         }
         result

@@ -245,7 +245,7 @@ struct Entry {
 /// One shard: entries by metric name, their points in one slab.
 struct Shard {
     /// Keyed by a name shared with the writer's order and the unfiled
-    /// series a find lists, so a waiting metric's name exists once.
+    /// series a find lists, so they hold no copies of it.
     entries: Entries<Entry>,
     slab: Slab,
     /// Entries marked `unfiled`, so finds skip a shard without any.
@@ -285,6 +285,11 @@ pub struct Checkout {
     pub name: String,
     /// Sorted, deduplicated points.
     pub points: Vec<(i64, f64)>,
+    /// The series was [unfiled](Cache::unfiled) when checked out: whoever
+    /// writes it into a file this node did not make puts the file in the
+    /// name tree (see [`crate::store::Store::note_file`]) before the
+    /// points leave the cache, or finds would lose it until a rescan.
+    pub unfiled: bool,
 }
 
 /// Sizes reported by [`Cache::stats`].
@@ -460,11 +465,13 @@ impl Cache {
     /// shard's lock, sorted after it is released so receivers wait less.
     fn checked_out(shard: MutexGuard<'_, Shard>, name: &str, points: &List) -> Checkout {
         let mut sorted: Vec<(i64, f64)> = shard.slab.points(points).map(Held::point).collect();
+        let unfiled = shard.entries.get(name).is_some_and(|e| e.unfiled);
         drop(shard);
         sort_dedup(&mut sorted);
         Checkout {
             name: name.to_string(),
             points: sorted,
+            unfiled,
         }
     }
 
@@ -574,7 +581,8 @@ impl Cache {
                         .entries
                         .iter()
                         .filter(|(_, e)| e.unfiled)
-                        .map(|(n, _)| n.clone()),
+                        .map(|(n, _)| n.clone())
+                        .take(shard.unfiled),
                 );
             }
         }
@@ -783,10 +791,39 @@ mod tests {
         cache.add(&[dp("a.new", 30, 3.0)], 2);
         assert_eq!(unfiled(&cache), vec!["a.new"]);
         // Every shard's count came back to what its entries say.
-        for shard in cache.shards.iter() {
-            let shard = Cache::lock(shard);
-            let marked = shard.entries.iter().filter(|(_, e)| e.unfiled).count();
-            assert_eq!(shard.unfiled, marked);
+        let counted = |cache: &Cache| {
+            for shard in cache.shards.iter() {
+                let shard = Cache::lock(shard);
+                let marked = shard.entries.iter().filter(|(_, e)| e.unfiled).count();
+                assert_eq!(shard.unfiled, marked);
+            }
+        };
+        counted(&cache);
+        // Through a compaction of the entries, a hold and a requeue.
+        let cache = Cache::new(0, 1);
+        let names: Vec<String> = (0..3000).map(|i| format!("b.m{i}")).collect();
+        for name in &names {
+            cache.add(&[dp(name, 10, 1.0)], 1);
         }
+        for name in names.iter().filter(|n| !n.ends_with('7')) {
+            let checkout = cache.checkout(name);
+            assert!(checkout.is_some_and(|c| c.unfiled), "{name}");
+            cache.complete(name);
+        }
+        cache.filed("b.m17");
+        assert!(cache.hold("b.m27").is_some());
+        cache.release("b.m27", true);
+        assert!(cache.checkout("b.m37").is_some());
+        cache.requeue("b.m37");
+        counted(&cache);
+        let mut left: Vec<String> = cache.unfiled().iter().map(|n| n.to_string()).collect();
+        left.sort();
+        let mut want: Vec<String> = names
+            .iter()
+            .filter(|n| n.ends_with('7') && *n != "b.m17")
+            .cloned()
+            .collect();
+        want.sort();
+        assert_eq!(left, want);
     }
 }

@@ -520,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn unfiled_and_inserted_names_are_found_and_removed_ones_are_not() {
+    fn unfiled_and_inserted_names_are_found_and_removed_leaves_are_not() {
         let dir = tree(&["a/b.wsp"]);
         let index = NameIndex::new(dir.path());
         index.rescan().unwrap();

@@ -110,7 +110,14 @@ fn write(
 ) -> Result<Outcome, WhisperError> {
     let path = store.path_of(&checkout.name);
     let mut file = match WhisperFile::open_rw(&path) {
-        Ok(f) => f,
+        Ok(f) => {
+            if checkout.unfiled {
+                // A file this node did not make (copied in, or made after
+                // the scan passed its folder): the tree has it from now on.
+                store.note_file(&path);
+            }
+            f
+        }
         Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             if !draining && !limits.creates().try_take() {
                 return Ok(Outcome::CreateLimited);
@@ -126,7 +133,7 @@ fn write(
                     store.note_file(&path);
                 }
                 // Someone else (a restore, a second writer) created it meanwhile.
-                Err(WhisperError::AlreadyExists(_)) => {}
+                Err(WhisperError::AlreadyExists(_)) => store.note_file(&path),
                 Err(e) => return Err(e),
             }
             WhisperFile::open_rw(&path)?
@@ -265,6 +272,11 @@ fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, mine: &[usize], part
                 }
                 // The file itself is unusable (corrupt, foreign): these points cannot land.
                 Err(e) => {
+                    let path = store.path_of(&name);
+                    if checkout.unfiled && path.exists() {
+                        // Listed as a disk walk would list it.
+                        store.note_file(&path);
+                    }
                     store.cache.complete(&name);
                     store.stats.errors.fetch_add(1, Ordering::Relaxed);
                     failed += checkout.points.len() as u64;

@@ -210,17 +210,7 @@ fn received_series_are_found_before_and_after_their_files_exist() {
     let store = open(dir.path());
     store.accept(&[dp("w.old", now() - 10, 1.0)]).unwrap();
     drain(&store);
-    while !store.names.is_ready() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let found = |store: &Store| -> Vec<String> {
-        store
-            .find("w.*")
-            .unwrap()
-            .into_iter()
-            .map(|n| n.path)
-            .collect()
-    };
+    ready(&store);
     store
         .accept(&[dp("w.old", now(), 2.0), dp("w.new", now(), 3.0)])
         .unwrap();
@@ -231,10 +221,10 @@ fn received_series_are_found_before_and_after_their_files_exist() {
         .map(|n| n.to_string())
         .collect();
     assert_eq!(unfiled, vec!["w.new"], "w.old's file is known already");
-    assert_eq!(found(&store), vec!["w.new", "w.old"]);
+    assert_eq!(found(&store, "w.*"), vec!["w.new", "w.old"]);
     drain(&store);
     assert!(store.cache.unfiled().is_empty());
-    assert_eq!(found(&store), vec!["w.new", "w.old"]);
+    assert_eq!(found(&store, "w.*"), vec!["w.new", "w.old"]);
 }
 
 #[test]
@@ -270,4 +260,81 @@ fn a_series_whose_file_is_being_made_is_always_found() {
         missed, None,
         "a find saw (found, noted) series while files were made"
     );
+}
+
+/// Waits for the name index's first read of the disk.
+fn ready(store: &Store) {
+    while !store.names.is_ready() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn found(store: &Store, pattern: &str) -> Vec<String> {
+    store
+        .find(pattern)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.path)
+        .collect()
+}
+
+#[test]
+fn a_file_copied_in_stays_found_once_its_points_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    ready(&store);
+    // Copied in by hand after the index read the disk: the tree lacks it.
+    let path = store.path_of("c.copied");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    graunt_storage::whisper::create(
+        &path,
+        &[graunt_storage::whisper::Retention {
+            seconds_per_point: 10,
+            points: 360,
+        }],
+        &Default::default(),
+    )
+    .unwrap();
+    store.accept(&[dp("c.copied", now(), 1.0)]).unwrap();
+    assert_eq!(found(&store, "c.*"), vec!["c.copied"]);
+    drain(&store);
+    assert_eq!(store.cache.size(), 0);
+    assert_eq!(
+        found(&store, "c.*"),
+        vec!["c.copied"],
+        "written into and out of the cache, it is in the tree"
+    );
+}
+
+#[test]
+fn replayed_series_whose_files_the_first_scan_finds_are_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.accept(&[dp("r.old", now() - 20, 1.0)]).unwrap();
+        drain(&store);
+        store
+            .accept(&[dp("r.old", now(), 2.0), dp("r.new", now(), 3.0)])
+            .unwrap();
+        // Dropped without writing: as if the process died.
+    }
+    let store = open(dir.path());
+    ready(&store);
+    // The rescan's end files what it found; the thread does that just
+    // after the index says it is ready.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let unfiled = loop {
+        let unfiled: Vec<String> = store
+            .cache
+            .unfiled()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        if unfiled.len() == 1 || std::time::Instant::now() > deadline {
+            break unfiled;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(unfiled, vec!["r.new"]);
+    assert_eq!(found(&store, "r.*"), vec!["r.new", "r.old"]);
 }

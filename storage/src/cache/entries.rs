@@ -21,7 +21,7 @@ const PAGE_SLOTS: usize = 256;
 type Slot<V> = (Arc<str>, V);
 
 /// Values by metric name. Names are shared (`Arc<str>`) so that those who
-/// list them (the writer's order, the name index) do not copy them.
+/// list them (the writer's order, a find's unfiled series) do not copy them.
 pub(super) struct Entries<V> {
     /// Indices of the used slots, by the hash of their name.
     table: HashTable<u32>,
