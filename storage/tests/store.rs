@@ -240,8 +240,13 @@ fn a_series_whose_file_is_being_made_is_always_found() {
                 let name = format!("w.m{i}");
                 store.accept(&[dp(&name, now(), 1.0)]).unwrap();
                 noted.store(i + 1, std::sync::atomic::Ordering::Release);
-                // Its file is made: the writer tells the store.
-                store.note_file(&store.path_of(&name));
+                // Its file is made, then the writer tells the store. (A
+                // real file: the index's first scan may run meanwhile, and
+                // its tree replaces the one the store told.)
+                let path = store.path_of(&name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, b"").unwrap();
+                store.note_file(&path);
             }
         })
     };
