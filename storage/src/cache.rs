@@ -458,14 +458,19 @@ impl Cache {
         }
         let points = std::mem::take(&mut entry.points);
         entry.in_flight = Some(Box::new((points, entry.segment)));
-        Some(Self::checked_out(shard, name, &points))
+        let unfiled = entry.unfiled;
+        Some(Self::checked_out(shard, name, &points, unfiled))
     }
 
     /// The checkout of `points`, now in flight: copied out under the
     /// shard's lock, sorted after it is released so receivers wait less.
-    fn checked_out(shard: MutexGuard<'_, Shard>, name: &str, points: &List) -> Checkout {
+    fn checked_out(
+        shard: MutexGuard<'_, Shard>,
+        name: &str,
+        points: &List,
+        unfiled: bool,
+    ) -> Checkout {
         let mut sorted: Vec<(i64, f64)> = shard.slab.points(points).map(Held::point).collect();
-        let unfiled = shard.entries.get(name).is_some_and(|e| e.unfiled);
         drop(shard);
         sort_dedup(&mut sorted);
         Checkout {
@@ -494,7 +499,8 @@ impl Cache {
             entry.segment
         };
         entry.in_flight = Some(Box::new((points, segment)));
-        Some(Self::checked_out(shard, name, &points))
+        let unfiled = entry.unfiled;
+        Some(Self::checked_out(shard, name, &points, unfiled))
     }
 
     /// Ends a [`Cache::hold`]: the held points go back ahead of any that

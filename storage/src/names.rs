@@ -306,13 +306,7 @@ impl NameIndex {
     pub fn insert(&self, name: &str) {
         // While a rescan runs every insert is recorded: the old tree may
         // hold a name (deleted by hand) the new one will not.
-        let held = !self.scanning.load(Ordering::Acquire)
-            && self
-                .tree
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(name);
-        if !held {
+        if self.scanning.load(Ordering::Acquire) || !self.contains(name) {
             self.change(Change::Insert(name.to_string()));
         }
     }

@@ -110,14 +110,7 @@ fn write(
 ) -> Result<Outcome, WhisperError> {
     let path = store.path_of(&checkout.name);
     let mut file = match WhisperFile::open_rw(&path) {
-        Ok(f) => {
-            if checkout.unfiled {
-                // A file this node did not make (copied in, or made after
-                // the scan passed its folder): the tree has it from now on.
-                store.note_file(&path);
-            }
-            f
-        }
+        Ok(f) => f,
         Err(WhisperError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             if !draining && !limits.creates().try_take() {
                 return Ok(Outcome::CreateLimited);
@@ -133,7 +126,7 @@ fn write(
                     store.note_file(&path);
                 }
                 // Someone else (a restore, a second writer) created it meanwhile.
-                Err(WhisperError::AlreadyExists(_)) => store.note_file(&path),
+                Err(WhisperError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
             WhisperFile::open_rw(&path)?
@@ -149,6 +142,20 @@ fn write(
     s.committed_points
         .fetch_add(checkout.points.len() as u64, Ordering::Relaxed);
     Ok(Outcome::Written)
+}
+
+/// The checkout's points leave the cache. A series still unfiled when it
+/// was checked out goes into the name tree first if its file exists (one
+/// copied in, made by someone else, unusable, or just made), or finds
+/// would lose it until the next rescan.
+fn complete(store: &Store, checkout: &Checkout) {
+    if checkout.unfiled {
+        let path = store.path_of(&checkout.name);
+        if path.exists() {
+            store.note_file(&path);
+        }
+    }
+    store.cache.complete(&checkout.name);
 }
 
 /// Runs the writers until `stop` is set and the cache is empty (or holds
@@ -251,7 +258,7 @@ fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, mine: &[usize], part
                 draining || stop.load(Ordering::Relaxed),
             ) {
                 Ok(Outcome::Written) => {
-                    store.cache.complete(&name);
+                    complete(store, &checkout);
                     progressed = true;
                 }
                 Ok(Outcome::CreateLimited) => store.cache.requeue(&name),
@@ -272,12 +279,7 @@ fn drain(store: &Store, stop: &AtomicBool, limits: &Limits, mine: &[usize], part
                 }
                 // The file itself is unusable (corrupt, foreign): these points cannot land.
                 Err(e) => {
-                    let path = store.path_of(&name);
-                    if checkout.unfiled && path.exists() {
-                        // Listed as a disk walk would list it.
-                        store.note_file(&path);
-                    }
-                    store.cache.complete(&name);
+                    complete(store, &checkout);
                     store.stats.errors.fetch_add(1, Ordering::Relaxed);
                     failed += checkout.points.len() as u64;
                     if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

@@ -120,18 +120,20 @@ impl<'a, B: Blocks> Paged<'a, B> {
         // Bytes past the length before this operation were all written
         // here, or read as zeros as past a file's end.
         let existed = self.existed.saturating_sub(start).min(PAGE) as usize;
-        let (lo, hi) = page.dirty;
-        if lo >= hi {
-            if existed > 0 {
-                self.inner.read_at(&mut page.data[..existed], start)?;
-            }
-            page.data[existed..].fill(0);
-        } else {
-            let mut data = take_buffer();
+        let read = |data: &mut [u8]| -> io::Result<()> {
             if existed > 0 {
                 self.inner.read_at(&mut data[..existed], start)?;
             }
             data[existed..].fill(0);
+            Ok(())
+        };
+        let (lo, hi) = page.dirty;
+        if lo >= hi {
+            read(&mut page.data)?;
+        } else {
+            // Read apart, then the written bytes laid over what was read.
+            let mut data = take_buffer();
+            read(&mut data)?;
             data[lo..hi].copy_from_slice(&page.data[lo..hi]);
             give_back(std::mem::replace(&mut page.data, data));
         }
